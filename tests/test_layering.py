@@ -1,0 +1,101 @@
+"""Data flows one way: a vidseq module imports only modules of lower layers (checked with ast).
+
+videos -> frames -> features -> sequences -> logits -> metrics/artifacts. A new module must be
+given its layer here, so the rule is decided on purpose, not by accident.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "vidseq"
+
+LAYERS = {
+    "vidseq": 0,  # __init__: version only
+    "vidseq.errors": 0,
+    "vidseq.config": 1,
+    "vidseq.io": 2,
+    "vidseq.sampling": 2,
+    "vidseq.datasets": 2,
+    "vidseq.synth": 3,
+    "vidseq.backbones": 4,
+    "vidseq.features": 5,
+    "vidseq.models": 6,
+    "vidseq.train": 7,
+    "vidseq.evaluate": 7,
+    "vidseq.predict": 8,
+    "vidseq.tracking": 9,
+    "vidseq.pipeline": 10,
+    "vidseq.cli": 11,
+    "vidseq.__main__": 12,
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _layer(module: str) -> int:
+    """The layer of a module: its own entry or its closest package's."""
+    parts = module.split(".")
+    for i in range(len(parts), 0, -1):
+        name = ".".join(parts[:i])
+        if name in LAYERS and (name != "vidseq" or i == len(parts)):
+            return LAYERS[name]
+    raise KeyError(module)
+
+
+def _vidseq_imports(path: Path, module: str) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("vidseq"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative import: resolve against this module's package
+                base = module.split(".")
+                if path.name != "__init__.py":
+                    base = base[:-1]
+                base = base[: len(base) - node.level + 1]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            if name.startswith("vidseq"):
+                found.add(name)
+    return found
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_only_flow_downwards(path):
+    module = _module_name(path)
+    assert any(module == n or module.startswith(n + ".") for n in LAYERS), (
+        f"{module} has no layer in tests/test_layering.py: give it one"
+    )
+    own = _layer(module)
+    own_package = ".".join(module.split(".")[:2])
+    for imported in _vidseq_imports(path, module):
+        if imported == own_package or imported.startswith(own_package + "."):
+            continue  # inside its own sub-package
+        assert _layer(imported) < own, f"{module} (layer {own}) imports {imported} (layer {_layer(imported)})"
+
+
+def test_import_vidseq_is_cheap():
+    """`import vidseq` (and the config layer) must not pull in torch, decoders or mlflow."""
+    code = (
+        "import sys, vidseq, vidseq.config, vidseq.errors; "
+        "heavy = [m for m in ('torch', 'cv2', 'decord', 'av', 'mlflow', 'ultralytics') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -1,0 +1,3 @@
+from vidseq.cli import main
+
+main()

@@ -1,0 +1,210 @@
+"""Typed configuration: YAML files and ``-o section.key=value`` overrides -> validated objects.
+
+Sits at the bottom of the data flow with ``errors``: every other module may read these
+objects, none of them parses YAML itself. Unknown keys and wrong types are rejected with a
+message that names the key and the file (torchtune-style strictness).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vidseq.errors import ConfigError
+
+SYNTH_CLASSES = (
+    "move_left",
+    "move_right",
+    "grow",
+    "shrink",
+    "rotate_cw",
+    "rotate_ccw",
+    "appear",
+    "disappear",
+)
+
+
+class _Section(BaseModel):
+    """A config section: unknown keys are errors, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IOConfig(_Section):
+    """How videos are decoded."""
+
+    backend: Literal["auto", "decord", "pyav", "opencv", "torchcodec"] = Field(
+        "auto", description="Decoder; 'auto' tries the default order and falls back per file."
+    )
+
+
+class SamplingConfig(_Section):
+    """Which frames of a video are used (see vidseq.sampling)."""
+
+    mode: Literal["uniform", "stride", "dense", "all"] = Field(
+        "uniform",
+        description="uniform: TSN segments; stride: every k-th frame or a target fps; "
+        "dense: one consecutive clip; all: every frame.",
+    )
+    count: int = Field(16, ge=1, description="Frames to sample (uniform: segments; dense: clip length).")
+    stride: int = Field(1, ge=1, description="stride/dense: step between sampled frames.")
+    target_fps: float | None = Field(
+        None, gt=0, description="stride: sample at this rate instead of every `stride` frames."
+    )
+    max_frames: int | None = Field(None, ge=1, description="stride/all: cap on sampled frames.")
+
+
+class DataConfig(_Section):
+    """Where labelled videos are found (see vidseq.datasets)."""
+
+    source: str | None = Field(
+        None, description="Folder per class, CSV, list file, or UCF101/HMDB51 split folder."
+    )
+    format: Literal["auto", "folder", "csv", "list", "ucf101", "hmdb51"] = Field(
+        "auto", description="Dataset format; 'auto' guesses from the source."
+    )
+    video_root: str | None = Field(
+        None, description="Folder that relative video paths in list/CSV/split files start from."
+    )
+    split: int = Field(1, ge=1, description="UCF101/HMDB51: which official split (1-3).")
+    label_names: str | None = Field(
+        None, description="List files: a text file of class names in index order."
+    )
+
+
+class SynthConfig(_Section):
+    """The synthetic motion dataset written by ``vidseq synth``."""
+
+    classes: list[str] = Field(
+        default_factory=lambda: list(SYNTH_CLASSES),
+        description=f"Classes to generate, from: {', '.join(SYNTH_CLASSES)}.",
+    )
+    videos_per_class: int = Field(10, ge=1, description="Videos written per class.")
+    num_frames: int = Field(32, ge=2, description="Frames per video.")
+    size: int = Field(112, ge=32, le=1024, description="Frame width and height in pixels.")
+    fps: float = Field(25.0, gt=0, description="Frame rate written into the files.")
+    noise: float = Field(0.03, ge=0, le=1, description="Std of pixel noise, as a fraction of 255.")
+    seed: int = Field(0, description="Seed: the same seed writes the same dataset.")
+
+
+class VidseqConfig(_Section):
+    """The whole configuration; later stages add their own sections."""
+
+    io: IOConfig = Field(default_factory=IOConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    model: type[BaseModel] = VidseqConfig,
+) -> Any:
+    """Read a YAML file (or nothing: the defaults), apply ``a.b=value`` overrides, validate.
+
+    Raises ConfigError naming the file and the key on any problem.
+    """
+    source = str(path) if path is not None else "default config"
+    data = _read_yaml(Path(path)) if path is not None else {}
+    origins = {}
+    for item in overrides:
+        keys = _apply_override(data, item)
+        origins[tuple(keys)] = item
+    return validate_config(data, source=source, model=model, origins=origins)
+
+
+def validate_config(
+    data: dict,
+    *,
+    source: str,
+    model: type[BaseModel] = VidseqConfig,
+    origins: dict[tuple[str, ...], str] | None = None,
+) -> Any:
+    """Validate a plain dict into ``model``; errors name each bad key and where it came from.
+
+    ``origins`` maps key paths set by ``-o`` overrides to the override text, so an error in an
+    override names the override rather than the file.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source, origins or {}, model)) from None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into its key path and a YAML-typed value."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    return key.split("."), value
+
+
+def to_yaml(config: BaseModel) -> str:
+    """The resolved config as YAML text (what a run records)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _apply_override(data: dict, item: str) -> list[str]:
+    keys, value = parse_override(item)
+    node = data
+    for part in keys[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+    return keys
+
+
+def _format_errors(
+    exc: ValidationError, source: str, origins: dict[tuple[str, ...], str], model: type[BaseModel]
+) -> str:
+    lines = [f"{source}: invalid config"]
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        key = ".".join(loc) or "<top level>"
+        origin = next((f" (from -o {item})" for keys, item in origins.items() if loc[: len(keys)] == keys), "")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  unknown key '{key}'{origin}{_suggest(model, loc)}")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r}){origin}")
+    return "\n".join(lines)
+
+
+def _suggest(model: type[BaseModel], loc: tuple[str, ...]) -> str:
+    """' (did you mean ...? valid keys: ...)' for an unknown key at ``loc``."""
+    node: Any = model
+    for part in loc[:-1]:
+        field = getattr(node, "model_fields", {}).get(part)
+        node = field.annotation if field is not None else None
+    known = sorted(getattr(node, "model_fields", {}))
+    if not known:
+        return ""
+    close = difflib.get_close_matches(loc[-1], known, n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"; {hint}valid keys: {', '.join(known)}"

@@ -74,6 +74,9 @@ class DataConfig(_Section):
     label_names: str | None = Field(
         None, description="List files: a text file of class names in index order."
     )
+    strict: bool = Field(
+        False, description="Listed files that are missing are an error (default: reported and skipped)."
+    )
 
 
 class SynthConfig(_Section):

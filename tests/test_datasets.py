@@ -74,20 +74,21 @@ def test_folder_classes_and_nested_folders(tmp_path: Path) -> None:
 
 
 def test_folder_skips_non_videos_with_a_warning(tmp_path: Path) -> None:
-    touch(tmp_path, "walk/a.mp4", "walk/notes.txt", "run/b.mp4", "run/thumb.jpg", "README.md")
+    touch(tmp_path, "walk/a.mp4", "walk/notes.txt", "run/b.mp4", "run/thumb.jpg", "loose.mp4")
+    touch(tmp_path, "README.md", "labels.csv")  # notes beside the class folders: ignored quietly
     with (
         pytest.warns(DatasetWarning, match=r"skipped 2 files \(.*notes\.txt.*\): not videos"),
-        pytest.warns(DatasetWarning, match=r"README\.md\): outside any class folder"),
+        pytest.warns(DatasetWarning, match=r"loose\.mp4\): videos outside any class folder"),
     ):
         data = from_folder(tmp_path)
-    assert sorted(p.name for p in data.skipped) == ["README.md", "notes.txt", "thumb.jpg"]
+    assert sorted(p.name for p in data.skipped) == ["loose.mp4", "notes.txt", "thumb.jpg"]
     assert len(data) == 2
     assert "skipped: 3 files" in data.summary()
 
 
 def test_folder_warns_about_files_outside_class_folders(tmp_path: Path) -> None:
     touch(tmp_path, "walk/a.mp4", "stray.mp4")
-    with pytest.warns(DatasetWarning, match=r"stray\.mp4\): outside any class folder"):
+    with pytest.warns(DatasetWarning, match=r"stray\.mp4\): videos outside any class folder"):
         data = from_folder(tmp_path)
     assert data.skipped == [tmp_path / "stray.mp4"]
 

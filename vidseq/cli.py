@@ -118,7 +118,9 @@ def synth(
     num_frames: Optional[int] = typer.Option(None, "--frames", help="Frames per video."),
     size: Optional[int] = typer.Option(None, help="Frame width and height in pixels."),
     seed: Optional[int] = typer.Option(None, help="Random seed (same seed, same dataset)."),
-    overwrite: bool = typer.Option(False, help="Replace the contents of a non-empty folder."),
+    overwrite: bool = typer.Option(
+        False, help="Write into a non-empty folder that vidseq synth did not make (its other files are kept)."
+    ),
 ) -> None:
     """Write a synthetic labelled action dataset whose classes differ only by motion and order.
 

@@ -220,7 +220,10 @@ def from_folder(root: PathLike) -> Dataset:
     for split, base in parts:
         for entry in _visible(base):
             if not entry.is_dir():
-                loose.append(entry)
+                # Only loose *videos* are worth a warning: notes, labels.csv or synth.json
+                # beside the class folders are not meant to be part of any class.
+                if entry.suffix.lower() in VIDEO_EXTENSIONS:
+                    loose.append(entry)
                 continue
             classes.add(entry.name)
             for file in _walk_files(entry):
@@ -231,7 +234,7 @@ def from_folder(root: PathLike) -> Dataset:
     if not_videos:
         _warn(f"{root}: skipped {_describe(not_videos)}: not videos")
     if loose:
-        _warn(f"{root}: skipped {_describe(loose)}: outside any class folder")
+        _warn(f"{root}: skipped {_describe(loose)}: videos outside any class folder")
     if not items:
         raise DatasetError(f"{root}: no videos found (looked for <class>/<video> files)")
     labels = sorted({item.label for item in items if item.label is not None})

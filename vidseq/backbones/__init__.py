@@ -1,0 +1,56 @@
+"""Frame -> feature models: each a spec (preprocessing, feature size) and a module.
+
+Place in the data flow: sampled frames ``uint8 (N, H, W, 3)`` RGB -> ``Backbone.features`` ->
+``(N, D)`` per-frame features for ``vidseq.features`` (the extraction loop and its store).
+
+    backbone = create_backbone("efficientnet_lite0", pooling="grid2", device="cuda")
+    features = backbone.features(frames)           # (N, backbone.spec.feature_dim)
+    cache_key = backbone.spec.key()                # everything that changes the features
+
+Importing this package registers the table (``list_backbones()``) but imports neither
+torchvision models nor ultralytics nor timm: builders import them when called.
+"""
+
+from __future__ import annotations
+
+# Imported for their registrations; each is cheap (heavy imports live inside the builders).
+from vidseq.backbones import efficientnet_lite, timm_models, torchvision_models, yolo  # noqa: F401
+from vidseq.backbones.base import (
+    Backbone,
+    BackboneError,
+    BackboneSpec,
+    pool_maps,
+    preprocess_frames,
+)
+from vidseq.backbones.efficientnet_lite import EfficientNetLite0Backbone, imagenet_classes
+from vidseq.backbones.registry import (
+    BACKBONES,
+    DEFAULT_BACKBONE,
+    DEFAULT_WEIGHTS,
+    create_backbone,
+    list_backbones,
+    register_backbone,
+)
+
+__all__ = [
+    "BACKBONES",
+    "DEFAULT_BACKBONE",
+    "DEFAULT_WEIGHTS",
+    "IMAGENET_CLASSES",
+    "Backbone",
+    "BackboneError",
+    "BackboneSpec",
+    "EfficientNetLite0Backbone",
+    "create_backbone",
+    "imagenet_classes",
+    "list_backbones",
+    "pool_maps",
+    "preprocess_frames",
+    "register_backbone",
+]
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    if name == "IMAGENET_CLASSES":  # loaded on first use, from torchvision's metadata
+        return imagenet_classes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,57 @@
+"""Temporal classifiers: ``features (B, T, D)`` + ``lengths (B,)`` -> ``logits (B, C)``.
+
+Place in the data flow: per-video features from ``vidseq.features`` -> ``pad_sequences`` ->
+a model built by name from ``MODELS`` -> logits for ``vidseq.train`` / ``evaluate`` /
+``predict``. nn.Modules only: no training loop, no data loading, no tracking here.
+
+    padded, lengths = pad_sequences([video_a, video_b])      # (2, T_max, D), (2,)
+    model = build_model("gru", input_dim=padded.shape[-1], num_classes=5, pooling="attention")
+    logits = model(padded, lengths)                          # (2, 5)
+    torch.save(make_checkpoint("gru", model), path)
+    model = load_model(torch.load(path, weights_only=True))
+
+Models: ``lstm``/``gru`` (``RecurrentClassifier``; ``pack=False`` for the padded fast path,
+``step`` for streaming long videos), and the baselines ``meanpool`` (order-blind bag of frames)
+and ``tcn`` (1-D convolutions over time).
+"""
+
+from __future__ import annotations
+
+from vidseq.models.base import ModelError
+from vidseq.models.baselines import MeanPoolClassifier, TemporalConvClassifier
+from vidseq.models.recurrent import RecurrentClassifier
+from vidseq.models.registry import (
+    MODELS,
+    build_model,
+    list_models,
+    load_model,
+    make_checkpoint,
+    model_options,
+    register_model,
+)
+from vidseq.models.sequence import (
+    AttentionPool,
+    length_mask,
+    masked_max,
+    masked_mean,
+    pad_sequences,
+)
+
+__all__ = [
+    "MODELS",
+    "AttentionPool",
+    "MeanPoolClassifier",
+    "ModelError",
+    "RecurrentClassifier",
+    "TemporalConvClassifier",
+    "build_model",
+    "length_mask",
+    "list_models",
+    "load_model",
+    "make_checkpoint",
+    "masked_max",
+    "masked_mean",
+    "model_options",
+    "pad_sequences",
+    "register_model",
+]

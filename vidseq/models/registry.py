@@ -1,0 +1,129 @@
+"""The table of temporal models: name -> builder, plus checkpoints that rebuild a model by name.
+
+Place in the data flow: the training loop asks ``build_model(name, input_dim=D,
+num_classes=C, **options)`` for a ``features (B, T, D) -> logits (B, C)`` module and saves
+``make_checkpoint(name, model)``; prediction rebuilds it with ``load_model(checkpoint)``. A
+checkpoint holds only plain types and tensors: ``torch.load(path, weights_only=True)`` reads it,
+and no pickled class can break when code moves (mlflow/mlflow#9514).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+from vidseq.errors import ConfigError
+from vidseq.models.baselines import MeanPoolClassifier, TemporalConvClassifier
+from vidseq.models.recurrent import RecurrentClassifier
+
+Builder = Callable[..., nn.Module]
+MODELS: dict[str, Builder] = {}
+CHECKPOINT_KEYS = ("name", "hparams", "state_dict")
+
+
+def register_model(name: str, builder: Builder) -> Builder:
+    """Put ``builder(input_dim, num_classes, *, **options) -> nn.Module`` in the table."""
+    if name in MODELS:
+        raise ConfigError(f"model {name!r} is already registered")
+    MODELS[name] = builder
+    return builder
+
+
+register_model("lstm", functools.partial(RecurrentClassifier, cell="lstm"))
+register_model("gru", functools.partial(RecurrentClassifier, cell="gru"))
+register_model("meanpool", MeanPoolClassifier)
+register_model("tcn", TemporalConvClassifier)
+
+
+def list_models() -> list[str]:
+    """The valid model names, sorted."""
+    return sorted(MODELS)
+
+
+def model_options(name: str) -> list[str]:
+    """The options ``build_model(name, ...)`` accepts beyond ``input_dim`` and ``num_classes``."""
+    builder = _lookup(name)
+    params = inspect.signature(builder).parameters
+    return sorted(set(params) - {"input_dim", "num_classes"} - set(_fixed(builder)))
+
+
+def build_model(name: str, *, input_dim: int, num_classes: int, **options: Any) -> nn.Module:
+    """Build the model ``name`` for ``features (B, T, input_dim)`` -> ``logits (B, num_classes)``.
+
+    Unknown names and options are ConfigErrors that list the valid ones. ``"lstm"`` and
+    ``"gru"`` fix ``cell``; every other ``RecurrentClassifier`` option is open.
+    """
+    builder = _lookup(name)
+    valid = model_options(name)
+    for key in sorted(options):
+        if key in _fixed(builder):
+            raise ConfigError(
+                f"model {name!r} fixes {key}={_fixed(builder)[key]!r}; "
+                "pick the model by its name instead"
+            )
+        if key not in valid:
+            raise ConfigError(
+                f"model {name!r} got unknown option {key!r}; its options are: {', '.join(valid)}"
+            )
+    return builder(input_dim, num_classes, **options)
+
+
+def make_checkpoint(name: str, model: nn.Module) -> dict[str, Any]:
+    """``{"name", "hparams", "state_dict"}`` of a model built by ``build_model(name, ...)``."""
+    hparams = dict(getattr(model, "hparams", None) or {})
+    _split_hparams(name, hparams)  # refuse now what load_model could not rebuild later
+    state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    return {"name": name, "hparams": hparams, "state_dict": state_dict}
+
+
+def load_model(checkpoint: Mapping[str, Any]) -> nn.Module:
+    """Rebuild the model of ``make_checkpoint`` (e.g. from ``torch.load(..., weights_only=True)``).
+
+    Returns it in eval mode on the CPU; ``.to(device)`` it where it runs.
+    """
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
+    if missing:
+        raise ConfigError(
+            f"not a vidseq model checkpoint: missing {missing} (needs {list(CHECKPOINT_KEYS)})"
+        )
+    name = checkpoint["name"]
+    input_dim, num_classes, options = _split_hparams(name, dict(checkpoint["hparams"]))
+    model = build_model(name, input_dim=input_dim, num_classes=num_classes, **options)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval()
+
+
+def _split_hparams(name: str, hparams: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """``(input_dim, num_classes, options)`` for ``build_model(name, ...)`` from ``hparams``.
+
+    Options a checkpoint lacks take their defaults (an option added later stays loadable).
+    """
+    fixed = _fixed(_lookup(name))
+    unknown = sorted(set(hparams) - {"input_dim", "num_classes", *fixed, *model_options(name)})
+    missing = sorted({"input_dim", "num_classes"} - set(hparams))
+    if unknown or missing:
+        raise ConfigError(
+            f"hparams do not fit model {name!r}: missing {missing}, unknown {unknown}"
+        )
+    for key, value in fixed.items():
+        if hparams.get(key, value) != value:
+            raise ConfigError(
+                f"hparams of model {name!r} have {key}={hparams[key]!r}, expected {value!r}"
+            )
+    options = {key: value for key, value in hparams.items() if key not in fixed}
+    return options.pop("input_dim"), options.pop("num_classes"), options
+
+
+def _lookup(name: str) -> Builder:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; valid names: {', '.join(list_models())}")
+    return MODELS[name]
+
+
+def _fixed(builder: Builder) -> dict[str, Any]:
+    """Options a table entry fixes (the keywords of a ``functools.partial``)."""
+    return dict(builder.keywords) if isinstance(builder, functools.partial) else {}

@@ -26,13 +26,15 @@ LAYERS = {
     "vidseq.backbones": 4,
     "vidseq.features": 5,
     "vidseq.models": 6,
-    "vidseq.train": 7,
-    "vidseq.evaluate": 7,
-    "vidseq.predict": 8,
-    "vidseq.tracking": 9,
-    "vidseq.pipeline": 10,
-    "vidseq.cli": 11,
-    "vidseq.__main__": 12,
+    "vidseq.metrics": 6,
+    "vidseq.sequences": 7,
+    "vidseq.evaluate": 8,
+    "vidseq.train": 9,  # evaluates the best model at the end
+    "vidseq.predict": 10,
+    "vidseq.tracking": 11,
+    "vidseq.pipeline": 12,
+    "vidseq.cli": 13,
+    "vidseq.__main__": 14,
 }
 
 

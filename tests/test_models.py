@@ -48,6 +48,9 @@ def _recurrent_configs() -> list[tuple[str, dict]]:
                     )
     configs.append(("lstm", {"num_layers": 2, "bidirectional": True}))
     configs.append(("gru", {"num_layers": 2, "pack": False, "pooling": "attention"}))
+    configs.append(("gru", {"center": True}))
+    configs.append(("lstm", {"center": True, "pooling": "mean", "pack": False}))
+    configs.append(("gru", {"center": True, "bidirectional": True}))
     return configs
 
 
@@ -442,3 +445,16 @@ def test_cuda_packed_and_padded_agree_with_lengths_on_the_device(name):
         torch.testing.assert_close(
             on_cuda.cpu(), packed.cpu()(padded.cpu(), lengths.cpu()), atol=1e-4, rtol=0
         )
+
+
+def test_centring_removes_the_scene_but_keeps_the_changes():
+    """A constant offset per video (its 'scene') changes nothing once centred; order still does."""
+    model = _model("gru", center=True)
+    seq = _sequences((6,))[0]
+    with torch.no_grad():
+        plain = model(seq[None])
+        shifted = model((seq + 3.0)[None])
+        reversed_ = model(seq.flip(0)[None])
+    torch.testing.assert_close(plain, shifted, atol=1e-5, rtol=0)
+    assert not torch.allclose(plain, reversed_, atol=1e-4)
+    assert not model.supports_streaming

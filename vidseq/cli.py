@@ -30,7 +30,7 @@ app = typer.Typer(
 config_app = typer.Typer(help="Show and check configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 CONFIG_OPTION = typer.Option(
@@ -165,6 +165,104 @@ def dataset(
         label_names=label_names,
     )
     console.print(found.summary(), highlight=False)
+
+
+@app.command()
+@_friendly
+def extract(
+    source: Path = typer.Argument(
+        ..., help="A video, a folder of videos, a file list, or any dataset format (see `vidseq dataset`)."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", help="Root of feature stores [extract.out]."),
+    config: Optional[Path] = CONFIG_OPTION,
+    override: list[str] = OVERRIDE_OPTION,
+    backbone: Optional[str] = typer.Option(None, help="Backbone name [backbone.name]."),
+    batch_size: Optional[int] = typer.Option(None, help="Frames per forward [extract.batch_size]."),
+    workers: Optional[int] = typer.Option(None, help="Decode worker processes [extract.num_workers]."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N [extract.device]."),
+    force: bool = typer.Option(False, "--force", help="Re-extract videos that are already done."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Extract per-frame backbone features of every video into a resumable feature store.
+
+    One .npz per video (features (T, D), frame indices, timestamps) and a manifest.csv, in a
+    folder keyed by backbone, weights, preprocessing and sampling. Re-running skips finished
+    videos. A video that fails is recorded in the manifest and the run goes on; the exit code
+    is 1 when any video failed.
+    """
+    from vidseq.datasets import discover_videos
+    from vidseq.features import extract as run_extract
+
+    flags = {"extract.out": out, "backbone.name": backbone, "extract.batch_size": batch_size,
+             "extract.num_workers": workers, "extract.device": device}
+    cfg = _config(config, [*override, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
+    data_options = cfg.data.model_dump(exclude={"source"})
+    data_options.pop("format")
+    found = discover_videos(source, format=cfg.data.format, **data_options)
+    result = run_extract(
+        found, out=cfg.extract.out, backbone=cfg.backbone, sampling=cfg.sampling,
+        config=cfg.extract, io=cfg.io, force=force, progress=not quiet,
+    )
+    console.print(result.summary(), highlight=False)
+    for row in result.failed:
+        err_console.print(f"[red]failed:[/] {row['path']}: {row['error']}", highlight=False)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_friendly
+def train(
+    features: Optional[Path] = typer.Argument(
+        None, help="Feature store folder from `vidseq extract` (or its --out root if it holds one) [train.features]."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder [train.out]."),
+    config: Optional[Path] = CONFIG_OPTION,
+    override: list[str] = OVERRIDE_OPTION,
+    model: Optional[str] = typer.Option(None, help="lstm, gru, meanpool, tcn [model.name]."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs [train.epochs]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an --out that holds a run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train an LSTM/GRU (or a baseline) on stored feature sequences.
+
+    Writes last.pt every epoch and best.pt on the best validation metric (both load with
+    torch.load(weights_only=True)), curves.png, history.json, and val/test metrics with
+    confusion matrices. After a kill, --resume continues where the run stopped.
+    """
+    from vidseq.metrics import format_report
+    from vidseq.train import train as run_train
+
+    flags = {"train.features": features, "train.out": out, "model.name": model, "train.epochs": epochs}
+    cfg = _config(config, [*override, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
+    result = run_train(model_config=cfg.model, config=cfg.train, evaluate_config=cfg.evaluate,
+                       resume=resume, overwrite=overwrite, progress=not quiet)
+    console.print(f"best epoch {result.best_epoch} of {len(result.history)}; run folder {result.out}")
+    console.print("validation:\n" + format_report(result.val), highlight=False)
+    if result.test is not None:
+        console.print("test:\n" + format_report(result.test), highlight=False)
+
+
+@app.command()
+@_friendly
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `vidseq train` (best.pt)."),
+    features: Optional[Path] = typer.Option(None, help="Feature store (default: the one it was trained on)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: eval-<split>/ beside it)."),
+    config: Optional[Path] = CONFIG_OPTION,
+    override: list[str] = OVERRIDE_OPTION,
+    split: Optional[str] = typer.Option(None, help="train, val, test or all [evaluate.split]."),
+    views: Optional[int] = typer.Option(None, help="Temporal views averaged per video [evaluate.views]."),
+) -> None:
+    """Top-1, top-5, mean class accuracy, macro F1, confusion matrix (PNG, CSV), per-class report."""
+    from vidseq.evaluate import evaluate as run_evaluate
+
+    flags = {"evaluate.split": split, "evaluate.views": views}
+    cfg = _config(config, [*override, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
+    result = run_evaluate(checkpoint, config=cfg.evaluate, features=features, out=out)
+    console.print(result.summary(), highlight=False)
+    console.print(f"reports in {result.out}")
 
 
 @config_app.command("show")

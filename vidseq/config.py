@@ -94,6 +94,96 @@ class SynthConfig(_Section):
     seed: int = Field(0, description="Seed: the same seed writes the same dataset.")
 
 
+class BackboneConfig(_Section):
+    """The frame -> feature model (see vidseq.backbones)."""
+
+    name: str = Field(
+        "efficientnet_lite0",
+        description="efficientnet_lite0 (default, real offline ImageNet weights), resnet18, resnet50, "
+        "mobilenet_v3_small/large, efficientnet_b0, convnext_tiny, torchvision:<model>, yolo, timm:<model>.",
+    )
+    weights: str | None = Field(
+        "DEFAULT",
+        description="DEFAULT (the kind's pretrained weights), a torchvision enum name, a file "
+        "(.pth, or a YOLO .pt/.yaml), or null for random init.",
+    )
+    pooling: str = Field(
+        "avg", description="avg: global average; gridK: a KxK grid, concatenated (keeps position)."
+    )
+    input_size: int | None = Field(None, ge=32, description="Input crop size; null: the backbone's own.")
+    layers: list[int] | None = Field(None, description="YOLO: layer indices whose outputs are pooled.")
+
+    def options(self) -> dict:
+        """Keyword options for ``create_backbone`` beyond name, weights and pooling."""
+        extra = {"input_size": self.input_size, "layers": self.layers}
+        return {key: value for key, value in extra.items() if value is not None}
+
+
+class ExtractConfig(_Section):
+    """How features are extracted (see vidseq.features)."""
+
+    out: str = Field("runs/features", description="Root folder of feature stores.")
+    batch_size: int = Field(64, ge=1, description="Frames per backbone forward (several videos packed).")
+    num_workers: int = Field(2, ge=0, description="Decode worker processes (0: decode in the main process).")
+    chunk_frames: int = Field(64, ge=1, description="Frames a worker decodes at once (bounds memory).")
+    device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:N.")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        "auto", description="auto: fp16 autocast on CUDA (bf16 where supported), fp32 on CPU."
+    )
+    channels_last: bool = Field(True, description="channels_last memory format (about 2x on CPU here).")
+
+
+class ModelConfig(_Section):
+    """The temporal classifier (see vidseq.models); options a model does not take are ignored."""
+
+    name: Literal["lstm", "gru", "meanpool", "tcn"] = Field("gru", description="lstm, gru, or a baseline: meanpool, tcn.")
+    hidden_size: int = Field(256, ge=1, description="Hidden units.")
+    num_layers: int = Field(1, ge=1, description="Recurrent (or convolution) layers.")
+    bidirectional: bool = Field(False, description="lstm/gru: read the sequence both ways.")
+    dropout: float = Field(0.2, ge=0, lt=1, description="Dropout between layers and before the head.")
+    input_dropout: float = Field(0.0, ge=0, lt=1, description="lstm/gru: dropout on input features.")
+    pooling: Literal["last", "mean", "attention", "max"] = Field(
+        "last", description="lstm/gru: last state, mean or attention; tcn: max or mean (else max)."
+    )
+    pack: bool = Field(True, description="lstm/gru: pack variable-length batches (padding never leaks).")
+    kernel_size: int = Field(3, ge=1, description="tcn: kernel size (odd).")
+    center: bool = Field(
+        True, description="lstm/gru: subtract each video's mean feature first (learn motion, not scenes)."
+    )
+
+
+class TrainConfig(_Section):
+    """Training of the temporal model on a feature store (see vidseq.train)."""
+
+    features: str | None = Field(None, description="The feature store folder written by `vidseq extract`.")
+    out: str = Field("runs/train", description="Folder for checkpoints, curves and metrics.")
+    epochs: int = Field(40, ge=1, description="Maximum epochs.")
+    batch_size: int = Field(32, ge=1, description="Sequences per step.")
+    lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_epochs: float = Field(1.0, ge=0, description="Linear warm-up length, then cosine decay.")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="Cross-entropy label smoothing.")
+    class_weights: bool = Field(False, description="Weight the loss by inverse class frequency.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Clip the gradient norm (null: off).")
+    patience: int = Field(10, ge=1, description="Early stopping: epochs without a better val metric.")
+    monitor: Literal["accuracy", "macro_f1", "loss"] = Field("accuracy", description="Validation metric for early stopping and best.pt.")
+    crop_min: float = Field(0.7, gt=0, le=1, description="Augmentation: random temporal crop keeps at least this fraction.")
+    subsample_prob: float = Field(0.3, ge=0, le=1, description="Augmentation: chance of taking every 2nd step.")
+    val_fraction: float = Field(0.15, ge=0, lt=1, description="Held out for validation where the data has no val split.")
+    test_fraction: float = Field(0.15, ge=0, lt=1, description="Held out for test where the data has no splits at all.")
+    seed: int = Field(0, description="Seed of initialisation, data order and augmentation.")
+    device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:N.")
+    amp: bool = Field(True, description="Mixed precision on CUDA (ignored on CPU).")
+
+
+class EvaluateConfig(_Section):
+    """Evaluation of a trained model (see vidseq.evaluate)."""
+
+    split: str = Field("test", description="Which split to evaluate (train, val, test, all).")
+    views: int = Field(3, ge=1, description="Temporal views per video, probabilities averaged.")
+    view_fraction: float = Field(0.8, gt=0, le=1, description="Length of each view as a fraction of the sequence.")
+
+
 class VidseqConfig(_Section):
     """The whole configuration; later stages add their own sections."""
 
@@ -101,6 +191,11 @@ class VidseqConfig(_Section):
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
 
 def load_config(

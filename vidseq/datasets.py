@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from vidseq.errors import DatasetError
 
@@ -52,6 +52,7 @@ _SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "v
 _PATH_COLUMNS = ("path", "file")
 _SHOW = 5  # how many paths a warning or summary names
 PathLike = str | Path
+_EXAMPLE_EXTS = ".mp4, .avi, .mkv, .mov, .webm, .gif, ..."
 _LOOKED_FOR = "a folder per class, a .csv, a .txt/.list file, or a UCF101/HMDB51 split folder"
 
 
@@ -169,6 +170,46 @@ def discover(
         )
     loader = from_ucf101 if fmt == "ucf101" else from_hmdb51
     return loader(path, video_root=video_root, split=split, strict=strict)
+
+
+def discover_videos(source: PathLike, **options: Any) -> Dataset:
+    """What extraction and prediction take: any format ``discover`` reads, or unlabelled videos.
+
+    Unlabelled inputs: one video file; a folder with videos at its top level (then searched
+    recursively, sub-folders are not classes); a text file listing one video path per line (relative to its folder). Their
+    items have ``label=None``. ``options`` go to ``discover`` for labelled formats.
+    """
+    path = Path(source)
+    if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
+        return Dataset([VideoItem(path, None)], [], [], [], str(path), "file")
+    if path.is_dir() and any(_is_video(entry) for entry in _visible(path)):
+        files = _walk_files(path)
+        videos = [VideoItem(f, None) for f in files if f.suffix.lower() in VIDEO_EXTENSIONS]
+        if not videos:
+            raise DatasetError(f"{path}: no video files found (extensions: {_EXAMPLE_EXTS})")
+        skipped = [f for f in files if f.suffix.lower() not in VIDEO_EXTENSIONS]
+        return Dataset(videos, [], [], skipped, str(path), "videos")
+    if path.is_file() and path.suffix.lower() in (".txt", ".list") and _is_plain_list(path):
+        listed = [_Listed(where, _resolve(text, path.parent), "", None) for where, text in _lines(path)]
+        found = _finish(listed, [], source=path, fmt="paths", strict=options.get("strict", False))
+        found.items = [VideoItem(item.path, None) for item in found.items]
+        return found
+    return discover(path, **options)
+
+
+def _is_video(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _is_plain_list(path: Path) -> bool:
+    """True when no line ends in an integer label (so it is not an MMAction2-style list)."""
+    lines = [text for _, text in _lines(path)]
+    return bool(lines) and not any(text.rsplit(None, 1)[-1].lstrip("-").isdigit() for text in lines)
+
+
+def _resolve(text: str, base: Path) -> Path:
+    candidate = Path(text).expanduser()
+    return candidate if candidate.is_absolute() else base / candidate
 
 
 def dataset_from_config(config: DataConfig, *, strict: bool | None = None) -> Dataset:

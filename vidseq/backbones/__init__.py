@@ -19,6 +19,7 @@ from vidseq.backbones.base import (
     Backbone,
     BackboneError,
     BackboneSpec,
+    normalize_frames,
     pool_maps,
     preprocess_frames,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "create_backbone",
     "imagenet_classes",
     "list_backbones",
+    "normalize_frames",
     "pool_maps",
     "preprocess_frames",
     "register_backbone",

@@ -171,7 +171,24 @@ def preprocess_frames(frames: np.ndarray | torch.Tensor, spec: BackboneSpec) -> 
     """
     x = frames_tensor(frames).permute(0, 3, 1, 2)  # a channels-last view: no copy
     x = _resize_crop(x, spec) if spec.fit == "crop" else _letterbox(x, spec)
-    x = x.contiguous().float()  # frames are uint8, so this is always a new tensor: safe in place
+    return _normalize(x.contiguous().float(), spec)
+
+
+def normalize_frames(frames: np.ndarray | torch.Tensor, spec: BackboneSpec) -> torch.Tensor:
+    """Frames already fitted to ``(N, S, S, 3)`` uint8 (resized and cropped elsewhere, e.g. by
+    the extraction's decode workers) -> normalised ``float32 (N, 3, S, S)``, channels-last in
+    memory (what a channels_last network wants).
+    """
+    x = frames_tensor(frames)
+    if tuple(x.shape[1:3]) != (spec.input_size, spec.input_size):
+        raise BackboneError(
+            f"frames must already be {spec.input_size}x{spec.input_size}, got {tuple(x.shape[1:3])}"
+        )
+    return _normalize(x.permute(0, 3, 1, 2).float(), spec)
+
+
+def _normalize(x: torch.Tensor, spec: BackboneSpec) -> torch.Tensor:
+    """Float ``0..255`` (a new tensor: normalised in place) -> ``(x / 255 - mean) / std``."""
     mean = torch.tensor(spec.mean, device=x.device).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(spec.std, device=x.device).view(1, 3, 1, 1) * 255.0
     return x.sub_(mean).div_(std)

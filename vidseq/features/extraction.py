@@ -1,0 +1,345 @@
+"""The extraction loop: videos -> sampled frames -> backbone features -> the feature store.
+
+Place in the data flow: datasets + io + sampling -> **extract** -> ``FeatureStore`` -> training.
+Decode workers (a torch DataLoader over an IterableDataset) open, sample, decode and fit frames
+to the backbone's input size in parallel while the main process runs the model; frames of
+several videos are packed into one batch. A video is processed in chunks of ``chunk_frames``,
+so decoded frames never pile up, and its features go to a memory-mapped temporary file when
+they are large, so peak memory does not grow with video length. A bad video becomes a manifest
+row with its error; the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from vidseq import __version__
+from vidseq.backbones import Backbone, BackboneSpec, create_backbone, normalize_frames
+from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, SamplingConfig
+from vidseq.datasets import Dataset, VideoItem
+from vidseq.features.store import FeatureStore, VideoFeatures, write_entry
+from vidseq.io import open_video
+from vidseq.sampling import indices_from_config
+
+_IN_MEMORY_LIMIT = 64 << 20  # bytes of one video's features kept in RAM before a memmap is used
+_MANIFEST_EVERY = 25  # videos between manifest rewrites (a killed run keeps a recent one)
+FEATURE_KEY_VERSION = 1  # bump when this loop changes which features a config gives
+
+
+@dataclass
+class ExtractResult:
+    """What a run did: counts, the store, and the rows of videos that failed."""
+
+    store: FeatureStore
+    extracted: int = 0
+    reused: int = 0
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        rate = self.frames / self.seconds if self.seconds else 0.0
+        return (
+            f"{self.extracted} extracted, {self.reused} already done, {len(self.failed)} failed "
+            f"({self.frames} frames in {self.seconds:.1f} s, {rate:.0f} frames/s) -> {self.store.directory}"
+        )
+
+
+def store_key(spec: BackboneSpec, sampling: SamplingConfig) -> dict[str, Any]:
+    """Everything that changes the stored features: backbone spec, sampling, loop version."""
+    return {
+        "backbone": spec.key(),
+        "sampling": sampling.model_dump(mode="json"),
+        "extract_version": FEATURE_KEY_VERSION,
+    }
+
+
+def extract(
+    items: list[VideoItem] | Dataset,
+    *,
+    out: str | Path,
+    backbone: BackboneConfig | Backbone | None = None,
+    sampling: SamplingConfig | None = None,
+    config: ExtractConfig | None = None,
+    io: IOConfig | None = None,
+    force: bool = False,
+    progress: bool = True,
+    on_video_done: Callable[[dict[str, Any]], None] | None = None,
+) -> ExtractResult:
+    """Extract features of ``items`` into the store under ``out`` for this backbone and sampling.
+
+    Finished videos are reused unless ``force``; failures are recorded, not raised. Given a
+    ``Dataset``, its missing and skipped files get manifest rows too (nothing is lost silently).
+    """
+    dataset = items if isinstance(items, Dataset) else None
+    items = list(items)
+    config = config or ExtractConfig()
+    sampling = sampling or SamplingConfig()
+    device = _device(config.device)
+    model = backbone if isinstance(backbone, Backbone) else _build(backbone or BackboneConfig(), device)
+    store = FeatureStore.open(out, store_key(model.spec, sampling), name=model.spec.name)
+    store.remove_stale_temporaries()
+    # The manifest covers every video this store has seen: rows of earlier runs are kept.
+    rows = {row["path"]: row for row in store.read_manifest()}
+    rows.update({row["path"]: row for row in _note_rows(dataset)})
+    rows.update({str(item.path): _row(item) for item in items})
+    if dataset is not None and dataset.labels:
+        store.add_labels(dataset.labels)
+    todo = [item for item in items if force or not _reuse(store, item, rows)]
+    result = ExtractResult(store, reused=len(items) - len(todo))
+    start = time.perf_counter()
+    runner = _Runner(model, store, config, device, rows, result, on_video_done, todo)
+    loader = _loader(todo, model.spec, sampling, config, (io or IOConfig()).backend, device)
+    with _progress_bar(len(todo), progress) as bar:
+        runner.bar = bar
+        for chunk in loader:
+            runner.add(chunk)
+        runner.flush()
+    result.seconds = time.perf_counter() - start
+    store.write_manifest(rows.values())
+    return result
+
+
+def _build(cfg: BackboneConfig, device: torch.device) -> Backbone:
+    return create_backbone(cfg.name, weights=cfg.weights, pooling=cfg.pooling, device=device, **cfg.options())
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _note_rows(dataset: Dataset | None) -> list[dict[str, Any]]:
+    if dataset is None:
+        return []
+    missing = [{"path": str(p), "status": "missing", "error": "listed but not found"} for p in dataset.missing]
+    skipped = [{"path": str(p), "status": "skipped", "error": "not a video file"} for p in dataset.skipped]
+    return missing + skipped
+
+
+def _row(item: VideoItem) -> dict[str, Any]:
+    return {"path": str(item.path), "label": item.label, "split": item.split, "status": "pending"}
+
+
+def _reuse(store: FeatureStore, item: VideoItem, rows: dict[str, dict]) -> bool:
+    if not store.is_done(item.path):
+        return False
+    entry = store.entry_path(item.path)
+    frames = len(store.read(entry).frame_indices)
+    rows[str(item.path)].update(status="done", frames=frames, file=entry.relative_to(store.directory))
+    return True
+
+
+# -- decode workers ------------------------------------------------------------------------
+
+
+class _VideoChunks(IterableDataset):
+    """Yields, per video, chunks of fitted frames ``uint8 (n, S, S, 3)``, or one error."""
+
+    def __init__(self, jobs, spec: BackboneSpec, sampling: SamplingConfig, backend: str, chunk: int):
+        self.jobs, self.spec, self.sampling, self.backend, self.chunk = jobs, spec, sampling, backend, chunk
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        worker = get_worker_info()
+        torch.set_num_threads(1)
+        jobs = self.jobs if worker is None else self.jobs[worker.id :: worker.num_workers]
+        for job, path in jobs:
+            yield from self._video(job, path)
+
+    def _video(self, job: int, path: str) -> Iterator[dict[str, Any]]:
+        try:
+            with open_video(path, backend=self.backend) as reader:  # opened here, in the worker
+                info = reader.info
+                indices = indices_from_config(info.num_frames, info.fps, self.sampling)
+                for start in range(0, len(indices), self.chunk):
+                    part = indices[start : start + self.chunk]
+                    frames = _fit(reader.read(part, size=_decode_size(info, self.spec)), self.spec)
+                    yield {"job": job, "start": start, "total": len(indices), "indices": part,
+                           "fps": info.fps, "frames": torch.from_numpy(frames), "error": ""}
+        except Exception as exc:  # noqa: BLE001 - any failure of one video is that video's row
+            yield {"job": job, "error": _describe_error(exc)}
+
+
+def _describe_error(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+    return reason if hasattr(exc, "reason") else f"{type(exc).__name__}: {reason}"
+
+
+def _decode_size(info, spec: BackboneSpec) -> int | tuple[int, int]:
+    """Decode straight at the size the backbone needs (short side, or letterboxed long side)."""
+    if spec.fit == "crop":
+        return spec.resize
+    scale = spec.input_size / max(info.height, info.width)
+    return max(1, round(info.height * scale)), max(1, round(info.width * scale))
+
+
+def _fit(frames: np.ndarray, spec: BackboneSpec) -> np.ndarray:
+    """Centre-crop (or pad with grey, for letterbox) decoded frames to ``S x S``."""
+    size = spec.input_size
+    height, width = frames.shape[1:3]
+    if spec.fit == "crop":
+        top, left = (height - size) // 2, (width - size) // 2
+        return np.ascontiguousarray(frames[:, top : top + size, left : left + size])
+    out = np.full((len(frames), size, size, 3), 114, dtype=np.uint8)
+    top, left = (size - height) // 2, (size - width) // 2
+    out[:, top : top + height, left : left + width] = frames
+    return out
+
+
+def _loader(todo, spec, sampling, config: ExtractConfig, backend: str, device) -> DataLoader:
+    jobs = [(i, str(item.path)) for i, item in enumerate(todo)]
+    workers = min(config.num_workers, len(jobs))
+    return DataLoader(
+        _VideoChunks(jobs, spec, sampling, backend, config.chunk_frames),
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+
+
+# -- the model side ------------------------------------------------------------------------
+
+
+class _Accumulator:
+    """One video's features as they arrive; memory-mapped to a temporary file when large."""
+
+    def __init__(self, directory: Path, total: int, dim: int, fps: float) -> None:
+        self.total, self.fps, self.filled, self.tmp = total, fps, 0, None
+        self.indices = np.zeros(total, dtype=np.int64)
+        if total * dim * 4 > _IN_MEMORY_LIMIT:
+            self.tmp = directory / f".tmp-{os.getpid()}-{id(self)}.npy"
+            self.features = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32, shape=(total, dim))
+        else:
+            self.features = np.empty((total, dim), dtype=np.float32)
+
+    def put(self, start: int, values: np.ndarray) -> bool:
+        """Store features of frames ``start..``; True when the video is complete."""
+        self.features[start : start + len(values)] = values
+        self.filled += len(values)
+        return self.filled >= self.total
+
+    def discard(self) -> None:
+        self.features = None
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+
+
+class _Runner:
+    """Packs chunks of several videos into batches, runs the model, scatters features back."""
+
+    def __init__(self, model, store, config, device, rows, result, on_video_done, todo) -> None:
+        self.model, self.store, self.config, self.device = model, store, config, device
+        self.rows, self.result, self.on_video_done, self.todo = rows, result, on_video_done, todo
+        self.frames: list[torch.Tensor] = []
+        self.segments: list[tuple[int, int, int]] = []
+        self.videos: dict[int, _Accumulator] = {}
+        self.bar = None
+        self.autocast = _autocast(config.precision, device)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        job = chunk["job"]
+        if chunk["error"]:
+            self._fail(job, chunk["error"])
+            return
+        acc = self.videos.get(job)
+        if acc is None:
+            acc = self.videos[job] = _Accumulator(
+                self.store.features_dir, chunk["total"], self.model.spec.feature_dim, chunk["fps"]
+            )
+        count = len(chunk["indices"])
+        acc.indices[chunk["start"] : chunk["start"] + count] = chunk["indices"]
+        self.frames.append(chunk["frames"])
+        self.segments.append((job, chunk["start"], count))
+        if sum(len(f) for f in self.frames) >= self.config.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.frames:
+            return
+        features = self._forward(torch.cat(self.frames))
+        offset = 0
+        for job, start, count in self.segments:
+            acc = self.videos.get(job)
+            if acc is not None and acc.put(start, features[offset : offset + count]):
+                self._finish(job)
+            offset += count
+        self.frames, self.segments = [], []
+
+    @torch.inference_mode()
+    def _forward(self, frames: torch.Tensor) -> np.ndarray:
+        frames = frames.to(self.device, non_blocking=True)
+        x = normalize_frames(frames, self.model.spec)
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast:
+            out = self.model(x)
+        return out.float().cpu().numpy()
+
+    def _finish(self, job: int) -> None:
+        acc = self.videos.pop(job)
+        item = self.todo[job]
+        timestamps = acc.indices / acc.fps if acc.fps > 0 else np.zeros(acc.total)
+        meta = {"path": str(item.path), "label": item.label, "fps": acc.fps, "vidseq": __version__}
+        try:
+            entry = self.store.write(item.path, VideoFeatures(acc.features, acc.indices, timestamps, meta))
+        finally:
+            acc.discard()
+        row = self.rows[str(item.path)]
+        row.update(status="done", error="", frames=acc.total, file=entry.relative_to(self.store.directory))
+        self.result.extracted += 1
+        self.result.frames += acc.total
+        self._video_done(row)
+
+    def _fail(self, job: int, error: str) -> None:
+        acc = self.videos.pop(job, None)
+        if acc is not None:
+            acc.discard()
+        row = self.rows[str(self.todo[job].path)]
+        row.update(status="failed", error=error, frames=0, file="")
+        self.result.failed.append(row)
+        self._video_done(row)
+
+    def _video_done(self, row: dict[str, Any]) -> None:
+        done = self.result.extracted + len(self.result.failed)
+        if self.bar is not None:
+            elapsed = max(self.bar.format_dict.get("elapsed", 0.0), 1e-9)
+            self.bar.set_postfix_str(f"{self.result.frames / elapsed:.0f} frames/s, {len(self.result.failed)} failed")
+            self.bar.update(1)
+        if done % _MANIFEST_EVERY == 0:
+            self.store.write_manifest(self.rows.values())
+        if self.on_video_done is not None:
+            self.on_video_done(row)
+
+
+def _autocast(precision: str, device: torch.device):
+    if precision == "auto":
+        if device.type != "cuda":
+            return torch.autocast("cpu", enabled=False)
+        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp32":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="video", desc="extract", disable=not enabled, dynamic_ncols=True)

@@ -1,0 +1,236 @@
+"""The per-video feature store: one file per video, a manifest per run, keyed by config.
+
+Sits after the backbones in the data flow (videos -> frames -> **features** -> sequences).
+A store is a folder named by a digest of everything that changes the features (backbone spec,
+weights, preprocessing, sampling, decode size), so two configs never mix. Inside it:
+
+    store.json              the key the folder was made for (checked on every open)
+    manifest.csv            one row per video: path, label, split, status, error, frames, file
+    labels.json             the label map (index -> name) of the datasets extracted here
+    features/<stem>-<id>.npz   features (T, D) float32, frame_indices (T,), timestamps (T,)
+
+A video's id is a digest of its content (size plus its first and last MiB), not its file stem,
+so two videos that share a name never overwrite each other. Every write is atomic (temporary
+file, then ``os.replace``): an entry exists completely or not at all, and it counts as done only
+if it loads.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from vidseq.errors import VidseqError
+
+MANIFEST_FIELDS = ("path", "label", "split", "status", "error", "frames", "file")
+_FINGERPRINT_BYTES = 1 << 20
+
+
+class FeatureStoreError(VidseqError):
+    """The store folder is unusable (another config's key, an unreadable entry)."""
+
+
+@dataclass(frozen=True)
+class VideoFeatures:
+    """What the store holds for one video."""
+
+    features: np.ndarray  # (T, D) float32
+    frame_indices: np.ndarray  # (T,) int64, indices into the source video
+    timestamps: np.ndarray  # (T,) float64 seconds
+    meta: dict = field(default_factory=dict)
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    """A short stable digest of a JSON-able key (sorted keys, so order never matters)."""
+    text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def video_id(path: str | Path) -> str:
+    """A content digest of a video: its size and its first and last MiB (cheap, path-free)."""
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha1(str(size).encode())
+    with path.open("rb") as fh:
+        digest.update(fh.read(_FINGERPRINT_BYTES))
+        if size > 2 * _FINGERPRINT_BYTES:
+            fh.seek(size - _FINGERPRINT_BYTES)
+            digest.update(fh.read())
+    return digest.hexdigest()[:16]
+
+
+class FeatureStore:
+    """A folder of per-video feature files for one extraction key."""
+
+    def __init__(self, directory: Path, key: dict[str, Any]) -> None:
+        self.directory = Path(directory)
+        self.key = key
+        self.features_dir = self.directory / "features"
+
+    @classmethod
+    def open(cls, root: str | Path, key: dict[str, Any], *, name: str = "features") -> "FeatureStore":
+        """Open (or create) the store for ``key`` under ``root``; its folder is ``<name>-<digest>``."""
+        directory = Path(root) / f"{_slug(name)}-{key_digest(key)}"
+        store = cls(directory, key)
+        store.features_dir.mkdir(parents=True, exist_ok=True)
+        key_file = directory / "store.json"
+        if key_file.exists():
+            recorded = json.loads(key_file.read_text()).get("key")
+            if json.loads(json.dumps(recorded, default=str)) != json.loads(json.dumps(key, default=str)):
+                raise FeatureStoreError(f"{directory}: made for another config (store.json differs)")
+        else:
+            atomic_write_text(key_file, json.dumps({"key": key}, indent=2, sort_keys=True, default=str))
+        return store
+
+    @classmethod
+    def load_existing(cls, directory: str | Path) -> "FeatureStore":
+        """Open a store folder that an extraction wrote (reads its key from store.json)."""
+        directory = Path(directory)
+        key_file = directory / "store.json"
+        if not key_file.is_file():
+            raise FeatureStoreError(f"{directory}: not a feature store (no store.json); run `vidseq extract` first")
+        return cls(directory, json.loads(key_file.read_text())["key"])
+
+    def entry_path(self, video: str | Path) -> Path:
+        """Where the features of ``video`` live (named by stem for people, by content id for safety)."""
+        video = Path(video)
+        return self.features_dir / f"{_slug(video.stem)[:40]}-{video_id(video)}.npz"
+
+    def is_done(self, video: str | Path) -> bool:
+        """True when the video's entry exists and loads."""
+        try:
+            entry = self.entry_path(video)
+        except OSError:
+            return False
+        if not entry.is_file():
+            return False
+        try:
+            self.read(entry)
+        except FeatureStoreError:
+            return False
+        return True
+
+    def write(self, video: str | Path, item: VideoFeatures) -> Path:
+        """Write one video's features atomically; returns the entry path."""
+        entry = self.entry_path(video)
+        write_entry(entry, item)
+        return entry
+
+    @staticmethod
+    def read(entry: str | Path) -> VideoFeatures:
+        """Load one entry; a damaged file is a FeatureStoreError naming it."""
+        try:
+            with np.load(entry, allow_pickle=False) as data:
+                return VideoFeatures(
+                    features=data["features"],
+                    frame_indices=data["frame_indices"],
+                    timestamps=data["timestamps"],
+                    meta=json.loads(str(data["meta"])),
+                )
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            raise FeatureStoreError(f"{entry}: unreadable feature file ({exc})") from None
+
+    def load(self, video: str | Path) -> VideoFeatures:
+        """The stored features of a video (by its path)."""
+        return self.read(self.entry_path(video))
+
+    def remove_stale_temporaries(self) -> int:
+        """Delete temporary files left by runs that were killed (their process is gone)."""
+        removed = 0
+        for tmp in self.features_dir.glob(".tmp-*"):
+            pid = tmp.name.split("-")[1]
+            if pid.isdigit() and not _alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    @property
+    def labels(self) -> list[str]:
+        """The label map (index -> name) of the datasets extracted here, in their own order."""
+        path = self.directory / "labels.json"
+        return json.loads(path.read_text()) if path.is_file() else []
+
+    def add_labels(self, labels: list[str]) -> None:
+        """Extend the label map with new names (existing indices never move)."""
+        known = self.labels
+        merged = known + [name for name in labels if name not in known]
+        if merged != known:
+            atomic_write_text(self.directory / "labels.json", json.dumps(merged, indent=1))
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / "manifest.csv"
+
+    def read_manifest(self) -> list[dict[str, str]]:
+        """The manifest rows, or an empty list before the first run."""
+        if not self.manifest_path.is_file():
+            return []
+        with self.manifest_path.open(newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    def write_manifest(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Replace the manifest atomically."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in MANIFEST_FIELDS})
+        atomic_write_text(self.manifest_path, buffer.getvalue())
+
+
+def write_entry(entry: Path, item: VideoFeatures) -> None:
+    """Write an .npz atomically: to a temporary file beside it, then rename over."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=".npz", dir=entry.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(
+                fh,
+                features=np.asarray(item.features, dtype=np.float32),
+                frame_indices=np.asarray(item.frame_indices, dtype=np.int64),
+                timestamps=np.asarray(item.timestamps, dtype=np.float64),
+                meta=np.array(json.dumps(item.meta, default=str)),
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, entry)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "video"

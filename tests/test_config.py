@@ -91,3 +91,10 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     path = tmp_path / "resolved.yaml"
     path.write_text(to_yaml(cfg))
     assert load_config(path) == cfg
+
+
+def test_readme_config_reference_lists_every_key():
+    readme = (CONFIGS.parent / "README.md").read_text()
+    for section, field in VidseqConfig.model_fields.items():
+        for key in field.annotation.model_fields:
+            assert f"| `{section}.{key}` |" in readme, f"README's config reference misses {section}.{key}"

@@ -51,6 +51,7 @@ class DecordDecoder:
         self.info = info_from_index(index, NAME)
         self._readers: dict[tuple[int, int] | None, object] = {}
         self._end = min(index.num_frames, len(self._reader(None)))
+        self.info = info_from_index(index, NAME, self._end)
 
     def read(self, indices: Sequence[int], out_hw: tuple[int, int] | None) -> np.ndarray:
         wanted = [min(int(i), self._end - 1) for i in indices]

@@ -148,13 +148,15 @@ class PyAVDecoder:
         return None
 
 
-def info_from_index(index: StreamIndex, backend: str) -> VideoInfo:
-    """The public ``VideoInfo`` of a scanned stream, as reported by ``backend``."""
+def info_from_index(index: StreamIndex, backend: str, num_frames: int | None = None) -> VideoInfo:
+    """The public ``VideoInfo`` of a scanned stream, as reported by ``backend`` (which may
+    reach fewer frames than the scan counted)."""
+    num_frames = index.num_frames if num_frames is None else min(num_frames, index.num_frames)
     return VideoInfo(
         path=index.path,
-        num_frames=index.num_frames,
+        num_frames=num_frames,
         fps=index.fps,
-        duration=index.duration,
+        duration=num_frames / index.fps if index.fps > 0 else 0.0,
         width=index.width,
         height=index.height,
         codec=index.codec,

@@ -30,11 +30,13 @@ class StreamIndex:
     height: int
     codec: str
     keyframes: tuple[int, ...]
-    """Decode-order indices of keyframe packets (= frame index for closed GOPs; checked on seek)."""
+    """Frame indices of keyframes, sorted, starting with 0 (the start of the file). A frame's
+    index is the rank of its pts where pts are presentation times, else its decode-order
+    index (right for closed GOPs; a seek checks the keyframe is the first frame out)."""
     seek_stamps: tuple[int, ...]
     """For each keyframe: the timestamp (stream time base) to hand to the demuxer's seek."""
     packet_ids: dict[tuple, int] = field(repr=False)
-    """(pos, pts, dts) of each packet -> its decode-order index: where did a seek land?"""
+    """(pos, pts, dts) of each packet -> its frame index: where did a seek land?"""
     timestamps_exact: bool
     """False where pts are decode-order counters on a codec that reorders frames (AVI with
     B-frames): libraries that map frame index <-> pts (decord, torchcodec) then return wrong
@@ -123,18 +125,18 @@ def _demux(container, stream) -> list[tuple]:  # noqa: ANN001
 
 def _build(path: str, stream, packets: list[tuple], fmt: str) -> StreamIndex:  # noqa: ANN001
     ctx = stream.codec_context
-    ids = {p[:3]: i for i, p in enumerate(packets)}
-    seekable = len(ids) == len(packets)  # else a landing packet could not be told apart
-    keyframes = tuple(i for i, p in enumerate(packets) if p[3] and seekable) or (0,)
-    stamps = tuple(_seek_stamp(packets[i]) for i in keyframes)
     pts = [p[1] for p in packets]
     # AVI stores no presentation times: FFmpeg numbers its packets in decode order. Any
     # container whose pts only ever grow in decode order is the same case.
     decode_ordered = (
-        "avi" in fmt.split(",")
-        or None in pts
-        or all(a < b for a, b in zip(pts, pts[1:]))
+        "avi" in fmt.split(",") or None in pts or all(a < b for a, b in zip(pts, pts[1:]))
     )
+    exact = not (decode_ordered and bool(ctx.has_b_frames))
+    positions = _positions(pts) if exact else list(range(len(packets)))
+    ids = {p[:3]: pos for p, pos in zip(packets, positions)}
+    seekable = len(ids) == len(packets)  # else a landing packet could not be told apart
+    keys = sorted((pos, _seek_stamp(p)) for p, pos in zip(packets, positions) if p[3] and seekable)
+    keys = [(pos, stamp) for pos, stamp in keys if pos > 0]
     return StreamIndex(
         path=path,
         num_frames=len(packets),
@@ -142,11 +144,20 @@ def _build(path: str, stream, packets: list[tuple], fmt: str) -> StreamIndex:  #
         width=int(ctx.width),
         height=int(ctx.height),
         codec=_codec_name(ctx),
-        keyframes=keyframes,
-        seek_stamps=stamps,
+        keyframes=(0, *(pos for pos, _ in keys)),
+        seek_stamps=(0, *(stamp for _, stamp in keys)),
         packet_ids=ids,
-        timestamps_exact=not (decode_ordered and bool(ctx.has_b_frames)),
+        timestamps_exact=exact,
     )
+
+
+def _positions(pts: list) -> list[int]:
+    """Each packet's frame index = the rank of its pts (an open GOP's keyframe is shown after
+    the leading frames decoded after it). Decode order where pts are missing or repeat."""
+    if None in pts or len(set(pts)) != len(pts):
+        return list(range(len(pts)))
+    rank = {value: i for i, value in enumerate(sorted(pts))}
+    return [rank[value] for value in pts]
 
 
 def _seek_stamp(packet: tuple) -> int:

@@ -63,6 +63,7 @@ class TorchCodecDecoder:
             )
         )
         self._end = min(index.num_frames, len(self._decoder))
+        self.info = info_from_index(index, NAME, self._end)
 
     def read(self, indices: Sequence[int], out_hw: tuple[int, int] | None) -> np.ndarray:
         wanted = [min(int(i), self._end - 1) for i in indices]

@@ -19,9 +19,12 @@ from vidseq.io import _backends, _scan
 ALL_BACKENDS = ("pyav", "opencv", "decord", "torchcodec")
 LONG_CLIPS = ("mgt_pianist.avi", "mgt_dancer.avi", "opencv_vtest_pedestrians_walking.avi")
 SHORT_CLIP = "k400_arm_wrestling__mmaction2_demo.mp4"  # 340x256, h264 with B-frames, 280 frames
-# Largest mean absolute difference (grey levels) seen between two backends' frames at the same
-# index: 0.0 at native size on every clip (all decode with FFmpeg and convert BT.601 the same
-# way); up to ~1.2 after resizing, where decord's scaler differs from INTER_AREA. Bounds leave room.
+# Largest mean absolute difference (grey levels) measured between backends' frames at the same
+# index, over all shared clips: native size 0.0 (0.0005 on the msmpeg4 clip, whose decoder
+# differs between decord's FFmpeg 4.1, the system FFmpeg 5.1 of torchcodec and FFmpeg 8);
+# resized to a short side of 112, against cv2 INTER_AREA of the native frame: 0.0 for opencv
+# and torchcodec (they resize with it), up to 1.43 for PyAV's libswscale AREA and 2.08 for
+# decord's scaler. The bounds leave room for other FFmpeg builds.
 NATIVE_MAD = 0.5
 RESIZED_MAD = 4.0
 

@@ -231,11 +231,12 @@ def train_one_epoch(run: _Run, train_set: SequenceSet) -> dict[str, float]:
 
 
 def _track_best(run: _Run, val: dict[str, Any]) -> None:
+    """Keep best.pt at the best monitored value; on a tie of accuracy/F1 the lower val loss wins
+    (a small val split saturates at 1.0 early; without the tie-break best.pt stays undertrained)."""
     monitor = run.config.monitor
-    value = val[monitor]
-    better = run.best is None or (value < run.best if monitor == "loss" else value > run.best)
-    if better:
-        run.best, run.best_epoch, run.bad_epochs = float(value), run.epoch, 0
+    score = (float(val[monitor]), -float(val["loss"])) if monitor != "loss" else (-float(val["loss"]), 0.0)
+    if run.best is None or score > tuple(run.best):
+        run.best, run.best_epoch, run.bad_epochs = list(score), run.epoch, 0
         run.save("best.pt")
     else:
         run.bad_epochs += 1

@@ -14,15 +14,21 @@ its full-length header), finds the keyframes, and tells whether the pts are pres
 Indices past the real end are clamped to the last decodable frame, so no backend is ever asked
 for a frame that is not there (decord loops forever on some, dmlc/decord#373).
 
-Exactness (frame ``i`` = the ``i``-th frame of a full sequential decode), measured against a
-sequential decode on the shared clips: every backend, as used here and where it accepts the
-file, is exact (MAD 0.0) at 25 positions of the pianist, dancer and pedestrians clips. Left to themselves, decord's
-``get_batch``/``seek``/``skip_frames`` return neighbouring frames on ``mgt_pianist.avi`` (AVI +
-H.264 B-frames, pts are decode-order counters; off by up to 5 frames, MAD 4-8), torchcodec too
-(MAD 1-2, and on ``ucf101_ApplyEyeMakeup`` AVI + MPEG-4 B-frames: MAD 7.9), and OpenCV's
-``CAP_PROP_POS_FRAMES`` seek on ``mgt_dancer.avi`` (MAD 0.2-1.2). So: PyAV seeks by keyframe
-and counts frames itself; decord decodes such files sequentially; torchcodec refuses them;
-OpenCV never seeks.
+Exactness (frame ``i`` = the ``i``-th frame of a full sequential decode), measured on the
+shared clips: every backend, as used here and where it accepts the file, returns at 25
+positions of the pianist, dancer and pedestrians clips the frames of its own sequential decode
+(MAD 0.0) and of PyAV's (MAD <= 0.0005: decoders of other FFmpeg versions). Left to themselves,
+decord's ``get_batch``/``seek``/``skip_frames`` return neighbouring frames on
+``mgt_pianist.avi`` (AVI + H.264 B-frames, whose pts are decode-order counters: off by up to 5
+frames, MAD 4-8), so does torchcodec (MAD 1-2; on ``ucf101_ApplyEyeMakeup``, AVI + MPEG-4
+B-frames, MAD 7.9), and so does OpenCV's ``CAP_PROP_POS_FRAMES`` seek on ``mgt_dancer.avi``
+(MAD 0.2-1.2). So PyAV seeks to keyframes and counts frames itself, decord decodes such files
+sequentially, torchcodec refuses them and OpenCV never seeks.
+
+Damaged files: a file cut short reads for the part that is there (``probe`` counts those
+frames; indices past the cut are clamped like any index past the end); a file that cannot be
+opened, or has no video stream or no frame, raises VideoDecodeError naming the file, the
+reason and every backend tried.
 
 The 'auto' order, ``DEFAULT_BACKENDS = ("pyav", "opencv", "decord", "torchcodec")``, was
 chosen by ``benchmarks/decode.py`` (2 cores, best of 3, seconds; 16 uniformly spread frames
@@ -30,23 +36,25 @@ with a fresh reader each time vs decoding every frame to RGB)::
 
     video (frames)                   pyav          opencv        decord        torchcodec
                                      16 fr / all   16 fr / all   16 fr / all   16 fr / all
-    mgt_pianist.avi (2925, GOP 250)  1.49 / 3.50   2.20 / 3.63   3.64 / 2.98   refused
-    mgt_dancer.avi (1571, GOP 12)    0.035 / 0.74  0.30 / 0.79   0.15 / 1.20   0.077 / 1.02
-    pedestrians.avi (795)            0.29 / 0.71   0.29 / 0.73   0.32 / 1.07   0.28 / 0.67
-    arm_wrestling.mp4 (280)          0.12 / 0.15   0.14 / 0.15   0.17 / 0.15   0.18 / 0.19
-    ntu 1080p .avi (103)             0.54 / 0.78   0.53 / 1.34   0.94 / 1.12   refused
-    synthetic 1 min mp4 (1800)       1.16 / 1.69   1.21 / 1.78   0.97 / 1.59   1.15 / 1.49
-    synthetic 10 min mp4 (18000)     1.52 / 16.5   12.2 / 17.0   2.06 / 19.9   1.63 / 17.9
+    mgt_pianist.avi (2925, GOP 250)  1.48 / 3.44   2.51 / 5.00   2.97 / 3.34   refused
+    mgt_dancer.avi (1571, GOP 12)    0.038 / 0.81  0.23 / 0.87   0.16 / 1.42   0.096 / 0.95
+    pedestrians.avi (795, GOP 250)   0.30 / 0.72   0.29 / 0.75   0.33 / 1.04   0.28 / 0.69
+    arm_wrestling.mp4 (280)          0.13 / 0.17   0.14 / 0.19   0.12 / 0.15   0.17 / 0.15
+    ntu 1080p .avi (103, 1 GOP)      0.54 / 0.75   0.55 / 1.14   0.90 / 1.43   refused
+    synthetic 1 min mp4 (1800)       1.00 / 1.64   1.19 / 1.78   0.91 / 1.54   1.02 / 1.83
+    synthetic 10 min mp4 (18000)     1.50 / 16.9   12.4 / 18.3   2.18 / 22.9   1.65 / 18.6
 
-PyAV is first: fastest (or within noise) on sparse reads everywhere but the 1-minute synthetic
-clip, as fast as any on full decodes, exact on every file without a special case, and it reads
-every shared clip and every damaged file of the tests. Sparse cost is bounded by the GOP, not
-by the length: 16 frames of the 10-minute clip cost 1.5 s against 16.5 s for all of it (ratio
-0.09); of the 1-minute clip 1.2 s against 1.7 s (0.69). OpenCV comes next as the most tolerant
-fallback (it too reads every clip and cut file; exact because it never seeks, so a sparse read
-costs a decode up to the last wanted frame). decord is third: it cannot open the GIF or a cut
-MP4 and must decode AVI + B-frame files from the start. torchcodec is optional (it needs system
-FFmpeg), refuses 3 of the 10 shared clips and fails at the cut of a truncated MP4.
+Timings on this 2-vCPU machine moved by 10-30 % between runs; an earlier full run gave the
+same ranking. PyAV is first: fastest or tied on sparse reads everywhere (decord is 9 % faster
+on the 1-minute synthetic clip and ties on the short mp4), as fast as any on full decodes,
+exact on every file without a special case, and it reads every shared clip and every damaged
+file of the tests. Its sparse cost is bounded by the GOP, not by the length: 16 frames of the
+10-minute clip cost 1.5 s against 16.9 s for all of it (ratio 0.09), of the 1-minute clip
+1.0 s against 1.6 s (0.61). OpenCV is next, as the most tolerant fallback: it too reads every
+clip and cut file, and is exact because it never seeks (so a sparse read costs a decode up to
+the last wanted frame: 12.4 s on the 10-minute clip). decord is third: it cannot open the GIF
+or a cut MP4 and must decode AVI + B-frame files from the start. torchcodec is optional (it
+needs system FFmpeg), refuses 3 of the 10 shared clips and fails at the cut of a truncated MP4.
 """
 
 from __future__ import annotations

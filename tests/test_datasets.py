@@ -483,3 +483,24 @@ def test_real_labels_csv_of_the_shared_clips(action_clips: Path) -> None:
     assert data.missing == [] and data.skipped == []
     assert len(data) == len(data.labels) >= 10
     assert {i.path.parent for i in data} == {action_clips}
+
+
+# -- unlabelled inputs (what extract and predict take) ---------------------------------------
+
+
+def test_discover_videos_takes_a_file_a_flat_folder_and_a_plain_list(tmp_path: Path) -> None:
+    from vidseq.datasets import discover_videos
+
+    touch(tmp_path, "clips/a.mp4", "clips/sub/b.avi", "clips/notes.txt", "one.mkv")
+    single = discover_videos(tmp_path / "one.mkv")
+    assert [i.path.name for i in single] == ["one.mkv"] and single.items[0].label is None
+    flat = discover_videos(tmp_path / "clips")
+    assert sorted(i.path.name for i in flat) == ["a.mp4", "b.avi"] and flat.labels == []
+    assert [p.name for p in flat.skipped] == ["notes.txt"]
+    listing = tmp_path / "videos.txt"
+    listing.write_text("clips/a.mp4\n# a comment\none.mkv\nclips/gone.mp4\n")
+    with pytest.warns(DatasetWarning, match=r"gone\.mp4"):
+        listed = discover_videos(listing)
+    assert [i.path.name for i in listed] == ["a.mp4", "one.mkv"]
+    assert [p.name for p in listed.missing] == ["gone.mp4"]
+    assert all(i.label is None for i in listed)

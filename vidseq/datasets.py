@@ -191,8 +191,8 @@ def discover_videos(source: PathLike, **options: Any) -> Dataset:
         return Dataset(videos, [], [], skipped, str(path), "videos")
     if path.is_file() and path.suffix.lower() in (".txt", ".list") and _is_plain_list(path):
         listed = [_Listed(where, _resolve(text, path.parent), "", None) for where, text in _lines(path)]
-        found = _finish(listed, [], source=path, fmt="paths", strict=options.get("strict", False))
-        found.items = [VideoItem(item.path, None) for item in found.items]
+        found = _finish(listed, [""], source=path, fmt="paths", strict=options.get("strict", False))
+        found.items, found.labels = [VideoItem(item.path, None) for item in found.items], []
         return found
     return discover(path, **options)
 

@@ -87,8 +87,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in the main process")
+    parser.add_argument("--long", type=int, default=0, metavar="N",
+                        help="instead of --videos, write N long synthetic H.264 videos (GOP 250) and use them")
+    parser.add_argument("--minutes", type=float, default=2.0, help="length of each --long video")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.long:
+        from decode import write_synthetic  # benchmarks/decode.py: the same long-video generator
+
+        folder = Path(tempfile.mkdtemp(prefix="vidseq-long-"))
+        for i in range(args.long):
+            write_synthetic(folder, args.minutes + 0.05 * i, 360, 640)
+        args.videos = folder
     items = discover_videos(args.videos).items
     sampling = SamplingConfig(mode="uniform", count=args.count)
     config = ExtractConfig(num_workers=args.workers, batch_size=args.batch_size)

@@ -90,6 +90,20 @@ def resize(frame: np.ndarray, out_hw: tuple[int, int] | None) -> np.ndarray:
     return cv2.resize(frame, (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
 
 
+def chunked(
+    frames: Iterator[np.ndarray], chunk_size: int, out_hw: tuple[int, int] | None, info: VideoInfo
+) -> Iterator[np.ndarray]:
+    """Group decoded frames into ``(n <= chunk_size, H, W, 3)`` arrays, in order."""
+    chunk: list[np.ndarray] = []
+    for frame in frames:
+        chunk.append(frame)
+        if len(chunk) == chunk_size:
+            yield stack(chunk, out_hw, info)
+            chunk = []
+    if chunk:
+        yield stack(chunk, out_hw, info)
+
+
 def stack(frames: list[np.ndarray], out_hw: tuple[int, int] | None, info: VideoInfo) -> np.ndarray:
     """Frames as one ``(N, H, W, 3)`` uint8 array (an empty list gives ``(0, H, W, 3)``)."""
     if frames:

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from vidseq.errors import VideoDecodeError
-from vidseq.io._base import resize, stack
+from vidseq.io._base import chunked, resize, stack
 from vidseq.io._pyav import info_from_index
 from vidseq.io._scan import StreamIndex
 
@@ -56,16 +56,10 @@ class OpenCVDecoder:
         return stack(frames, out_hw, self.info)
 
     def iter_chunks(self, out_hw: tuple[int, int] | None, chunk_size: int) -> Iterator[np.ndarray]:
-        cap, decoded, chunk = _capture(self.index.path), 0, []
+        cap = _capture(self.index.path)
         try:
-            while decoded < self._end and cap.grab():
-                decoded += 1
-                chunk.append(_retrieve(cap, self.index.path, out_hw))
-                if len(chunk) == chunk_size:
-                    yield stack(chunk, out_hw, self.info)
-                    chunk = []
-            if chunk:
-                yield stack(chunk, out_hw, self.info)
+            frames = _grab_frames(cap, self.index.path, out_hw, self._end)
+            yield from chunked(frames, chunk_size, out_hw, self.info)
         finally:
             cap.release()
 
@@ -113,3 +107,11 @@ def _retrieve(cap, path: str, out_hw: tuple[int, int] | None) -> np.ndarray:  # 
     if not ok:
         raise VideoDecodeError(path, "OpenCV could not decode a frame it had read")
     return resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), out_hw)
+
+
+def _grab_frames(cap, path: str, out_hw: tuple[int, int] | None, end: int) -> Iterator[np.ndarray]:
+    """Frames ``0 .. end-1`` in order, stopping early where the capture runs out."""
+    for _ in range(end):
+        if not cap.grab():
+            return
+        yield _retrieve(cap, path, out_hw)

@@ -17,12 +17,13 @@ decord and torchcodec return neighbouring frames on ``mgt_pianist.avi``). Instea
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from vidseq.errors import VideoDecodeError
-from vidseq.io._base import VideoInfo, stack
+from vidseq.io._base import VideoInfo, chunked, stack
 from vidseq.io._scan import StreamIndex, open_container, video_stream
 
 NAME = "pyav"
@@ -73,17 +74,14 @@ class PyAVDecoder:
         container = open_container(self.index.path)
         try:
             stream = _prepare(container, self.index.path)
-            chunk: list[np.ndarray] = []
             to_rgb = _RGB(out_hw)
-            for index, frame in _decode(container, stream, None, None):
-                if index >= self._end:
-                    break
-                chunk.append(to_rgb(frame))
-                if len(chunk) == chunk_size:
-                    yield stack(chunk, out_hw, self.info)
-                    chunk = []
-            if chunk:
-                yield stack(chunk, out_hw, self.info)
+            frames = (
+                to_rgb(frame)
+                for index, frame in itertools.takewhile(
+                    lambda pair: pair[0] < self._end, _decode(container, stream, None, None)
+                )
+            )
+            yield from chunked(frames, chunk_size, out_hw, self.info)
         finally:
             container.close()
 

@@ -184,6 +184,13 @@ class EvaluateConfig(_Section):
     view_fraction: float = Field(0.8, gt=0, le=1, description="Length of each view as a fraction of the sequence.")
 
 
+class PredictConfig(_Section):
+    """Prediction with a trained model (see vidseq.predict)."""
+
+    input: str | None = Field(None, description="Videos to label: a file, a folder (recursive) or a list file.")
+    top_k: int = Field(1, ge=1, description="Labels (with probabilities) reported per video.")
+
+
 class VidseqConfig(_Section):
     """The whole configuration; later stages add their own sections."""
 
@@ -196,6 +203,7 @@ class VidseqConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
 
 
 def load_config(
@@ -209,10 +217,10 @@ def load_config(
     Raises ConfigError naming the file and the key on any problem.
     """
     source = str(path) if path is not None else "default config"
-    data = _read_yaml(Path(path)) if path is not None else {}
+    data = read_yaml(Path(path)) if path is not None else {}
     origins = {}
     for item in overrides:
-        keys = _apply_override(data, item)
+        keys = apply_override(data, item)
         origins[tuple(keys)] = item
     return validate_config(data, source=source, model=model, origins=origins)
 
@@ -253,7 +261,8 @@ def to_yaml(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
+    """A YAML file whose top level is a mapping (an empty file is ``{}``); ConfigError otherwise."""
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -267,7 +276,8 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _apply_override(data: dict, item: str) -> list[str]:
+def apply_override(data: dict, item: str) -> list[str]:
+    """Set ``section.key=value`` in a plain dict (sections created as needed); returns the key path."""
     keys, value = parse_override(item)
     node = data
     for part in keys[:-1]:

@@ -158,8 +158,8 @@ class _Run:
             "epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
             "bad_epochs": self.bad_epochs, "history": self.history, "labels": self.data.labels,
             "splits": dict(zip(self.data.paths, self.data.splits)), "features": str(self.store.directory),
-            "feature_key": self.store.key, "config": {"model": self.model_config.model_dump(mode="json"),
-                                                      "train": self.config.model_dump(mode="json")},
+            "feature_key": self.store.key, "extraction": self.store.recipe,
+            "config": {"model": self.model_config.model_dump(mode="json"), "train": self.config.model_dump(mode="json")},
             "vidseq_version": __version__,
         }
 

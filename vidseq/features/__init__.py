@@ -3,7 +3,7 @@
 Place in the data flow: frames -> backbones -> **features** -> sequences for training.
 """
 
-from vidseq.features.extraction import ExtractResult, extract, store_key
+from vidseq.features.extraction import ExtractResult, build_backbone, extract, resolve_device, store_key
 from vidseq.features.store import FeatureStore, FeatureStoreError, VideoFeatures, key_digest, video_id
 
 __all__ = [
@@ -11,7 +11,9 @@ __all__ = [
     "FeatureStore",
     "FeatureStoreError",
     "VideoFeatures",
+    "build_backbone",
     "extract",
+    "resolve_device",
     "key_digest",
     "store_key",
     "video_id",

@@ -77,19 +77,23 @@ def extract(
     force: bool = False,
     progress: bool = True,
     on_video_done: Callable[[dict[str, Any]], None] | None = None,
+    reuse_from: list[str | Path] | tuple[str | Path, ...] = (),
 ) -> ExtractResult:
     """Extract features of ``items`` into the store under ``out`` for this backbone and sampling.
 
     Finished videos are reused unless ``force``; failures are recorded, not raised. Given a
     ``Dataset``, its missing and skipped files get manifest rows too (nothing is lost silently).
+    ``reuse_from``: other roots whose store for the same key may already hold a video's entry
+    (it is hard-linked, or copied, instead of extracted again).
     """
     dataset = items if isinstance(items, Dataset) else None
     items = list(items)
     config = config or ExtractConfig()
     sampling = sampling or SamplingConfig()
-    device = _device(config.device)
-    model = backbone if isinstance(backbone, Backbone) else _build(backbone or BackboneConfig(), device)
-    store = FeatureStore.open(out, store_key(model.spec, sampling), name=model.spec.name)
+    device = resolve_device(config.device)
+    model = backbone if isinstance(backbone, Backbone) else build_backbone(backbone or BackboneConfig(), device)
+    recipe = _recipe(backbone, sampling, io)
+    store = FeatureStore.open(out, store_key(model.spec, sampling), name=model.spec.name, recipe=recipe)
     store.remove_stale_temporaries()
     # The manifest covers every video this store has seen: rows of earlier runs are kept.
     rows = {row["path"]: row for row in store.read_manifest()}
@@ -97,7 +101,7 @@ def extract(
     rows.update({str(item.path): _row(item) for item in items})
     if dataset is not None and dataset.labels:
         store.add_labels(dataset.labels)
-    todo = [item for item in items if force or not _reuse(store, item, rows)]
+    todo = [item for item in items if force or not _reuse(store, item, rows, reuse_from)]
     result = ExtractResult(store, reused=len(items) - len(todo))
     start = time.perf_counter()
     runner = _Runner(model, store, config, device, rows, result, on_video_done, todo)
@@ -112,11 +116,24 @@ def extract(
     return result
 
 
-def _build(cfg: BackboneConfig, device: torch.device) -> Backbone:
+def _recipe(backbone: BackboneConfig | Backbone | None, sampling: SamplingConfig, io: IOConfig | None) -> dict:
+    """The config sections that redo this extraction on new videos (none for a prebuilt model)."""
+    if isinstance(backbone, Backbone):
+        return {}
+    return {
+        "backbone": (backbone or BackboneConfig()).model_dump(mode="json"),
+        "sampling": sampling.model_dump(mode="json"),
+        "io": (io or IOConfig()).model_dump(mode="json"),
+    }
+
+
+def build_backbone(cfg: BackboneConfig, device: torch.device) -> Backbone:
+    """The backbone a ``backbone`` config section describes, on ``device``."""
     return create_backbone(cfg.name, weights=cfg.weights, pooling=cfg.pooling, device=device, **cfg.options())
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else as torch reads it."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -134,8 +151,8 @@ def _row(item: VideoItem) -> dict[str, Any]:
     return {"path": str(item.path), "label": item.label, "split": item.split, "status": "pending"}
 
 
-def _reuse(store: FeatureStore, item: VideoItem, rows: dict[str, dict]) -> bool:
-    if not store.is_done(item.path):
+def _reuse(store: FeatureStore, item: VideoItem, rows: dict[str, dict], reuse_from=()) -> bool:
+    if not store.is_done(item.path) and not any(store.adopt(item.path, root) for root in reuse_from):
         return False
     entry = store.entry_path(item.path)
     frames = len(store.read(entry).frame_indices)

@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -72,24 +73,34 @@ def video_id(path: str | Path) -> str:
 class FeatureStore:
     """A folder of per-video feature files for one extraction key."""
 
-    def __init__(self, directory: Path, key: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, key: dict[str, Any], recipe: dict[str, Any] | None = None) -> None:
         self.directory = Path(directory)
         self.key = key
+        self.recipe = recipe or {}
         self.features_dir = self.directory / "features"
 
     @classmethod
-    def open(cls, root: str | Path, key: dict[str, Any], *, name: str = "features") -> "FeatureStore":
-        """Open (or create) the store for ``key`` under ``root``; its folder is ``<name>-<digest>``."""
+    def open(
+        cls, root: str | Path, key: dict[str, Any], *, name: str = "features", recipe: dict[str, Any] | None = None
+    ) -> "FeatureStore":
+        """Open (or create) the store for ``key`` under ``root``; its folder is ``<name>-<digest>``.
+
+        ``recipe`` is the config that rebuilds the extraction (backbone, sampling and io
+        sections): not part of the key, recorded so a trained model can extract new videos the
+        same way (``vidseq.predict``). A store made before recipes were recorded gets one.
+        """
         directory = Path(root) / f"{_slug(name)}-{key_digest(key)}"
-        store = cls(directory, key)
+        store = cls(directory, key, recipe)
         store.features_dir.mkdir(parents=True, exist_ok=True)
         key_file = directory / "store.json"
-        if key_file.exists():
-            recorded = json.loads(key_file.read_text()).get("key")
-            if json.loads(json.dumps(recorded, default=str)) != json.loads(json.dumps(key, default=str)):
+        recorded = json.loads(key_file.read_text()) if key_file.exists() else None
+        if recorded is not None:
+            if _plain(recorded.get("key")) != _plain(key):
                 raise FeatureStoreError(f"{directory}: made for another config (store.json differs)")
-        else:
-            atomic_write_text(key_file, json.dumps({"key": key}, indent=2, sort_keys=True, default=str))
+            store.recipe = recorded.get("recipe") or store.recipe
+        if recorded is None or (recipe and not recorded.get("recipe")):
+            text = json.dumps({"key": key, "recipe": store.recipe}, indent=2, sort_keys=True, default=str)
+            atomic_write_text(key_file, text)
         return store
 
     @classmethod
@@ -99,7 +110,8 @@ class FeatureStore:
         key_file = directory / "store.json"
         if not key_file.is_file():
             raise FeatureStoreError(f"{directory}: not a feature store (no store.json); run `vidseq extract` first")
-        return cls(directory, json.loads(key_file.read_text())["key"])
+        recorded = json.loads(key_file.read_text())
+        return cls(directory, recorded["key"], recorded.get("recipe"))
 
     def entry_path(self, video: str | Path) -> Path:
         """Where the features of ``video`` live (named by stem for people, by content id for safety)."""
@@ -143,6 +155,32 @@ class FeatureStore:
     def load(self, video: str | Path) -> VideoFeatures:
         """The stored features of a video (by its path)."""
         return self.read(self.entry_path(video))
+
+    def adopt(self, video: str | Path, root: str | Path) -> bool:
+        """Take ``video``'s finished entry from the store of the same key under another ``root``.
+
+        Hard-linked where the file system allows (no copy, no extra space), else copied; only
+        an entry that loads is taken. True when this store now has the video.
+        """
+        try:
+            entry = self.entry_path(video)
+        except OSError:
+            return False
+        other = Path(root) / self.directory.name / "features" / entry.name
+        if other.resolve() == entry.resolve() or not other.is_file():
+            return False
+        try:
+            self.read(other)
+            tmp = entry.with_name(f".tmp-{os.getpid()}-{entry.name}")
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(other, tmp)
+            except OSError:
+                shutil.copyfile(other, tmp)
+            os.replace(tmp, entry)
+        except (FeatureStoreError, OSError):
+            return False
+        return True
 
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files left by runs that were killed (their process is gone)."""
@@ -220,6 +258,11 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` as JSON would give it back (tuples -> lists, paths -> strings), for comparisons."""
+    return json.loads(json.dumps(obj, default=str))
 
 
 def _alive(pid: int) -> bool:

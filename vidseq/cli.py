@@ -265,6 +265,125 @@ def evaluate(
     console.print(f"reports in {result.out}")
 
 
+@app.command()
+@_friendly
+def predict(
+    inputs: Optional[list[Path]] = typer.Argument(
+        None, help="Videos, folders (searched recursively) or text files listing videos."
+    ),
+    model: str = typer.Option(
+        ..., "--model", "-m",
+        help="best.pt of `vidseq train`, a model folder, or an MLflow model URI (models:/NAME/1, runs:/ID/model).",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Write rows to FILE.csv or FILE.jsonl; an existing file is appended to and its videos skipped."
+    ),
+    top_k: int = typer.Option(1, "--top-k", min=1, help="Labels (with probabilities) per video."),
+    window: Optional[float] = typer.Option(
+        None, help="Seconds per window: label every window of each video and join them into segments."
+    ),
+    hop: Optional[float] = typer.Option(None, help="Seconds between windows (default: half a window)."),
+    stream: Optional[str] = typer.Option(
+        None, help="Label a live source as frames arrive: a camera index (0), a file or a URL."
+    ),
+    render: Optional[Path] = typer.Option(None, help="Write the (one) input video with its labels drawn on it (.mp4)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
+    workers: Optional[int] = typer.Option(None, help="Decode worker processes [extract.num_workers]."),
+    tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for models:/ and runs:/ URIs."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Label videos with a trained model: one row per video, or per window with --window.
+
+    Decoding and the backbone run as in `vidseq extract` (parallel decode, batched frames).
+    A file that cannot be read gets a row with its error and the run goes on (exit code 1).
+    With --window, each video becomes a timeline: a label per window and the windows of one
+    label joined into segments. --stream prints a label per window of a live source, with the
+    latency from its last frame to the label. --render draws the labels onto the video.
+    """
+    from vidseq.config import ExtractConfig
+    from vidseq.predict import load_predictor
+
+    if not inputs and stream is None:
+        raise VidseqError("give videos, folders or list files to label (or --stream SOURCE)")
+    extract_config = ExtractConfig() if workers is None else ExtractConfig(num_workers=workers)
+    predictor = load_predictor(_local_model(model, tracking_uri), device=device, extract_config=extract_config)
+    if stream is not None:
+        _predict_stream(predictor, stream, window or 2.0, hop)
+        return
+    if render is not None:
+        _predict_render(predictor, inputs, render, window or 2.0, hop)
+        return
+    _predict_files(predictor, inputs, out=out, top_k=top_k, window=window, hop=hop, quiet=quiet)
+
+
+def _local_model(model: str, tracking_uri: Optional[str]) -> Path:
+    """A local path as it is; an MLflow URI downloaded (or found in a local store) first."""
+    if Path(model).exists() or ":/" not in model:
+        return Path(model)
+    from vidseq.tracking import download_model
+
+    return download_model(model, tracking_uri=tracking_uri)
+
+
+def _predict_files(predictor, inputs, *, out, top_k, window, hop, quiet) -> None:
+    from vidseq.predict.batch import predict_batch
+
+    result = predict_batch(predictor, inputs, out=out, top_k=top_k, window=window, hop=hop, progress=not quiet)
+    if out is None:
+        console.print(_rows_table(result, windowed=window is not None))
+    console.print(f"{result.predicted} predicted, {result.skipped} already in {out}, {result.failed} failed"
+                  if out is not None else f"{result.predicted} predicted, {result.failed} failed", highlight=False)
+    for row in result.rows:
+        if row.get("error"):
+            err_console.print(f"failed: {row['path']}: {row['error']}", highlight=False, markup=False)
+    if result.passed_over:
+        err_console.print(f"{len(result.passed_over)} file(s) in the folders are not videos and were passed over "
+                          f"(e.g. {result.passed_over[0]})", highlight=False, markup=False)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def _rows_table(result, *, windowed: bool) -> Table:
+    if windowed:
+        columns = ["path", "start", "end", "label", "probability", "error"]
+        rows = [r for r in result.rows if r.get("kind") in ("segment", "video")]
+    else:
+        columns = ["path", "label", "probability", "top_labels", "frames", "seconds", "error"]
+        rows = result.rows
+    table = Table(*columns, title="segments" if windowed else None)
+    for row in rows:
+        cells = [Path(row["path"]).name, *(str(row.get(c, "")) for c in columns[1:])]
+        table.add_row(*cells, style="red" if row.get("error") else None)
+    return table
+
+
+def _predict_stream(predictor, source: str, window: float, hop: Optional[float]) -> None:
+    from vidseq.predict.stream import stream_labels
+
+    for item in stream_labels(predictor, source, window=window, hop=hop or window / 2):
+        console.print(f"{item.start:8.2f}-{item.end:8.2f} s  {item.label:<20} {item.probability:.3f}  "
+                      f"latency {item.latency * 1000:.0f} ms", highlight=False, markup=False)
+
+
+def _predict_render(predictor, inputs, render: Path, window: float, hop: Optional[float]) -> None:
+    from vidseq.predict.batch import collect_inputs
+    from vidseq.predict.render import render_video
+    from vidseq.predict.windows import predict_timeline
+
+    paths, errors, _ = collect_inputs(inputs)
+    if errors or len(paths) != 1:
+        problem = "; ".join(f"{p}: {e}" for p, e in errors.items()) or f"got {len(paths)} videos"
+        raise VidseqError(f"--render draws on one video: {problem}")
+    timeline = predict_timeline(predictor, paths[0], window=window, hop=hop or window / 2)
+    if timeline.error:
+        raise VidseqError(f"{paths[0]}: {timeline.error}")
+    spans = [(s.start, s.end, s.label, s.probability) for s in timeline.segments]
+    result = render_video(paths[0], render, spans)
+    console.print(f"wrote {result.out} ({result.frames} frames); segments:", highlight=False)
+    for start, end, label, probability in spans:
+        console.print(f"  {start:8.2f}-{end:8.2f} s  {label}  {probability:.3f}", highlight=False, markup=False)
+
+
 @app.command("run")
 @_friendly
 def run_pipeline_command(

@@ -189,6 +189,8 @@ class PredictConfig(_Section):
 
     input: str | None = Field(None, description="Videos to label: a file, a folder (recursive) or a list file.")
     top_k: int = Field(1, ge=1, description="Labels (with probabilities) reported per video.")
+    window: float | None = Field(None, gt=0, description="Seconds per window: a label per window and segments (null: one label per video).")
+    hop: float | None = Field(None, gt=0, description="Seconds between windows (null: half a window).")
 
 
 class VidseqConfig(_Section):

@@ -183,7 +183,7 @@ class _VideoChunks(IterableDataset):
                 indices = indices_from_config(info.num_frames, info.fps, self.sampling)
                 for start in range(0, len(indices), self.chunk):
                     part = indices[start : start + self.chunk]
-                    frames = _fit(reader.read(part, size=_decode_size(info, self.spec)), self.spec)
+                    frames = fit_frames(reader.read(part, size=_decode_size(info, self.spec)), self.spec)
                     yield {"job": job, "start": start, "total": len(indices), "indices": part,
                            "fps": info.fps, "frames": torch.from_numpy(frames), "error": ""}
         except Exception as exc:  # noqa: BLE001 - any failure of one video is that video's row
@@ -203,7 +203,7 @@ def _decode_size(info, spec: BackboneSpec) -> int | tuple[int, int]:
     return max(1, round(info.height * scale)), max(1, round(info.width * scale))
 
 
-def _fit(frames: np.ndarray, spec: BackboneSpec) -> np.ndarray:
+def fit_frames(frames: np.ndarray, spec: BackboneSpec) -> np.ndarray:
     """Centre-crop (or pad with grey, for letterbox) decoded frames to ``S x S``."""
     size = spec.input_size
     height, width = frames.shape[1:3]

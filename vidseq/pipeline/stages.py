@@ -9,8 +9,6 @@ tracking is off). Stages know nothing of caching: the runner decides whether one
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -176,30 +174,23 @@ def _one_line(metrics: dict[str, float], split: str) -> str:
 
 def run_predict(ctx: StageContext) -> StageOutcome:
     from vidseq.predict import Predictor
+    from vidseq.predict.batch import predict_batch
 
     cfg = ctx.config.predict
     if not cfg.input:
         raise StageError("the predict stage needs predict.input (e.g. -o predict.input=/path/to/videos)")
-    found = discover_videos(cfg.input)
-    predictor = Predictor.from_checkpoint(ctx.output("train", "checkpoint"), extract_config=ctx.config.extract)
-    rows = [p.as_row() for p in predictor.predict([i.path for i in found.items], top_k=cfg.top_k,
-                                                   progress=ctx.progress)]
+    predictor = Predictor.from_checkpoint(ctx.output("train", "checkpoint"), device=ctx.config.extract.device,
+                                          extract_config=ctx.config.extract)
     out = ctx.out / "predictions.csv"
-    _write_rows(out, rows)
+    if ctx.force:
+        out.unlink(missing_ok=True)
+    result = predict_batch(predictor, [cfg.input], out=out, top_k=cfg.top_k, window=cfg.window, hop=cfg.hop,
+                           progress=ctx.progress)
     ctx.run.log_artifact(out)
-    failed = sum(1 for r in rows if r["error"])
-    return StageOutcome({"predictions": str(out)}, {"videos": float(len(rows)), "failed": float(failed)},
-                        f"{len(rows)} videos labelled ({failed} failed) -> {out}")
-
-
-def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    from vidseq.features.store import atomic_write_text
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["path"])
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    total = result.predicted + result.failed + result.skipped
+    metrics = {"videos": float(total), "predicted": float(result.predicted), "failed": float(result.failed)}
+    return StageOutcome({"predictions": str(out)}, metrics,
+                        f"{result.predicted} videos labelled, {result.failed} failed -> {out}")
 
 
 def write_stage_config(ctx: StageContext) -> Path:

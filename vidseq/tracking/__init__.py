@@ -32,7 +32,7 @@ from vidseq.tracking._model import MODEL_REQUIREMENTS, _pandas_dataset, default_
 
 __all__ = [
     "DEFAULT_TRACKING_URI", "MODEL_REQUIREMENTS", "NullRunHandle", "NullTracker", "RunHandle", "Tracker",
-    "TrackingError", "default_requirements", "flatten", "git_commit", "model_signature", "open_tracker",
+    "TrackingError", "default_requirements", "download_model", "flatten", "git_commit", "model_signature", "open_tracker",
     "resolve_tracking_uri", "standard_tags", "ui_hint",
 ]  # fmt: skip
 
@@ -46,6 +46,20 @@ _LOCAL_FIX = (
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """The store to log to: ``uri``, else ``$MLFLOW_TRACKING_URI``, else sqlite:///mlflow.db."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def download_model(model_uri: str, *, tracking_uri: str | None = None, dst: str | Path | None = None) -> Path:
+    """Fetch a logged model (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``, ``models:/m-...``,
+    ``runs:/RUN/model``) to a local folder; ``vidseq.predict.load_predictor`` reads it."""
+    mlflow = _mlflow()
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        _check_server(uri)
+    with _mlflow_errors(f"downloading model {model_uri}", uri), _environ("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"):
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, tracking_uri=uri, dst_path=None if dst is None else str(dst)
+        )
+    return Path(local)
 
 
 def ui_hint(uri: str) -> str:

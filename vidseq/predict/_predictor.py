@@ -1,4 +1,4 @@
-"""Prediction: video files -> labels and class probabilities, with a trained model.
+"""The predictor: a trained head plus the backbone its features came from; bundles for MLflow.
 
 Place in the data flow: videos -> the extraction loop of ``vidseq.features`` (the same parallel
 decode and batched backbone as ``vidseq extract``, into a temporary store) -> the recurrent head
@@ -27,11 +27,13 @@ import numpy as np
 import torch
 
 from vidseq import __version__
+from vidseq.backbones import normalize_frames
 from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, SamplingConfig
 from vidseq.datasets import VideoItem
 from vidseq.errors import VidseqError
 from vidseq.evaluate import _load_checkpoint, predict_proba
-from vidseq.features import FeatureStore, FeatureStoreError, build_backbone, extract, resolve_device
+from vidseq.features import FeatureStore, FeatureStoreError, VideoFeatures, build_backbone, extract, resolve_device
+from vidseq.features.extraction import fit_frames
 from vidseq.models import load_model
 
 BUNDLE_FILE = "vidseq.json"
@@ -113,35 +115,106 @@ class Predictor:
             self._backbone = build_backbone(self.backbone_config, self.device)
         return self._backbone
 
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        """Frames ``uint8 (N, H, W, 3)`` RGB of any size -> features ``(N, D)``, made the way
+        the extraction makes them (short side resized, centre crop or letterbox, normalised)."""
+        import cv2
+
+        spec = self.backbone.spec
+        size = _decode_size_for(frames.shape[1], frames.shape[2], spec)
+        resized = np.stack([cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA) for f in frames])
+        fitted = fit_frames(resized, spec)
+        with torch.inference_mode():
+            x = normalize_frames(torch.from_numpy(fitted).to(self.device), spec)
+            return self.backbone(x).float().cpu().numpy()
+
+    def classify(self, sequences: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities ``(N, C)`` of feature sequences (each ``(T, D)``)."""
+        if not sequences:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return predict_proba(self.model, sequences, device=self.device)
+
+    def frame_rate(self, window: float) -> float:
+        """Frames per second at which a window of ``window`` seconds is sampled: the rate the
+        model was trained at where the recipe has one (stride sampling at a target fps), else
+        ``sampling.count`` frames per window (what uniform sampling gave each training clip)."""
+        if window <= 0:
+            raise PredictError(f"window must be a positive number of seconds, got {window}")
+        if self.sampling.mode == "stride" and self.sampling.target_fps:
+            return float(self.sampling.target_fps)
+        return self.sampling.count / window
+
     def predict(self, paths: Iterable[str | Path], *, top_k: int = 1, progress: bool = False) -> list[Prediction]:
         """One ``Prediction`` per path, in order; a video that cannot be read gets its error."""
         paths = [str(p) for p in paths]
-        with tempfile.TemporaryDirectory(prefix="vidseq-predict-") as tmp:
-            start = time.perf_counter()
-            items = [VideoItem(Path(p), None) for p in dict.fromkeys(paths)]
-            result = extract(items, out=tmp, backbone=self.backbone, sampling=self.sampling,
-                             config=self.extract_config, io=self.io, progress=progress)
-            errors = {row["path"]: row["error"] for row in result.failed}
-            done = [p for p in dict.fromkeys(paths) if p not in errors]
-            features = {p: _read(result.store, p) for p in done}
-            seconds = (time.perf_counter() - start) / max(1, len(items))
-        probs = dict(zip(done, predict_proba(self.model, [features[p] for p in done], device=self.device)))
-        return [self._prediction(p, probs.get(p), features.get(p), errors.get(p, ""), top_k, seconds) for p in paths]
+        start = time.perf_counter()
+        found, errors = self.features(paths, progress=progress)
+        seconds = (time.perf_counter() - start) / max(1, len(set(paths)))
+        done = list(found)
+        probs = dict(zip(done, self.classify([found[p].features for p in done])))
+        return [self._prediction(p, probs.get(p), found.get(p), errors.get(p, ""), top_k, seconds) for p in paths]
 
-    def _prediction(self, path: str, probs: np.ndarray | None, features: np.ndarray | None,
+    def features(self, paths: Iterable[str | Path], *, sampling: SamplingConfig | None = None,
+                 progress: bool = False) -> tuple[dict[str, VideoFeatures], dict[str, str]]:
+        """Features of each video as the extraction makes them (``sampling``: the recipe's
+        unless given), through a temporary feature store; and the error of each that failed."""
+        paths = list(dict.fromkeys(str(p) for p in paths))
+        with tempfile.TemporaryDirectory(prefix="vidseq-predict-") as tmp:
+            items = [VideoItem(Path(p), None) for p in paths]
+            result = extract(items, out=tmp, backbone=self.backbone, sampling=sampling or self.sampling,
+                             config=self.extract_config, io=self.io, progress=progress)
+            errors = {row["path"]: row["error"] or "not extracted" for row in result.failed}
+            found = {p: _read(result.store, p) for p in paths if p not in errors}
+        return found, errors
+
+    def _prediction(self, path: str, probs: np.ndarray | None, features: VideoFeatures | None,
                     error: str, top_k: int, seconds: float) -> Prediction:
         if probs is None:
             return Prediction(path, None, None, None, [], 0, seconds, error or "not predicted")
         order = np.argsort(-probs)[: max(1, top_k)]
         top = [(self.labels[i], float(probs[i])) for i in order]
-        return Prediction(path, top[0][0], top[0][1], [float(p) for p in probs], top, len(features), seconds)
+        return Prediction(path, top[0][0], top[0][1], [float(p) for p in probs], top, len(features.features), seconds)
 
 
-def _read(store: FeatureStore, path: str) -> np.ndarray:
+def _decode_size_for(height: int, width: int, spec) -> tuple[int, int]:
+    """``(h, w)`` to resize a frame to before fitting it to the backbone (as the decoders do)."""
+    if spec.fit == "crop":
+        scale = spec.resize / min(height, width)
+    else:
+        scale = spec.input_size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _read(store: FeatureStore, path: str) -> VideoFeatures:
     try:
-        return store.load(path).features
+        item = store.load(path)
+        # copy out of the temporary store (a large entry may be memory-mapped from it)
+        return VideoFeatures(np.array(item.features), np.array(item.frame_indices), np.array(item.timestamps), item.meta)
     except (FeatureStoreError, OSError) as exc:
         raise PredictError(f"{path}: features vanished from the temporary store ({exc})") from None
+
+
+def load_predictor(model: str | Path, *, device: str = "auto",
+                   extract_config: ExtractConfig | None = None) -> Predictor:
+    """A predictor from a local model: a checkpoint of ``vidseq train`` (``best.pt``), a bundle
+    folder, or a downloaded MLflow model folder (its ``MLmodel`` names the bundle inside)."""
+    path = Path(model)
+    if path.is_file():
+        return Predictor.from_checkpoint(path, device=device, extract_config=extract_config)
+    if (path / "MLmodel").is_file():
+        import yaml
+
+        flavor = (yaml.safe_load((path / "MLmodel").read_text()).get("flavors") or {}).get("python_function", {})
+        if flavor.get("loader_module") != "vidseq.predict" or not flavor.get("data"):
+            raise PredictError(f"{path}: an MLflow model, but not one vidseq logged")
+        path = path / flavor["data"]
+    if (path / BUNDLE_FILE).is_file():
+        predictor = Predictor.from_bundle(path, device=device)
+        if extract_config is not None:
+            predictor.extract_config = extract_config.model_copy(update={"device": device})
+        return predictor
+    raise PredictError(f"{model}: not a checkpoint, a vidseq model folder or an MLflow model folder "
+                       "(for an MLflow URI such as models:/NAME/1 use vidseq predict --model URI)")
 
 
 def write_bundle(checkpoint: str | Path, directory: str | Path) -> Path:
@@ -152,7 +225,8 @@ def write_bundle(checkpoint: str | Path, directory: str | Path) -> Path:
         raise PredictError(f"{checkpoint}: no extraction recipe recorded; cannot make a self-contained model")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(checkpoint, directory / BUNDLE_CHECKPOINT)
+    slim = {key: state[key] for key in ("model", "labels", "extraction", "config", "vidseq_version") if key in state}
+    torch.save(slim, directory / BUNDLE_CHECKPOINT)  # no optimiser state: a third of the size
     weights_file = None
     weights = recipe["backbone"].get("weights")
     if weights and Path(weights).is_file():  # a local file: travel with the model
@@ -163,38 +237,3 @@ def write_bundle(checkpoint: str | Path, directory: str | Path) -> Path:
             "weights_file": weights_file}
     (directory / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
     return directory
-
-
-class PyfuncModel:
-    """What ``mlflow.pyfunc.load_model(uri)`` wraps: ``predict(paths) -> DataFrame``."""
-
-    def __init__(self, predictor: Predictor) -> None:
-        self.predictor = predictor
-
-    def predict(self, model_input: Any, params: dict[str, Any] | None = None):
-        import pandas as pd
-
-        top_k = int((params or {}).get("top_k", 1))
-        rows = [p.as_row() for p in self.predictor.predict(_input_paths(model_input), top_k=top_k)]
-        for row in rows:  # a video that failed: an empty label (the column stays all strings)
-            row["label"] = row["label"] or ""
-        columns = ["path", "label", "probability", "probabilities", "frames", "seconds", "error"]
-        return pd.DataFrame(rows, columns=columns)
-
-
-def _input_paths(model_input: Any) -> list[str]:
-    """Paths from a DataFrame (a 'path' column, or its only column), a list or one string."""
-    if isinstance(model_input, (str, Path)):
-        return [str(model_input)]
-    if hasattr(model_input, "columns"):
-        column = "path" if "path" in model_input.columns else model_input.columns[0]
-        return [str(p) for p in model_input[column].tolist()]
-    if isinstance(model_input, np.ndarray):
-        return [str(p) for p in model_input.ravel().tolist()]
-    return [str(p) for p in model_input]
-
-
-def _load_pyfunc(data_path: str) -> PyfuncModel:
-    """MLflow's loader hook (``loader_module="vidseq.predict"``): the bundle at ``data_path``."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return PyfuncModel(Predictor.from_bundle(data_path, device=device))

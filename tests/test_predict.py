@@ -180,3 +180,36 @@ def test_models_load_from_checkpoints_bundles_and_mlflow_folders(motion_model, t
         assert load_predictor(source, device="cpu").labels == sorted(CLASSES)
     with pytest.raises(PredictError, match="not a checkpoint, a vidseq model folder or an MLflow model folder"):
         load_predictor(tmp_path, device="cpu")
+
+
+def test_carried_state_labels_equal_a_full_read_of_everything_so_far(motion_model, tmp_path):
+    """--carry-state: one recurrent step per hop, the state carried from the start; the label at
+    each hop is what the model says reading the whole video up to there (checked exactly)."""
+    import torch
+
+    from vidseq.models import build_model, make_checkpoint
+    from vidseq.synth import render_clip, write_video
+
+    state = torch.load(motion_model, weights_only=True)
+    torch.manual_seed(0)
+    gru = build_model("gru", input_dim=state["model"]["hparams"]["input_dim"], num_classes=4, hidden_size=16,
+                      center=False).eval()
+    streaming = tmp_path / "streaming.pt"
+    torch.save({"model": make_checkpoint("gru", gru), "labels": state["labels"], "extraction": state["extraction"]},
+               streaming)
+    video = tmp_path / "v.mp4"
+    write_video(video, render_clip("grow", np.random.default_rng(0), num_frames=CLIP_FRAMES, size=96), fps=FPS)
+    predictor = Predictor.from_checkpoint(streaming, device="cpu")
+    window = CLIP_FRAMES / FPS / 2
+    timeline = predict_timeline(predictor, video, window=window, hop=window / 4, carry_state=True)
+    features = predictor.features([video], sampling=SamplingConfig(mode="stride", target_fps=RATE))[0][str(video)].features
+    assert len(timeline.windows) == len(features) // 2  # one label per hop of 2 grid frames
+    for k, win in enumerate(timeline.windows):
+        prefix = torch.from_numpy(features[: 2 * (k + 1)])[None]
+        with torch.no_grad():
+            probs = torch.softmax(gru(prefix), dim=1)[0]
+        assert win.label == state["labels"][int(probs.argmax())]
+        assert win.probability == pytest.approx(float(probs.max()), abs=1e-5)
+    with pytest.raises(PredictError, match="carrying the recurrent state needs"):
+        predict_timeline(Predictor.from_checkpoint(motion_model, device="cpu"), video, window=window, hop=window,
+                         carry_state=True)

@@ -283,6 +283,11 @@ def predict(
         None, help="Seconds per window: label every window of each video and join them into segments."
     ),
     hop: Optional[float] = typer.Option(None, help="Seconds between windows (default: half a window)."),
+    smooth: int = typer.Option(1, min=1, help="--window: average each window's probabilities with its neighbours'."),
+    carry_state: bool = typer.Option(
+        False, "--carry-state",
+        help="--window: carry the LSTM/GRU state along the video, one step per hop (streaming-capable models).",
+    ),
     stream: Optional[str] = typer.Option(
         None, help="Label a live source as frames arrive: a camera index (0), a file or a URL."
     ),
@@ -313,7 +318,8 @@ def predict(
     if render is not None:
         _predict_render(predictor, inputs, render, window or 2.0, hop)
         return
-    _predict_files(predictor, inputs, out=out, top_k=top_k, window=window, hop=hop, quiet=quiet)
+    _predict_files(predictor, inputs, out=out, top_k=top_k, window=window, hop=hop, quiet=quiet,
+                   smooth=smooth, carry_state=carry_state)
 
 
 def _local_model(model: str, tracking_uri: Optional[str]) -> Path:
@@ -325,10 +331,11 @@ def _local_model(model: str, tracking_uri: Optional[str]) -> Path:
     return download_model(model, tracking_uri=tracking_uri)
 
 
-def _predict_files(predictor, inputs, *, out, top_k, window, hop, quiet) -> None:
+def _predict_files(predictor, inputs, *, out, top_k, window, hop, quiet, smooth, carry_state) -> None:
     from vidseq.predict.batch import predict_batch
 
-    result = predict_batch(predictor, inputs, out=out, top_k=top_k, window=window, hop=hop, progress=not quiet)
+    result = predict_batch(predictor, inputs, out=out, top_k=top_k, window=window, hop=hop, smooth=smooth,
+                           carry_state=carry_state, progress=not quiet)
     if out is None:
         console.print(_rows_table(result, windowed=window is not None))
     console.print(f"{result.predicted} predicted, {result.skipped} already in {out}, {result.failed} failed"

@@ -74,7 +74,8 @@ def collect_inputs(inputs: Iterable[str | Path]) -> tuple[list[str], dict[str, s
 
 def predict_batch(predictor: Predictor, inputs: Iterable[str | Path], *, out: str | Path | None = None,
                   top_k: int = 1, window: float | None = None, hop: float | None = None,
-                  progress: bool = True, on_row: Callable[[dict[str, Any]], None] | None = None) -> BatchResult:
+                  smooth: int = 1, carry_state: bool = False, progress: bool = True,
+                  on_row: Callable[[dict[str, Any]], None] | None = None) -> BatchResult:
     """Predict every video of ``inputs``; append rows to ``out`` (``.csv`` or ``.jsonl``)."""
     out = Path(out) if out is not None else None
     windowed = window is not None
@@ -92,7 +93,8 @@ def predict_batch(predictor: Predictor, inputs: Iterable[str | Path], *, out: st
     with _bar(len(todo), progress) as bar:
         if windowed:
             for path in todo:
-                timeline = predict_timeline(predictor, path, window=window, hop=hop or window / 2)
+                timeline = predict_timeline(predictor, path, window=window, hop=hop or window / 2, smooth=smooth,
+                                            carry_state=carry_state)
                 result.timelines.append(timeline)
                 _count(result, not timeline.error)
                 emit(path, _timeline_rows(timeline) if writer is None or writer.csv else [_timeline_object(timeline)])

@@ -65,12 +65,17 @@ def grid(predictor: Predictor, window: float, hop: float) -> tuple[float, int, i
 
 
 def predict_timeline(predictor: Predictor, path: str | Path, *, window: float, hop: float,
-                     smooth: int = 1, progress: bool = False) -> Timeline:
+                     smooth: int = 1, carry_state: bool = False, progress: bool = False) -> Timeline:
     """Windows of ``window`` seconds every ``hop`` seconds along the video, and its segments.
 
     ``smooth`` > 1 averages each window's class probabilities with its neighbours (a centred
     moving average over that many windows) before labelling: fewer one-window flickers where
-    a window straddles two actions."""
+    a window straddles two actions.
+
+    ``carry_state``: instead of reading each window afresh, feed the grid features to the
+    recurrent head ``hop`` by ``hop`` and carry its state along the whole video (O(1) work per
+    hop); a label then reflects everything seen so far, fading with the state's memory. Needs
+    a model that can stream (unidirectional, ``pooling: last``, ``center: false``)."""
     if smooth < 1:
         raise PredictError(f"smooth must be at least 1 window, got {smooth}")
     rate, size, step = grid(predictor, window, hop)
@@ -85,7 +90,10 @@ def predict_timeline(predictor: Predictor, path: str | Path, *, window: float, h
     times = np.asarray(item.timestamps, dtype=np.float64)
     spacing = 1.0 / min(rate, fps)
     duration = float(times[-1] + spacing) if len(times) else 0.0
-    windows = _windows(predictor, item.features, times, size, step, spacing, smooth)
+    if carry_state:
+        windows = _carried(predictor, item.features, times, size, step, spacing)
+    else:
+        windows = _windows(predictor, item.features, times, size, step, spacing, smooth)
     timeline = Timeline(key, duration, windows, merge_segments(windows, duration=duration), len(times))
     timeline.seconds = time.perf_counter() - start
     return timeline
@@ -108,6 +116,28 @@ def _windows(predictor: Predictor, features: np.ndarray, times: np.ndarray, size
         Window(float(times[s]), float(times[min(s + size, count) - 1] + spacing), predictor.labels[b], float(p[b]))
         for s, p, b in zip(starts, probs, best)
     ]
+
+
+def _carried(predictor: Predictor, features: np.ndarray, times: np.ndarray, size: int, step: int,
+             spacing: float) -> list[Window]:
+    """One ``step`` of the recurrent head per hop, its state carried from the video's start."""
+    import torch
+
+    model = predictor.model
+    if not getattr(model, "supports_streaming", False):
+        raise PredictError("carrying the recurrent state needs a unidirectional LSTM/GRU trained with "
+                           "pooling: last and center: false; this model reads windows only")
+    windows, state = [], None
+    with torch.inference_mode():
+        for first in range(0, len(features), step):
+            chunk = torch.from_numpy(np.ascontiguousarray(features[first : first + step])).to(predictor.device)
+            logits, state = model.step(chunk[None], state)
+            probs = torch.softmax(logits.float(), dim=1)[0].cpu().numpy()
+            last = min(first + step, len(features)) - 1
+            best = int(probs.argmax())
+            start = float(times[max(0, last + 1 - size)])
+            windows.append(Window(start, float(times[last] + spacing), predictor.labels[best], float(probs[best])))
+    return windows
 
 
 def _moving_average(probs: np.ndarray, width: int) -> np.ndarray:

@@ -117,6 +117,10 @@ def test_quickstart_runs_then_reuses_then_retrains_only(tmp_path):
 
     forced = run_pipeline(QUICKSTART, SMALL, workdir=workdir, tracking=False, progress=False, from_stage="train")
     assert statuses(forced) == {"synth": "reused", "extract": "reused", "train": "ran", "evaluate": "ran"}
+    everything = run_pipeline(QUICKSTART, SMALL, workdir=workdir, tracking=False, progress=False, force=True)
+    assert set(statuses(everything).values()) == {"ran"}
+    assert everything.record("extract").metrics["extracted"] == 12  # --force extracts again
+    assert everything.metrics == first.metrics  # and, seeded, gets the same result
 
 
 @pytest.mark.slow

@@ -213,3 +213,33 @@ def test_carried_state_labels_equal_a_full_read_of_everything_so_far(motion_mode
     with pytest.raises(PredictError, match="carrying the recurrent state needs"):
         predict_timeline(Predictor.from_checkpoint(motion_model, device="cpu"), video, window=window, hop=window,
                          carry_state=True)
+
+
+@pytest.mark.slow
+def test_cli_stream_prints_labels_per_window_and_render_keeps_every_frame(motion_model, tmp_path):
+    from vidseq.io import iter_frames, probe
+    from vidseq.synth import render_clip, write_video
+
+    video = tmp_path / "two-actions.mp4"
+    rng = np.random.default_rng(5)
+    write_video(video, np.concatenate([render_clip(c, rng, num_frames=CLIP_FRAMES, size=96) for c in ("grow", "shrink")]),
+                fps=FPS)
+    window = CLIP_FRAMES / FPS / 2
+    out = vidseq("predict", "--stream", str(video), "--model", str(motion_model), "--window", str(window),
+                 "--hop", str(window / 2))
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if "latency" in line]
+    assert len(lines) >= 5 and all(any(c in line for c in CLASSES) for line in lines)
+    assert all(int(line.split("latency")[1].split("ms")[0]) >= 0 for line in lines)
+
+    rendered = tmp_path / "labelled.mp4"
+    out = vidseq("predict", str(video), "--model", str(motion_model), "--window", str(window), "--render", str(rendered))
+    assert out.returncode == 0, out.stderr
+    assert f"wrote {rendered}" in out.stdout and "segments:" in out.stdout
+    count = sum(len(chunk) for _, chunk in iter_frames(rendered))
+    assert count == 2 * CLIP_FRAMES == probe(video).num_frames
+    first_in, first_out = next(iter_frames(video))[1][0], next(iter_frames(rendered))[1][0]
+    assert first_out.shape == first_in.shape and not np.array_equal(first_in, first_out)  # the label is drawn
+    out = vidseq("predict", str(video), str(video.with_name("other.mp4")), "--model", str(motion_model),
+                 "--render", str(rendered))
+    assert out.returncode == 2 and "--render draws on one video" in out.stderr

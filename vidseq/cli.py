@@ -173,13 +173,13 @@ def extract(
     source: Path = typer.Argument(
         ..., help="A video, a folder of videos, a file list, or any dataset format (see `vidseq dataset`)."
     ),
-    out: Optional[Path] = typer.Option(None, "--out", help="Root of feature stores [extract.out]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Root of feature stores (extract.out)."),
     config: Optional[Path] = CONFIG_OPTION,
     override: list[str] = OVERRIDE_OPTION,
-    backbone: Optional[str] = typer.Option(None, help="Backbone name [backbone.name]."),
-    batch_size: Optional[int] = typer.Option(None, help="Frames per forward [extract.batch_size]."),
-    workers: Optional[int] = typer.Option(None, help="Decode worker processes [extract.num_workers]."),
-    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N [extract.device]."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone name (backbone.name)."),
+    batch_size: Optional[int] = typer.Option(None, help="Frames per forward (extract.batch_size)."),
+    workers: Optional[int] = typer.Option(None, help="Decode worker processes (extract.num_workers)."),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N (extract.device)."),
     force: bool = typer.Option(False, "--force", help="Re-extract videos that are already done."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -214,13 +214,13 @@ def extract(
 @_friendly
 def train(
     features: Optional[Path] = typer.Argument(
-        None, help="Feature store folder from `vidseq extract` (or its --out root if it holds one) [train.features]."
+        None, help="Feature store folder from `vidseq extract` (or its --out root if it holds one) (train.features)."
     ),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder [train.out]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (train.out)."),
     config: Optional[Path] = CONFIG_OPTION,
     override: list[str] = OVERRIDE_OPTION,
-    model: Optional[str] = typer.Option(None, help="lstm, gru, meanpool, tcn [model.name]."),
-    epochs: Optional[int] = typer.Option(None, help="Maximum epochs [train.epochs]."),
+    model: Optional[str] = typer.Option(None, help="lstm, gru, meanpool, tcn (model.name)."),
+    epochs: Optional[int] = typer.Option(None, help="Maximum epochs (train.epochs)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an --out that holds a run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -252,8 +252,8 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: eval-<split>/ beside it)."),
     config: Optional[Path] = CONFIG_OPTION,
     override: list[str] = OVERRIDE_OPTION,
-    split: Optional[str] = typer.Option(None, help="train, val, test or all [evaluate.split]."),
-    views: Optional[int] = typer.Option(None, help="Temporal views averaged per video [evaluate.views]."),
+    split: Optional[str] = typer.Option(None, help="train, val, test or all (evaluate.split)."),
+    views: Optional[int] = typer.Option(None, help="Temporal views averaged per video (evaluate.views)."),
 ) -> None:
     """Top-1, top-5, mean class accuracy, macro F1, confusion matrix (PNG, CSV), per-class report."""
     from vidseq.evaluate import evaluate as run_evaluate
@@ -293,7 +293,7 @@ def predict(
     ),
     render: Optional[Path] = typer.Option(None, help="Write the (one) input video with its labels drawn on it (.mp4)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
-    workers: Optional[int] = typer.Option(None, help="Decode worker processes [extract.num_workers]."),
+    workers: Optional[int] = typer.Option(None, help="Decode worker processes (extract.num_workers)."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for models:/ and runs:/ URIs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:

@@ -3,8 +3,20 @@
 Place in the data flow: frames -> backbones -> **features** -> sequences for training.
 """
 
-from vidseq.features.extraction import ExtractResult, build_backbone, extract, resolve_device, store_key
-from vidseq.features.store import FeatureStore, FeatureStoreError, VideoFeatures, key_digest, video_id
+from vidseq.features.extraction import (
+    ExtractResult,
+    build_backbone,
+    extract,
+    resolve_device,
+    store_key,
+)
+from vidseq.features.store import (
+    FeatureStore,
+    FeatureStoreError,
+    VideoFeatures,
+    key_digest,
+    video_id,
+)
 
 __all__ = [
     "ExtractResult",

@@ -31,7 +31,7 @@ from vidseq.sampling import indices_from_config
 
 _IN_MEMORY_LIMIT = 64 << 20  # bytes of one video's features kept in RAM before a memmap is used
 _MANIFEST_EVERY = 25  # videos between manifest rewrites (a killed run keeps a recent one)
-FEATURE_KEY_VERSION = 1  # bump when this loop changes which features a config gives
+FEATURE_KEY_VERSION = 2  # bump when this loop changes which features a config gives (2: opencv upscaling)
 
 
 @dataclass

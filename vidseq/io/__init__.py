@@ -66,6 +66,7 @@ import numpy as np
 
 from vidseq.io._backends import DEFAULT_BACKENDS, available_backends
 from vidseq.io._base import Size, VideoInfo
+from vidseq.io._base import resize as resize_frame
 from vidseq.io._reader import VideoReader
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "open_video",
     "probe",
     "read_frames",
+    "resize_frame",
 ]
 
 

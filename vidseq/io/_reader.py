@@ -26,7 +26,6 @@ from vidseq.errors import VideoDecodeError
 from vidseq.io._backends import backend_module, candidates, failure_error, open_first
 from vidseq.io._base import Decoder, Size, VideoInfo, check_indices, output_hw
 
-
 _INHERITED: list[Decoder] = []  # decoders inherited through fork; never used, never freed
 _fork_guard_installed = False
 

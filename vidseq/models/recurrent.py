@@ -39,6 +39,7 @@ from vidseq.models.base import (
 )
 from vidseq.models.sequence import AttentionPool, length_mask, masked_mean
 
+
 def center_sequences(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Subtract each sequence's mean over its valid steps; padded steps stay zero."""
     mask = length_mask(lengths, features.shape[1], device=features.device).unsqueeze(-1)

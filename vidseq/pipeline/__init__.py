@@ -9,7 +9,13 @@ digest of its config and its inputs) already finished, and tracks the run in MLf
     result.metrics["test_accuracy"], result.model_uri
 """
 
-from vidseq.pipeline.runner import PipelineError, PipelineResult, StageRecord, run_pipeline, stage_directories
+from vidseq.pipeline.runner import (
+    PipelineError,
+    PipelineResult,
+    StageRecord,
+    run_pipeline,
+    stage_directories,
+)
 from vidseq.pipeline.spec import STAGE_NAMES, Pipeline, Stage, load_pipeline
 from vidseq.pipeline.stages import StageError
 

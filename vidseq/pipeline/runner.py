@@ -23,7 +23,14 @@ from typing import Any, Callable
 
 from vidseq.errors import VidseqError
 from vidseq.features.store import atomic_write_text
-from vidseq.pipeline.spec import Pipeline, Stage, dump_yaml, fingerprint_stages, load_pipeline, stage_config
+from vidseq.pipeline.spec import (
+    Pipeline,
+    Stage,
+    dump_yaml,
+    fingerprint_stages,
+    load_pipeline,
+    stage_config,
+)
 from vidseq.pipeline.stages import (
     STAGE_FUNCTIONS,
     StageContext,

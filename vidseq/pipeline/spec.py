@@ -23,7 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from vidseq.config import VidseqConfig, apply_override, read_yaml, parse_override, validate_config
+from vidseq.config import VidseqConfig, apply_override, parse_override, read_yaml, validate_config
 from vidseq.errors import ConfigError
 
 STAGE_NAMES = ("synth", "extract", "train", "evaluate", "predict")

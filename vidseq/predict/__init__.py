@@ -29,8 +29,22 @@ from vidseq.predict._predictor import (
     load_predictor,
     write_bundle,
 )
+from vidseq.predict.batch import BatchResult, predict_batch
+from vidseq.predict.render import RenderResult, render_video
+from vidseq.predict.stream import StreamLabel, stream_labels
+from vidseq.predict.windows import Segment, Timeline, Window, predict_timeline
 
 __all__ = [
+    "BatchResult",
+    "RenderResult",
+    "Segment",
+    "StreamLabel",
+    "Timeline",
+    "Window",
+    "predict_batch",
+    "predict_timeline",
+    "render_video",
+    "stream_labels",
     "BUNDLE_CHECKPOINT",
     "BUNDLE_FILE",
     "Prediction",

@@ -32,8 +32,16 @@ from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, SamplingConfi
 from vidseq.datasets import VideoItem
 from vidseq.errors import VidseqError
 from vidseq.evaluate import _load_checkpoint, predict_proba
-from vidseq.features import FeatureStore, FeatureStoreError, VideoFeatures, build_backbone, extract, resolve_device
+from vidseq.features import (
+    FeatureStore,
+    FeatureStoreError,
+    VideoFeatures,
+    build_backbone,
+    extract,
+    resolve_device,
+)
 from vidseq.features.extraction import fit_frames
+from vidseq.io import resize_frame
 from vidseq.models import load_model
 
 BUNDLE_FILE = "vidseq.json"
@@ -118,11 +126,12 @@ class Predictor:
     def embed(self, frames: np.ndarray) -> np.ndarray:
         """Frames ``uint8 (N, H, W, 3)`` RGB of any size -> features ``(N, D)``, made the way
         the extraction makes them (short side resized, centre crop or letterbox, normalised)."""
-        import cv2
-
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+            raise PredictError(f"embed takes uint8 frames (N>=1, H, W, 3), got shape {frames.shape}")
         spec = self.backbone.spec
         size = _decode_size_for(frames.shape[1], frames.shape[2], spec)
-        resized = np.stack([cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA) for f in frames])
+        resized = np.stack([resize_frame(f, size) for f in frames])
         fitted = fit_frames(resized, spec)
         with torch.inference_mode():
             x = normalize_frames(torch.from_numpy(fitted).to(self.device), spec)
@@ -138,7 +147,7 @@ class Predictor:
         """Frames per second at which a window of ``window`` seconds is sampled: the rate the
         model was trained at where the recipe has one (stride sampling at a target fps), else
         ``sampling.count`` frames per window (what uniform sampling gave each training clip)."""
-        if window <= 0:
+        if not (0 < window < float("inf")):
             raise PredictError(f"window must be a positive number of seconds, got {window}")
         if self.sampling.mode == "stride" and self.sampling.target_fps:
             return float(self.sampling.target_fps)

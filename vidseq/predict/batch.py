@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable
 
 from vidseq.datasets import discover_videos
 from vidseq.errors import VidseqError
-from vidseq.predict._predictor import Prediction, PredictError, Predictor
+from vidseq.predict._predictor import PredictError, Prediction, Predictor
 from vidseq.predict.windows import Timeline, predict_timeline
 
 VIDEO_COLUMNS = ["path", "label", "probability", "top_labels", "top_probabilities", "frames", "seconds", "error"]

@@ -27,8 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from vidseq import __version__
-from vidseq.tracking._common import TrackingError, _cut, _flat_items, flatten, git_commit, standard_tags
-from vidseq.tracking._model import MODEL_REQUIREMENTS, _pandas_dataset, default_requirements, model_signature
+from vidseq.tracking._common import (
+    TrackingError,
+    _cut,
+    _flat_items,
+    flatten,
+    git_commit,
+    standard_tags,
+)
+from vidseq.tracking._model import (
+    MODEL_REQUIREMENTS,
+    _pandas_dataset,
+    default_requirements,
+    model_signature,
+)
 
 __all__ = [
     "DEFAULT_TRACKING_URI", "MODEL_REQUIREMENTS", "NullRunHandle", "NullTracker", "RunHandle", "Tracker",

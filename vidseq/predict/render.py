@@ -1,0 +1,272 @@
+"""Annotated videos: a video and its timeline of labels -> the same video with the label drawn.
+
+Place in the data flow: the end of prediction. Every frame of the input is decoded in order
+(``vidseq.io.iter_frames``, chunk by chunk, so memory is flat in the video's length); the label
+and probability of the timeline entry at the frame's time (``index / fps``) are drawn in a box
+at the top left (OpenCV, scaled to the frame); the frames are encoded to H.264 with PyAV at the
+input's frame rate, one output frame per input frame (OpenCV's mp4v where PyAV has no libx264,
+the same choice as ``vidseq.synth``). The file appears atomically (a temporary file in the same
+folder, then ``os.replace``), and the input is never overwritten.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidseq.io import iter_frames, probe
+from vidseq.predict._predictor import PredictError
+from vidseq.synth import CRF, PRESET, _encoder_name
+
+DEFAULT_FPS = 25.0  # an input whose header has no usable frame rate
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+_BOX_RGB = (16, 16, 16)
+_TEXT_RGB = (255, 255, 255)
+_TEXT_HEIGHT = 0.045  # of the frame height
+_EPS = 1e-9
+
+
+@dataclass
+class RenderResult:
+    """Where the annotated video is, how many frames it has and at which rate."""
+
+    out: Path
+    frames: int
+    fps: float
+
+
+@dataclass(frozen=True)
+class _Entry:
+    start: float
+    end: float
+    label: str
+    probability: float | None
+
+
+def render_video(
+    path: str | Path, out: str | Path, timeline: Iterable[Any], *, backend: str = "auto"
+) -> RenderResult:
+    """Write ``path`` to ``out`` (.mp4, .mov or .mkv) with the labels of ``timeline`` drawn on it.
+
+    ``timeline``: ``(start_s, end_s, label, probability)`` tuples, or objects with those
+    attributes (windows, segments, ``StreamLabel``s). A frame at ``t`` seconds shows the latest
+    entry whose start is at or before ``t``; frames before the first entry are left as they are.
+    ``backend`` picks the decoder (see ``vidseq.io``). Raises VideoDecodeError naming an
+    unreadable input, PredictError for ``out == path``, an unknown suffix or a bad entry.
+    """
+    path, out = Path(path), Path(out)
+    _check_out(path, out)
+    entries = _entries(timeline)
+    info = probe(path, backend=backend)
+    fps = info.fps if info.fps and math.isfinite(info.fps) and info.fps > 0 else DEFAULT_FPS
+    starts = [entry.start for entry in entries]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
+    try:
+        with _Encoder(tmp, width=info.width, height=info.height, fps=fps) as encoder:
+            for first, frames in iter_frames(path, backend=backend, chunk_size=16):
+                for index, frame in enumerate(frames, start=first):
+                    entry = _entry_at(entries, starts, index / fps)
+                    if entry is not None:
+                        frame = draw_label(frame, entry.label, entry.probability)
+                    encoder.write(frame)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return RenderResult(out, encoder.count, fps)
+
+
+def draw_label(frame: np.ndarray, label: str, probability: float | None = None) -> np.ndarray:
+    """A copy of ``frame`` (``uint8 (H, W, 3)`` RGB) with ``label`` and ``probability`` in a box."""
+    import cv2
+
+    text = _text(label, probability)
+    layout = _layout(frame.shape[0], frame.shape[1], text)
+    x0, y0, x1, y1 = layout.box
+    canvas = np.ascontiguousarray(frame).copy()
+    cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), _BOX_RGB, thickness=cv2.FILLED)
+    cv2.putText(
+        canvas,
+        text,
+        layout.origin,
+        cv2.FONT_HERSHEY_SIMPLEX,
+        layout.scale,
+        _TEXT_RGB,
+        layout.thickness,
+        cv2.LINE_AA,
+    )
+    return canvas
+
+
+def label_box(
+    height: int, width: int, label: str, probability: float | None = None
+) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` (end-exclusive) of the box ``draw_label`` draws on such a frame."""
+    return _layout(height, width, _text(label, probability)).box
+
+
+@dataclass(frozen=True)
+class _Layout:
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (end-exclusive)
+    origin: tuple[int, int]  # bottom-left of the text
+    scale: float
+    thickness: int
+
+
+def _layout(height: int, width: int, text: str) -> _Layout:
+    """Text about 4.5% of the frame height (never below a legible minimum), narrowed to fit
+    the width, in a box at the top left with a margin and padding of about a third of it."""
+    scale = max(0.35, height * _TEXT_HEIGHT / _text_size(text, 1.0, 2)[1])
+    text_w, text_h = _text_size(text, scale, max(1, round(scale * 1.6)))
+    pad = max(2, round(text_h * 0.35))
+    if text_w + 3 * pad > width:  # a long label on a narrow frame: shrink to fit
+        scale = max(0.3, scale * (width - 3 * pad) / text_w)
+    thickness = max(1, round(scale * 1.6))
+    text_w, text_h = _text_size(text, scale, thickness)
+    descent = max(1, round(text_h * 0.3))  # room below the baseline (g, p, _)
+    x1 = min(width, 2 * pad + text_w + pad)
+    y1 = min(height, 2 * pad + text_h + descent + pad)
+    box = (min(pad, x1 - 1), min(pad, y1 - 1), x1, y1)
+    return _Layout(box, (box[0] + pad, y1 - pad - descent), scale, thickness)
+
+
+def _text_size(text: str, scale: float, thickness: int) -> tuple[int, int]:
+    import cv2
+
+    return cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0]
+
+
+def _text(label: str, probability: float | None) -> str:
+    return str(label) if probability is None else f"{label} {probability:.2f}"
+
+
+def _check_out(path: Path, out: Path) -> None:
+    same = out.resolve() == path.resolve() or (
+        out.exists() and path.exists() and os.path.samefile(out, path)
+    )
+    if same:
+        raise PredictError(
+            f"{out}: this is the input video; write the annotated video to another path"
+        )
+    if out.suffix.lower() not in CONTAINERS:
+        raise PredictError(f"{out}: unknown video suffix; name the output .mp4, .mov or .mkv")
+
+
+def _entries(timeline: Iterable[Any]) -> list[_Entry]:
+    """The timeline as entries sorted by start (stable: equal starts keep their order)."""
+    entries = [_entry(item, i) for i, item in enumerate(timeline)]
+    return sorted(entries, key=lambda entry: entry.start)
+
+
+def _entry(item: Any, position: int) -> _Entry:
+    try:
+        if isinstance(item, Sequence) and not isinstance(item, str):
+            start, end, label, probability = item
+        else:
+            start, end, label, probability = item.start, item.end, item.label, item.probability
+        entry = _Entry(
+            float(start),
+            float(end),
+            str(label),
+            None if probability is None else float(probability),
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise PredictError(
+            f"timeline entry {position} ({item!r}) is not "
+            f"(start_s, end_s, label, probability): {exc}"
+        ) from None
+    if not (math.isfinite(entry.start) and math.isfinite(entry.end)):
+        raise PredictError(
+            f"timeline entry {position} ({item!r}) has a start or end that is not a finite number"
+        )
+    return entry
+
+
+def _entry_at(entries: list[_Entry], starts: list[float], seconds: float) -> _Entry | None:
+    """The latest entry whose start is at or before ``seconds``; None before the first."""
+    i = bisect.bisect_right(starts, seconds + _EPS) - 1
+    return entries[i] if i >= 0 else None
+
+
+class _Encoder:
+    """H.264 (yuv420p) through PyAV, or OpenCV's mp4v where PyAV has no libx264; odd sides are
+    padded to even by repeating the last row/column (yuv420p needs even sides)."""
+
+    def __init__(self, path: Path, *, width: int, height: int, fps: float) -> None:
+        self.path, self.fps, self.count = path, fps, 0
+        self.width, self.height = width + width % 2, height + height % 2
+        self.codec = _encoder_name()
+        self._container = self._stream = self._writer = None
+
+    def __enter__(self) -> _Encoder:  # noqa: PYI034 - private, never subclassed
+        if self.codec == "libx264":
+            self._open_pyav()
+        else:
+            self._open_opencv()
+        return self
+
+    def _open_pyav(self) -> None:
+        import av
+
+        self._container = av.open(
+            str(self.path), mode="w", format=CONTAINERS[self.path.suffix.lower()]
+        )
+        self._stream = self._container.add_stream(
+            "libx264", rate=Fraction(self.fps).limit_denominator(100_000)
+        )
+        self._stream.width, self._stream.height = self.width, self.height
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(CRF), "preset": PRESET}
+
+    def _open_opencv(self) -> None:
+        import cv2
+
+        fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+        self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (self.width, self.height))
+        if not self._writer.isOpened():
+            raise PredictError(
+                f"{self.path}: OpenCV cannot open an mp4v writer; install PyAV (av) for H.264"
+            )
+
+    def write(self, rgb: np.ndarray) -> None:
+        rgb = self._fit(rgb)
+        if self._writer is not None:
+            self._writer.write(np.ascontiguousarray(rgb[..., ::-1]))
+        else:
+            import av
+
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = self.count
+            self._container.mux(self._stream.encode(frame))
+        self.count += 1
+
+    def _fit(self, rgb: np.ndarray) -> np.ndarray:
+        """The frame at the encoder's size: odd sides padded (a frame of another size resized)."""
+        height, width = rgb.shape[:2]
+        if (height + height % 2, width + width % 2) != (self.height, self.width):
+            import cv2
+
+            return cv2.resize(rgb, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        if (height, width) != (self.height, self.width):
+            rgb = np.pad(
+                rgb, ((0, self.height - height), (0, self.width - width), (0, 0)), mode="edge"
+            )
+        return np.ascontiguousarray(rgb)
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            return
+        try:
+            if exc_type is None:
+                self._container.mux(self._stream.encode())  # flush the frames x264 holds back
+        finally:
+            self._container.close()

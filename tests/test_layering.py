@@ -27,6 +27,7 @@ LAYERS = {
     "vidseq.features": 5,
     "vidseq.models": 6,
     "vidseq.metrics": 6,
+    "vidseq.distributed": 6,  # process groups for DDP training (torch only)
     "vidseq.sequences": 7,
     "vidseq.evaluate": 8,
     "vidseq.train": 9,  # evaluates the best model at the end

@@ -131,6 +131,12 @@ class ExtractConfig(_Section):
         "auto", description="auto: fp16 autocast on CUDA (bf16 where supported), fp32 on CPU."
     )
     channels_last: bool = Field(True, description="channels_last memory format (about 2x on CPU here).")
+    engine: Literal["local", "ray"] = Field(
+        "local", description="local: decode workers + one model in this process; ray: a Ray Data pipeline (the ray extra)."
+    )
+    ray_address: str | None = Field(
+        None, description="engine ray: the cluster to join (e.g. ray://head:10001 or auto); null starts a local Ray."
+    )
 
 
 class ModelConfig(_Section):

@@ -47,7 +47,8 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
 }
 # Options that change where or how fast a stage runs, never its result: not in the key.
 EXECUTION_KEYS = frozenset({
-    "extract.out", "extract.num_workers", "extract.batch_size", "extract.chunk_frames",
+    "extract.out", "extract.num_workers", "extract.batch_size", "extract.chunk_frames", "extract.engine",
+    "extract.ray_address",
     "train.features", "train.out", "predict.out",
 })
 

@@ -180,6 +180,8 @@ def extract(
     batch_size: Optional[int] = typer.Option(None, help="Frames per forward (extract.batch_size)."),
     workers: Optional[int] = typer.Option(None, help="Decode worker processes (extract.num_workers)."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N (extract.device)."),
+    engine: Optional[str] = typer.Option(None, help="local or ray (extract.engine; ray needs the ray extra)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (extract.ray_address); none: a local Ray."),
     force: bool = typer.Option(False, "--force", help="Re-extract videos that are already done."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -194,7 +196,8 @@ def extract(
     from vidseq.features import extract as run_extract
 
     flags = {"extract.out": out, "backbone.name": backbone, "extract.batch_size": batch_size,
-             "extract.num_workers": workers, "extract.device": device}
+             "extract.num_workers": workers, "extract.device": device, "extract.engine": engine,
+             "extract.ray_address": ray_address}
     cfg = _config(config, [*override, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
     data_options = cfg.data.model_dump(exclude={"source"})
     data_options.pop("format")
@@ -223,25 +226,76 @@ def train(
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs (train.epochs)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an --out that holds a run."),
+    ddp: Optional[int] = typer.Option(
+        None, "--ddp", min=1, help="Train with DistributedDataParallel in N processes on this machine (torchrun)."
+    ),
+    tracking_uri: Optional[str] = typer.Option(
+        None, help="Log the run to MLflow at this URI (or set --track for $MLFLOW_TRACKING_URI / sqlite:///mlflow.db)."
+    ),
+    track: bool = typer.Option(False, "--track", help="Log the run to MLflow (see --tracking-uri)."),
+    experiment: str = typer.Option("vidseq-train", help="MLflow experiment when tracking."),
+    register: Optional[str] = typer.Option(None, help="When tracking: register the model under this name."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Train an LSTM/GRU (or a baseline) on stored feature sequences.
 
     Writes last.pt every epoch and best.pt on the best validation metric (both load with
-    torch.load(weights_only=True)), curves.png, history.json, and val/test metrics with
-    confusion matrices. After a kill, --resume continues where the run stopped.
+    torch.load(weights_only=True)), curves.png, history.json, val/test metrics with
+    confusion matrices, and model/ (the model for `vidseq predict`). After a kill, --resume
+    continues where the run stopped. With --track (or --tracking-uri) the run is logged to
+    MLflow: epochs, metrics, reports and the model. Under torchrun (or --ddp N) every process
+    trains its share and only rank 0 writes checkpoints and logs.
     """
+    if ddp is not None:
+        _relaunch_under_torchrun(ddp)
+        return
     from vidseq.metrics import format_report
-    from vidseq.train import train as run_train
+    from vidseq.pipeline.stages import tracked_train
+    from vidseq.tracking import flatten, open_tracker, standard_tags, ui_hint
 
     flags = {"train.features": features, "train.out": out, "model.name": model, "train.epochs": epochs}
     cfg = _config(config, [*override, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
-    result = run_train(model_config=cfg.model, config=cfg.train, evaluate_config=cfg.evaluate,
-                       resume=resume, overwrite=overwrite, progress=not quiet)
+    main_process = os.environ.get("RANK", "0") == "0"
+    tracking = (track or tracking_uri is not None) and main_process
+    tracker = open_tracker(uri=tracking_uri, experiment=experiment, enabled=tracking)  # checked before work
+    if tracking and (Path(cfg.train.out) / "last.pt").exists() and not (resume or overwrite):
+        raise VidseqError(f"{cfg.train.out} already holds a training run: pass --resume to continue it "
+                          "or --overwrite to start again")
+    params = flatten(cfg.model_dump(mode="json", include={"model", "train", "evaluate"}))
+    tags = standard_tags()
+    with tracker.run("train", params=params, tags=tags) as run:
+        result, outcome = tracked_train(cfg, features=cfg.train.features, out=cfg.train.out,
+                                        run=run, resume=resume, overwrite=overwrite,
+                                        progress=not quiet and main_process, register=register)
+        run.log_metrics(outcome.metrics)
+    if not main_process:
+        return
     console.print(f"best epoch {result.best_epoch} of {len(result.history)}; run folder {result.out}")
+    if tracking:
+        console.print(f"MLflow run {run.run_id}; results: {ui_hint(tracker.uri)}", highlight=False, markup=False)
     console.print("validation:\n" + format_report(result.val), highlight=False)
     if result.test is not None:
         console.print("test:\n" + format_report(result.test), highlight=False)
+
+
+def _relaunch_under_torchrun(nproc: int) -> None:
+    """Run this same `vidseq train` command (without --ddp) in ``nproc`` processes."""
+    import subprocess
+    import sys
+
+    args, skip = [], False
+    for arg in sys.argv[2:]:  # sys.argv: [vidseq, train, ...]
+        if skip:
+            skip = False
+        elif arg == "--ddp":
+            skip = True
+        elif not arg.startswith("--ddp="):
+            args.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "vidseq", "train", *args]
+    done = subprocess.run(command)
+    if done.returncode:
+        raise typer.Exit(done.returncode)
 
 
 @app.command()
@@ -294,6 +348,8 @@ def predict(
     render: Optional[Path] = typer.Option(None, help="Write the (one) input video with its labels drawn on it (.mp4)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     workers: Optional[int] = typer.Option(None, help="Decode worker processes (extract.num_workers)."),
+    engine: str = typer.Option("local", help="local or ray: how frames are decoded and embedded (as `vidseq extract`)."),
+    ray_address: Optional[str] = typer.Option(None, help="--engine ray: the cluster to join; none: a local Ray."),
     tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for models:/ and runs:/ URIs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -310,7 +366,8 @@ def predict(
 
     if not inputs and stream is None:
         raise VidseqError("give videos, folders or list files to label (or --stream SOURCE)")
-    extract_config = ExtractConfig() if workers is None else ExtractConfig(num_workers=workers)
+    options = {"engine": engine, "ray_address": ray_address, "num_workers": workers}
+    extract_config = ExtractConfig(**{k: v for k, v in options.items() if v is not None})
     predictor = load_predictor(_local_model(model, tracking_uri), device=device, extract_config=extract_config)
     if stream is not None:
         _predict_stream(predictor, stream, window or 2.0, hop)

@@ -103,17 +103,28 @@ def run_extract(ctx: StageContext) -> StageOutcome:
 
 
 def run_train(ctx: StageContext) -> StageOutcome:
-    from vidseq.predict import write_bundle
-    from vidseq.train import train
-
-    store = ctx.output("extract", "store")
     resume = (ctx.out / "last.pt").is_file() and not ctx.force
+    _, outcome = tracked_train(ctx.config, features=ctx.output("extract", "store"), out=ctx.out, run=ctx.run,
+                               resume=resume, overwrite=ctx.force, progress=ctx.progress, register=ctx.register)
+    return outcome
+
+
+def tracked_train(config: VidseqConfig, *, features: str | Path | None, out: str | Path, run: Any,
+                  resume: bool = False, overwrite: bool = False, progress: bool = True,
+                  register: str | None = None) -> tuple[Any, StageOutcome]:
+    """``vidseq.train.train`` with its epochs, metrics, reports, dataset and model logged to
+    ``run`` (a tracking RunHandle, or the null one); returns the TrainResult and the outcome."""
+    from vidseq.predict import write_bundle
+    from vidseq.train import _features_dir, train
+
+    out = Path(out)
+    store = str(_features_dir(features or config.train.features))
 
     def log_epoch(row: dict[str, float]) -> None:
-        ctx.run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
 
-    result = train(model_config=ctx.config.model, config=ctx.config.train, evaluate_config=ctx.config.evaluate,
-                   features=store, out=ctx.out, resume=resume, overwrite=ctx.force, progress=ctx.progress,
+    result = train(model_config=config.model, config=config.train, evaluate_config=config.evaluate,
+                   features=store, out=out, resume=resume, overwrite=overwrite, progress=progress,
                    on_epoch_end=log_epoch)
     if resume:  # epochs of the interrupted attempt went to its own run: record the whole curve here
         for row in result.history:
@@ -123,16 +134,18 @@ def run_train(ctx: StageContext) -> StageOutcome:
     metrics.update({f"best_val_{k}": v for k, v in M.scalar_metrics(result.val).items()})
     if result.test is not None:
         metrics.update({f"test_{k}": v for k, v in M.scalar_metrics(result.test).items()})
-    ctx.run.log_dataset(_training_rows(result.best_checkpoint, store), name="features", source=store, context="training")
+    run.log_dataset(_training_rows(result.best_checkpoint, store), name="features", source=store, context="training")
     for name in ("config.yaml", "labels.json", "curves.png", "history.json"):
-        ctx.run.log_artifact(ctx.out / name)
-    ctx.run.log_artifacts(_reports(ctx.out), artifact_path="reports")
-    bundle = write_bundle(result.best_checkpoint, ctx.out / "model")
-    model_uri = ctx.run.log_model(bundle, labels=result.labels, register=ctx.register)
+        run.log_artifact(out / name)
+    run.log_artifacts(_reports(out), artifact_path="reports")
+    bundle = write_bundle(result.best_checkpoint, out / "model")
+    model_uri = run.log_model(bundle, labels=result.labels, register=register)
     summary = f"best epoch {result.best_epoch}, val accuracy {result.val['accuracy']:.3f}"
     if result.test is not None:
         summary += f", test accuracy {result.test['accuracy']:.3f}"
-    return StageOutcome({"checkpoint": str(result.best_checkpoint), "model": str(bundle)}, metrics, summary, model_uri)
+    outcome = StageOutcome({"checkpoint": str(result.best_checkpoint), "model": str(bundle)}, metrics, summary,
+                           model_uri)
+    return result, outcome
 
 
 def _training_rows(checkpoint: Path, store: str) -> list[dict[str, Any]]:

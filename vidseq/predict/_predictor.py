@@ -170,7 +170,9 @@ class Predictor:
         paths = list(dict.fromkeys(str(p) for p in paths))
         with tempfile.TemporaryDirectory(prefix="vidseq-predict-") as tmp:
             items = [VideoItem(Path(p), None) for p in paths]
-            result = extract(items, out=tmp, backbone=self.backbone, sampling=sampling or self.sampling,
+            # Ray builds the backbone in its own actors from the config; locally ours is reused.
+            backbone = self.backbone_config if self.extract_config.engine == "ray" else self.backbone
+            result = extract(items, out=tmp, backbone=backbone, sampling=sampling or self.sampling,
                              config=self.extract_config, io=self.io, progress=progress)
             errors = {row["path"]: row["error"] or "not extracted" for row in result.failed}
             found = {p: _read(result.store, p) for p in paths if p not in errors}

@@ -168,11 +168,18 @@ def stage_config(stage: Stage) -> dict[str, Any]:
 
 
 def fingerprint_stages(stages: list[Stage], extra: dict[str, Any]) -> None:
-    """Set each stage's key: its config sections, the keys of its inputs and ``extra[name]``."""
+    """Set each stage's key: its config sections, the keys of its inputs and ``extra[name]``
+    (plus, for extraction, the versions of the code that decides which features a config gives:
+    a vidseq that extracts differently never reuses old features)."""
+    from vidseq.backbones.base import SPEC_VERSION
+    from vidseq.features.extraction import FEATURE_KEY_VERSION
+
+    code = {"extract": {"features": FEATURE_KEY_VERSION, "backbone_spec": SPEC_VERSION}}
     keys: dict[str, str] = {}
     for stage in stages:
         stage.fingerprint = {
             "stage": stage.name, "version": FINGERPRINT_VERSION, "config": stage_config(stage),
+            "code": code.get(stage.name),
             "inputs": {name: keys[name] for name in stage.inputs}, "extra": extra.get(stage.name),
         }
         text = json.dumps(stage.fingerprint, sort_keys=True, separators=(",", ":"), default=str)

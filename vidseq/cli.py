@@ -255,7 +255,9 @@ def train(
 
     flags = {"train.features": features, "train.out": out, "model.name": model, "train.epochs": epochs}
     cfg = _config(config, [*override, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
-    main_process = os.environ.get("RANK", "0") == "0"
+    from vidseq.distributed import is_main_process
+
+    main_process = is_main_process()
     tracking = (track or tracking_uri is not None) and main_process
     tracker = open_tracker(uri=tracking_uri, experiment=experiment, enabled=tracking)  # checked before work
     if tracking and (Path(cfg.train.out) / "last.pt").exists() and not (resume or overwrite):

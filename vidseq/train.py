@@ -6,6 +6,17 @@ functions (``train_one_epoch``, ``fit``) that read top to bottom. Every epoch's 
 augmentation come from ``(seed, epoch)`` and the checkpoint holds the model, optimiser,
 scheduler and RNG states, so ``resume=True`` after a kill ends where an uninterrupted run would.
 Checkpoints hold plain types and tensors only: they load with ``torch.load(weights_only=True)``.
+
+Under torchrun (``WORLD_SIZE`` > 1, see ``vidseq.distributed``) the same loop trains one model in
+several processes with ``DistributedDataParallel``. Every rank augments every clip and builds the
+same length-grouped batch list from ``(seed, epoch)`` (the augmentation of a clip is the one a
+single process would draw); rank r trains on batches r, r+W, ... (the list is padded by repeating
+its first batches so every rank takes the same number of steps) and dropout is seeded from
+``(seed, epoch, rank)``. The schedule counts the global steps of an epoch; train loss and accuracy
+are summed over all ranks. Rank 0 alone validates (the result is broadcast, so best.pt and early
+stopping decide the same everywhere), writes every file and calls ``on_epoch_end``; every rank
+returns the same ``TrainResult``. Checkpoints hold the unwrapped model: they load like a single
+process's, and ``resume=True`` works with any number of processes.
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidseq import __version__
+from vidseq import __version__, distributed
 from vidseq import metrics as M
 from vidseq.config import EvaluateConfig, ModelConfig, TrainConfig
 from vidseq.errors import VidseqError
@@ -61,22 +72,26 @@ def train(
     progress: bool = True,
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train on the store at ``features`` (or ``config.features``) into ``out`` (or ``config.out``)."""
+    """Train on the store at ``features`` (or ``config.features``) into ``out`` (or ``config.out``).
+
+    Under torchrun every process calls this: the process group lives for the call (or is the
+    caller's, if one exists); ``progress`` and ``on_epoch_end`` apply on rank 0 only.
+    """
     model_config, config = model_config or ModelConfig(), config or TrainConfig()
     evaluate_config = evaluate_config or EvaluateConfig()
     out = Path(out or config.out)
     store = FeatureStore.load_existing(_features_dir(features or config.features))
-    _check_out(out, resume=resume, overwrite=overwrite)
-    data = assign_splits(load_sequences(store), val_fraction=config.val_fraction,
-                         test_fraction=config.test_fraction, seed=config.seed)
-    device = _device(config.device)
-    setup = _setup(model_config, config, data, device)
-    run = _Run(out, store, data, model_config, config, setup, device)
-    if resume and (out / "last.pt").is_file():
-        run.restore(_load_checkpoint(out / "last.pt"))
-    else:
-        run.write_config(evaluate_config)
-    return fit(run, evaluate_config, progress=progress, on_epoch_end=on_epoch_end)
+    with distributed.process_group(_device(config.device)) as device:
+        resuming = _check_out(out, resume=resume, overwrite=overwrite)
+        data = assign_splits(load_sequences(store), val_fraction=config.val_fraction,
+                             test_fraction=config.test_fraction, seed=config.seed)
+        setup = _setup(model_config, config, data, device)
+        run = _Run(out, store, data, model_config, config, setup, device)
+        if resuming:
+            run.restore(_load_checkpoint(out / "last.pt"))
+        elif distributed.is_main():
+            run.write_config(evaluate_config)
+        return fit(run, evaluate_config, progress=progress, on_epoch_end=on_epoch_end)
 
 
 @dataclass
@@ -93,10 +108,12 @@ def _setup(model_config: ModelConfig, config: TrainConfig, data: SequenceSet, de
     torch.manual_seed(config.seed)
     options = model_build_options(model_config)
     model = build_model(model_config.name, input_dim=data.feature_dim, num_classes=len(data.labels), **options)
-    model.to(device)
+    model = distributed.wrap(model.to(device), device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = math.ceil(data.counts()["train"] / config.batch_size) * config.epochs
-    warmup = config.warmup_epochs * math.ceil(data.counts()["train"] / config.batch_size)
+    # an epoch's batches are shared out over the ranks: ceil(batches / world size) steps each
+    steps_per_epoch = math.ceil(math.ceil(data.counts()["train"] / config.batch_size) / distributed.world_size())
+    steps = steps_per_epoch * config.epochs
+    warmup = config.warmup_epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(warmup, steps))
     weight = _class_weights(data, len(data.labels)).to(device) if config.class_weights else None
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
@@ -152,7 +169,7 @@ class _Run:
     def checkpoint(self) -> dict[str, Any]:
         s = self.setup
         return {
-            "model": make_checkpoint(self.model_config.name, s.model),
+            "model": make_checkpoint(self.model_config.name, distributed.unwrap(s.model)),
             "optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(),
             "scaler": s.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
             "epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
@@ -165,7 +182,7 @@ class _Run:
 
     def restore(self, state: dict[str, Any]) -> None:
         s = self.setup
-        s.model.load_state_dict(state["model"]["state_dict"])
+        distributed.unwrap(s.model).load_state_dict(state["model"]["state_dict"])
         s.optimizer.load_state_dict(state["optimizer"])
         s.scheduler.load_state_dict(state["scheduler"])
         s.scaler.load_state_dict(state["scaler"])
@@ -174,7 +191,9 @@ class _Run:
         self.bad_epochs, self.history = state["bad_epochs"], list(state["history"])
 
     def save(self, name: str) -> None:
-        _atomic_save(self.checkpoint(), self.out / name)
+        """Write a checkpoint (rank 0 only: the others hold the same state)."""
+        if distributed.is_main():
+            _atomic_save(self.checkpoint(), self.out / name)
 
 
 def fit(run: _Run, evaluate_config: EvaluateConfig, *, progress: bool = True,
@@ -184,11 +203,11 @@ def fit(run: _Run, evaluate_config: EvaluateConfig, *, progress: bool = True,
     if len(train_set) == 0 or len(val_set) == 0:
         raise VidseqError(f"need videos in both train and val splits, got {run.data.counts()}")
     stopped = run.bad_epochs >= config.patience
-    bar = _epoch_bar(config.epochs, run.epoch, progress)
+    bar = _epoch_bar(config.epochs, run.epoch, progress and distributed.is_main())
     while run.epoch < config.epochs and not stopped:
         run.epoch += 1
         row = {"epoch": run.epoch, **train_one_epoch(run, train_set)}
-        val = evaluate_sequences(run.setup.model, val_set, device=run.device)
+        val = _validate(run, val_set)
         row.update(val_loss=val["loss"], val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"],
                    lr=run.setup.optimizer.param_groups[0]["lr"])
         run.history.append(row)
@@ -197,21 +216,23 @@ def fit(run: _Run, evaluate_config: EvaluateConfig, *, progress: bool = True,
         stopped = run.bad_epochs >= config.patience
         bar.set_postfix_str(f"loss {row['train_loss']:.3f} val acc {row['val_accuracy']:.3f}")
         bar.update(1)
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and distributed.is_main():
             on_epoch_end(row)
     bar.close()
     return _finish(run, evaluate_config, stopped)
 
 
 def train_one_epoch(run: _Run, train_set: SequenceSet) -> dict[str, float]:
-    """One pass over the training sequences (augmented, batched by length)."""
+    """One pass over the training sequences (augmented, batched by length; this rank's share)."""
     s, config = run.setup, run.config
     rng = np.random.default_rng([config.seed, run.epoch])
     clips = [augment(f, rng, crop_min=config.crop_min, subsample_prob=config.subsample_prob) for f in train_set.features]
     lengths = np.array([len(c) for c in clips])
+    batches = _shard(list(length_batches(lengths, config.batch_size, rng=rng)))
+    _seed_rank(config.seed, run.epoch)
     s.model.train()
-    total_loss, correct = 0.0, 0
-    for batch in length_batches(lengths, config.batch_size, rng=rng):
+    total_loss, correct, count = 0.0, 0, 0
+    for batch, counted in batches:
         padded, lens = pad_sequences([clips[i] for i in batch])
         targets = torch.from_numpy(train_set.targets[batch]).to(run.device)
         with torch.autocast(run.device.type, dtype=s.autocast_dtype, enabled=s.autocast_dtype is not None):
@@ -225,9 +246,40 @@ def train_one_epoch(run: _Run, train_set: SequenceSet) -> dict[str, float]:
         s.scaler.step(s.optimizer)
         s.scaler.update()
         s.scheduler.step()
-        total_loss += loss.item() * len(batch)
-        correct += (logits.argmax(1) == targets).sum().item()
-    return {"train_loss": total_loss / len(train_set), "train_accuracy": correct / len(train_set)}
+        if counted:
+            total_loss += loss.item() * len(batch)
+            correct += (logits.argmax(1) == targets).sum().item()
+            count += len(batch)
+    totals = distributed.all_reduce_sum(torch.tensor([total_loss, correct, count], dtype=torch.float64)).tolist()
+    return {"train_loss": totals[0] / totals[2], "train_accuracy": totals[1] / totals[2]}
+
+
+def _shard(batches: list[np.ndarray]) -> list[tuple[np.ndarray, bool]]:
+    """This rank's batches (r, r+W, ...) and whether each counts in the epoch's loss/accuracy.
+
+    DDP needs the same number of steps on every rank: the list is padded with repeats of its
+    first batches, which are trained on but not counted (each clip counts once). Alone: all of them.
+    """
+    size, rank = distributed.world_size(), distributed.rank()
+    extra = -len(batches) % size
+    padded = [(b, True) for b in batches] + [(batches[i % len(batches)], False) for i in range(extra)]
+    return padded[rank::size]
+
+
+def _seed_rank(seed: int, epoch: int) -> None:
+    """Under DDP, torch's RNG (dropout) from ``(seed, epoch, rank)``: ranks differ, reruns and
+    resumes repeat. A single process keeps the one generator its checkpoint restores."""
+    if distributed.world_size() > 1:
+        state = np.random.SeedSequence([seed, epoch, distributed.rank()]).generate_state(1)
+        torch.manual_seed(int(state[0]))
+
+
+def _validate(run: _Run, val_set: SequenceSet) -> dict[str, Any]:
+    """Metrics of the model on val, computed on rank 0 and the same on every rank."""
+    val = None
+    if distributed.is_main():
+        val = evaluate_sequences(distributed.unwrap(run.setup.model), val_set, device=run.device)
+    return distributed.broadcast(val)
 
 
 def _track_best(run: _Run, val: dict[str, Any]) -> None:
@@ -243,6 +295,14 @@ def _track_best(run: _Run, val: dict[str, Any]) -> None:
 
 
 def _finish(run: _Run, evaluate_config: EvaluateConfig, stopped: bool) -> TrainResult:
+    """The best model on val and test with reports, written by rank 0; the others wait for its
+    metrics, so every rank returns the same result."""
+    reports = _final_reports(run, evaluate_config) if distributed.is_main() else None
+    val, test = distributed.broadcast(reports)
+    return TrainResult(run.out, run.best_epoch, run.history, val, test, run.data.labels, stopped)
+
+
+def _final_reports(run: _Run, evaluate_config: EvaluateConfig) -> tuple[dict[str, Any], dict[str, Any] | None]:
     best = load_model(_load_checkpoint(run.out / "best.pt")["model"]).to(run.device)
     val = evaluate_sequences(best, run.data.subset("val"), device=run.device)
     write_report(val, run.out, prefix="val_")
@@ -254,7 +314,7 @@ def _finish(run: _Run, evaluate_config: EvaluateConfig, stopped: bool) -> TrainR
         write_report(test, run.out, prefix="test_")
     M.plot_training_curves(run.out / "curves.png", run.history)
     M.write_json(run.out / "history.json", run.history)
-    return TrainResult(run.out, run.best_epoch, run.history, val, test, run.data.labels, stopped)
+    return val, test
 
 
 def _features_dir(features: str | Path | None) -> Path:
@@ -270,9 +330,15 @@ def _features_dir(features: str | Path | None) -> Path:
     return path
 
 
-def _check_out(out: Path, *, resume: bool, overwrite: bool) -> None:
-    if (out / "last.pt").exists() and not (resume or overwrite):
+def _check_out(out: Path, *, resume: bool, overwrite: bool) -> bool:
+    """Whether to continue the run in ``out``; refuses to start over one by accident.
+
+    Rank 0 looks and tells the others, so every rank gives the same answer.
+    """
+    exists = distributed.broadcast((out / "last.pt").exists() if distributed.is_main() else None)
+    if exists and not (resume or overwrite):
         raise VidseqError(f"{out} already holds a training run: pass --resume to continue it or --overwrite to start again")
+    return resume and exists
 
 
 def _device(name: str) -> torch.device:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from vidseq import metrics as M
 from vidseq.config import VidseqConfig, to_yaml
 from vidseq.datasets import Dataset, discover_videos
+from vidseq.distributed import is_main_process
 from vidseq.errors import VidseqError
 
 
@@ -126,6 +127,8 @@ def tracked_train(config: VidseqConfig, *, features: str | Path | None, out: str
     result = train(model_config=config.model, config=config.train, evaluate_config=config.evaluate,
                    features=store, out=out, resume=resume, overwrite=overwrite, progress=progress,
                    on_epoch_end=log_epoch)
+    if not is_main_process():  # under DDP, rank 0 alone logs and writes the model folder
+        return result, StageOutcome({"checkpoint": str(result.best_checkpoint)})
     if resume:  # epochs of the interrupted attempt went to its own run: record the whole curve here
         for row in result.history:
             log_epoch(row)

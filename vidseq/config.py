@@ -77,10 +77,24 @@ class DataConfig(_Section):
     strict: bool = Field(
         False, description="Listed files that are missing are an error (default: reported and skipped)."
     )
+    group_pattern: str | None = Field(
+        None, description="Regex on the file name whose first group names a video's source (UCF101: _g(\\d+)_); "
+        "a CSV 'group' column wins. Splits made by vidseq keep a group on one side."
+    )
+    allow_split_leak: bool = Field(
+        False, description="Accept an explicit split that puts one group on both sides (default: an error)."
+    )
 
 
 class SynthConfig(_Section):
     """The synthetic motion dataset written by ``vidseq synth``."""
+
+    kind: Literal["shapes", "camera"] = Field(
+        "shapes", description="shapes: moving shapes on noise; camera: pan/zoom/rotate over real photos."
+    )
+    images: str | None = Field(
+        None, description="camera: a folder of images or videos to film; null: scikit-image's bundled photos."
+    )
 
     classes: list[str] = Field(
         default_factory=lambda: list(SYNTH_CLASSES),

@@ -22,6 +22,7 @@ LAYERS = {
     "vidseq.io": 2,
     "vidseq.sampling": 2,
     "vidseq.datasets": 2,
+    "vidseq.synth_camera": 2.5,  # camera renderer: reads sources via io, synth writes its clips
     "vidseq.synth": 3,
     "vidseq.backbones": 4,
     "vidseq.features": 5,

@@ -121,6 +121,12 @@ def synth(
     overwrite: bool = typer.Option(
         False, help="Write into a non-empty folder that vidseq synth did not make (its other files are kept)."
     ),
+    kind: Optional[str] = typer.Option(
+        None, help="shapes (moving shapes) or camera (pan/zoom/rotate over real photos) (synth.kind)."
+    ),
+    images: Optional[Path] = typer.Option(
+        None, help="camera: a folder of images or videos to film (synth.images); default: scikit-image's photos."
+    ),
 ) -> None:
     """Write a synthetic labelled action dataset whose classes differ only by motion and order.
 
@@ -131,16 +137,18 @@ def synth(
 
     from vidseq.synth import generate_dataset
 
-    flags = {"videos_per_class": videos_per_class, "num_frames": num_frames, "size": size, "seed": seed}
+    flags = {"videos_per_class": videos_per_class, "num_frames": num_frames, "size": size, "seed": seed,
+             "kind": kind, "images": images}
     extra = [f"synth.{key}={value}" for key, value in flags.items() if value is not None]
     cfg = _config(config, [*override, *extra]).synth
     with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task("writing videos", total=len(cfg.classes) * cfg.videos_per_class)
+        task = bar.add_task("writing videos", total=None)
         result = generate_dataset(
-            out, cfg, overwrite=overwrite, progress=lambda done, total: bar.update(task, completed=done)
+            out, cfg, overwrite=overwrite,
+            progress=lambda done, total: bar.update(task, completed=done, total=total)
         )
     console.print(
-        f"wrote {len(result.paths)} videos in {len(cfg.classes)} classes to {out} "
+        f"wrote {len(result.paths)} videos in {len(result.counts)} classes to {out} "
         f"(labels: {out / 'labels.csv'})"
     )
 
@@ -153,8 +161,18 @@ def dataset(
     video_root: Optional[Path] = typer.Option(None, help="Where relative paths in list/split files start."),
     split: int = typer.Option(1, help="UCF101/HMDB51 official split number."),
     label_names: Optional[Path] = typer.Option(None, help="List files: class names in index order."),
+    group_pattern: Optional[str] = typer.Option(
+        None, help="Regex on file names whose first group names a video's source (UCF101: _g(\\d+)_)."
+    ),
+    allow_split_leak: bool = typer.Option(
+        False, "--allow-split-leak", help="Accept an explicit split that puts one group on both sides."
+    ),
 ) -> None:
-    """Show what vidseq finds in a labelled dataset: classes, splits, missing and skipped files."""
+    """Show what vidseq finds in a labelled dataset: classes, splits, groups, missing and skipped files.
+
+    An explicit split that puts clips of one group (one source video or scene) on both sides is
+    an error unless --allow-split-leak: such a test split measures memory, not recognition.
+    """
     from vidseq.datasets import discover
 
     found = discover(
@@ -163,6 +181,8 @@ def dataset(
         video_root=video_root,
         split=split,
         label_names=label_names,
+        group_pattern=group_pattern,
+        allow_split_leak=allow_split_leak,
     )
     console.print(found.summary(), highlight=False)
 

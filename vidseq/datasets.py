@@ -18,12 +18,20 @@ it goes to ``Dataset.missing`` with a ``DatasetWarning`` (``strict=True``: a Dat
 Files present but not videos go to ``Dataset.skipped`` with a warning. Hidden files and
 folders (``.name``) are ignored. One video listed in two splits, or with two labels, is an
 error: that is how train/test leakage starts.
+
+Groups: videos of one source (a UCF101 group ``_gNN_``, one actor, one scene) share a group.
+A CSV ``group`` column gives it; else ``group_pattern`` (a regex searched in the file name: its
+first capture group, or the whole match); the ucf101 format defaults to ``_g(\\d+)_``. An
+explicit split that puts one group on both sides is a DatasetError (``allow_split_leak=True``:
+a warning); splits vidseq makes itself keep each group on one side (``vidseq.sequences``).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
+import re
 import sys
 import warnings
 from collections import Counter
@@ -54,6 +62,7 @@ _SHOW = 5  # how many paths a warning or summary names
 PathLike = str | Path
 _EXAMPLE_EXTS = ".mp4, .avi, .mkv, .mov, .webm, .gif, ..."
 _LOOKED_FOR = "a folder per class, a .csv, a .txt/.list file, or a UCF101/HMDB51 split folder"
+UCF101_GROUP_PATTERN = r"_g(\d+)_"  # v_ApplyEyeMakeup_g08_c01.avi -> group "08"
 
 
 class DatasetWarning(UserWarning):
@@ -62,11 +71,12 @@ class DatasetWarning(UserWarning):
 
 @dataclass(frozen=True)
 class VideoItem:
-    """One video: where it is, its class name (None if unlabelled) and split (or None)."""
+    """One video: where it is, its class name (None if unlabelled), split and group (or None)."""
 
     path: Path
     label: str | None
     split: str | None = None
+    group: str | None = None
 
 
 @dataclass
@@ -121,6 +131,10 @@ class Dataset:
         if set(per_split) != {None}:
             counts = [f"{s} {per_split[s]}" for s in SPLITS]
             lines.append("  splits: " + ", ".join(counts + [f"none {per_split[None]}"]))
+        groups = {item.group for item in self.items if item.group is not None}
+        if groups:
+            alone = sum(item.group is None for item in self.items)
+            lines.append(f"  groups: {len(groups)}" + (f" ({alone} videos without one)" if alone else ""))
         if self.missing:
             lines.append(f"  missing: {_describe(self.missing)} listed but not found")
         if self.skipped:
@@ -135,6 +149,7 @@ class _Listed(NamedTuple):
     path: Path
     label: str
     split: str | None
+    group: str | None = None
 
 
 def discover(
@@ -145,11 +160,23 @@ def discover(
     split: int = 1,
     label_names: PathLike | None = None,
     strict: bool = False,
+    group_pattern: str | None = None,
+    allow_split_leak: bool = False,
 ) -> Dataset:
     """Find the labelled videos of ``source`` in any supported format (see the module doc).
 
     ``strict=True`` turns listed-but-missing files into a DatasetError instead of a warning.
+    ``group_pattern`` (ucf101 default: ``_g(\\d+)_``) and ``allow_split_leak``: see ``with_groups``.
     """
+    found = _discover(source, format=format, video_root=video_root, split=split,
+                      label_names=label_names, strict=strict)
+    if group_pattern is None and found.format == "ucf101":
+        group_pattern = UCF101_GROUP_PATTERN
+    return with_groups(found, group_pattern=group_pattern, allow_split_leak=allow_split_leak)
+
+
+def _discover(source: PathLike, *, format: str, video_root: PathLike | None, split: int,
+              label_names: PathLike | None, strict: bool) -> Dataset:
     path = Path(source)
     if not path.exists():
         raise DatasetError(f"dataset source {path} does not exist (expected {_LOOKED_FOR})")
@@ -172,14 +199,69 @@ def discover(
     return loader(path, video_root=video_root, split=split, strict=strict)
 
 
+def with_groups(dataset: Dataset, *, group_pattern: str | None = None,
+                allow_split_leak: bool = False) -> Dataset:
+    """``dataset`` with each item's group set, checked for groups on two sides of its split.
+
+    An item keeps the group it has (a CSV ``group`` column); else ``group_pattern``, searched in
+    the file name, gives its first capture group (or the whole match); no match: no group. A
+    group in two splits raises DatasetError naming it and the sides (``allow_split_leak``: warns).
+    """
+    if group_pattern is not None:
+        try:
+            regex = re.compile(group_pattern)
+        except re.error as exc:
+            raise DatasetError(f"group pattern {group_pattern!r} (data.group_pattern) is not a valid "
+                               rf"regular expression ({exc}); e.g. _g(\d+)_ for UCF101 names") from None
+        items = [item if item.group is not None else dataclasses.replace(item, group=_match(regex, item.path))
+                 for item in dataset.items]
+        dataset = dataclasses.replace(dataset, items=items)
+    _check_leaks(dataset, group_pattern, allow_split_leak)
+    return dataset
+
+
+def _match(regex: re.Pattern, path: Path) -> str | None:
+    found = regex.search(path.name)
+    if found is None:
+        return None
+    return found.group(1) if regex.groups and found.group(1) is not None else found.group(0)
+
+
+def _check_leaks(dataset: Dataset, pattern: str | None, allow: bool) -> None:
+    sides: dict[str, dict[str, Path]] = {}  # group -> split -> its first video
+    for item in dataset.items:
+        if item.group is not None and item.split is not None:
+            sides.setdefault(item.group, {}).setdefault(item.split, item.path)
+    leaks = [(g, found) for g, found in sorted(sides.items()) if len(found) > 1]
+    if leaks:
+        shown = "; ".join(f"group {g!r} in " + " and ".join(f"{side} ({found[side].name})" for side in SPLITS
+                                                           if side in found) for g, found in leaks[:_SHOW])
+        shown += f"; {len(leaks) - _SHOW} more" if len(leaks) > _SHOW else ""
+        problem = (f"{dataset.source}: the split puts one source on two sides "
+                   f"({f'group pattern {pattern}' if pattern else 'group column'}): {shown}")
+        if not allow:
+            raise DatasetError(f"{problem}. That leaks scenes from training into evaluation: move each group "
+                               "to one split, fix data.group_pattern, or set data.allow_split_leak=true")
+        _warn(f"{problem} (accepted: allow_split_leak)")
+
+
 def discover_videos(source: PathLike, **options: Any) -> Dataset:
     """What extraction and prediction take: any format ``discover`` reads, or unlabelled videos.
 
     Unlabelled inputs: one video file; a folder with videos at its top level (then searched
     recursively, sub-folders are not classes); a text file listing one video path per line (relative to its folder). Their
-    items have ``label=None``. ``options`` go to ``discover`` for labelled formats.
+    items have ``label=None``. ``options`` go to ``discover`` for labelled formats;
+    ``group_pattern`` also gives unlabelled videos their groups.
     """
     path = Path(source)
+    found = _unlabelled(path, strict=options.get("strict", False))
+    if found is None:
+        return discover(path, **options)
+    return with_groups(found, group_pattern=options.get("group_pattern"))
+
+
+def _unlabelled(path: Path, *, strict: bool) -> Dataset | None:
+    """One video file, a folder with videos at its top level, a plain list of paths; else None."""
     if path.is_file() and path.suffix.lower() in VIDEO_EXTENSIONS:
         return Dataset([VideoItem(path, None)], [], [], [], str(path), "file")
     if path.is_dir() and any(_is_video(entry) for entry in _visible(path)):
@@ -191,10 +273,10 @@ def discover_videos(source: PathLike, **options: Any) -> Dataset:
         return Dataset(videos, [], [], skipped, str(path), "videos")
     if path.is_file() and path.suffix.lower() in (".txt", ".list") and _is_plain_list(path):
         listed = [_Listed(where, _resolve(text, path.parent), "", None) for where, text in _lines(path)]
-        found = _finish(listed, [""], source=path, fmt="paths", strict=options.get("strict", False))
+        found = _finish(listed, [""], source=path, fmt="paths", strict=strict)
         found.items, found.labels = [VideoItem(item.path, None) for item in found.items], []
         return found
-    return discover(path, **options)
+    return None
 
 
 def _is_video(path: Path) -> bool:
@@ -225,6 +307,8 @@ def dataset_from_config(config: DataConfig, *, strict: bool | None = None) -> Da
         split=config.split,
         label_names=config.label_names,
         strict=config.strict if strict is None else strict,
+        group_pattern=config.group_pattern,
+        allow_split_leak=config.allow_split_leak,
     )
 
 
@@ -287,7 +371,7 @@ def from_folder(root: PathLike) -> Dataset:
 def from_csv(
     path: PathLike, *, video_root: PathLike | None = None, strict: bool = False
 ) -> Dataset:
-    """A CSV with header ``path,label[,split]``; labels sorted by name."""
+    """A CSV with header ``path,label[,split][,group]``; labels sorted by name."""
     path = _existing(path, "CSV file")
     base = _existing(video_root, "video_root", folder=True) if video_root else path.parent
     listed: list[_Listed] = []
@@ -389,7 +473,7 @@ def _finish(
     items, missing, skipped = [], [], []
     for entry in _unique(listed):
         if entry.path.is_file() and entry.path.suffix.lower() in VIDEO_EXTENSIONS:
-            items.append(VideoItem(entry.path, entry.label, entry.split))
+            items.append(VideoItem(entry.path, entry.label, entry.split, entry.group))
         elif entry.path.exists():
             skipped.append(entry.path)
         else:
@@ -439,8 +523,9 @@ def _csv_columns(path: Path, header: list[str] | None) -> dict[str, int]:
         )
     found["path"] = path_col
     found["width"] = len(names)
-    if "split" in names:
-        found["split"] = names.index("split")
+    for optional in ("split", "group"):
+        if optional in names:
+            found[optional] = names.index(optional)
     return found
 
 
@@ -453,7 +538,8 @@ def _csv_row(where: str, row: list[str], columns: dict[str, int], base: Path) ->
     if not label:
         raise DatasetError(f"{where}: empty label for {rel}")
     split = _split_name(row[columns["split"]], where) if "split" in columns else None
-    return _Listed(where, base / rel, label, split)
+    group = (row[columns["group"]].strip() or None) if "group" in columns else None
+    return _Listed(where, base / rel, label, split, group)
 
 
 def _split_name(value: str, where: str) -> str | None:

@@ -3,14 +3,18 @@
 Place in the data flow: ``FeatureStore`` (per-video ``(T, D)`` features) -> **sequences** ->
 padded batches for the models in ``vidseq.train`` and ``vidseq.evaluate``. Augmentation works
 on the cached sequence (random temporal crops and sub-sampling): nothing is decoded again.
-Randomness comes only from the ``np.random.Generator`` a caller passes.
+Randomness comes only from the ``np.random.Generator`` a caller passes (or one seeded here).
+
+Splits vidseq makes (``assign_splits``) move whole groups (the manifest's ``group``: videos of
+one source); a video without a group is a group of its own.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +27,16 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class SequenceSet:
-    """Labelled feature sequences in memory; ``labels`` is the label map (index -> name)."""
+    """Labelled feature sequences in memory; ``labels`` is the label map (index -> name).
+
+    ``groups``: each video's source ("" none); empty (the default) means no video has one."""
 
     features: list[np.ndarray]
     targets: np.ndarray
     paths: list[str]
     splits: list[str]
     labels: list[str]
+    groups: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.features)
@@ -43,7 +50,7 @@ class SequenceSet:
         keep = [i for i, s in enumerate(self.splits) if split == "all" or s == split]
         return SequenceSet(
             [self.features[i] for i in keep], self.targets[keep], [self.paths[i] for i in keep],
-            [self.splits[i] for i in keep], self.labels,
+            [self.splits[i] for i in keep], self.labels, [self.groups[i] for i in keep] if self.groups else [],
         )
 
     def counts(self) -> dict[str, int]:
@@ -68,40 +75,71 @@ def load_sequences(store: FeatureStore | str | Path) -> SequenceSet:
     return SequenceSet(
         features, np.array([index[r["label"]] for r in rows], dtype=np.int64),
         [r["path"] for r in rows], [r["split"] or "" for r in rows], labels,
+        [r.get("group") or "" for r in rows],
     )
 
 
 def assign_splits(
     data: SequenceSet, *, val_fraction: float, test_fraction: float, seed: int
 ) -> SequenceSet:
-    """Fill in missing splits, stratified by class and seeded.
+    """Fill in missing splits by whole groups, balanced by class, deterministic from ``seed``.
 
-    Videos with no split go to train/val/test by ``val_fraction``/``test_fraction`` when the data
-    has no split at all; when it has a train split but no val, part of train becomes val.
+    With no split at all, groups go to test/val/train by ``test_fraction``/``val_fraction`` (as
+    close as whole groups allow). With some splits: a video without one joins its group's side,
+    groups with no split at all go to val/train, and where there is still no val, part of the
+    train groups becomes val. A group is never put on two sides (one that an explicit split put
+    there, accepted with data.allow_split_leak, stays as it was).
     """
     rng = np.random.default_rng(seed)
     splits = list(data.splits)
+    units = _group_units(data)
     has_any = any(splits)
-    for target in np.unique(data.targets):
-        members = [i for i in np.flatnonzero(data.targets == target) if not splits[i]]
-        rng.shuffle(members)
-        n_test = 0 if has_any else round(len(members) * test_fraction)
-        n_val = round(len(members) * val_fraction)
-        for position, i in enumerate(members):
-            splits[i] = "test" if position < n_test else "val" if position < n_test + n_val else "train"
+    free = []
+    for unit in units:
+        sides = Counter(splits[i] for i in unit if splits[i])
+        if not sides:
+            free.append(unit)
+        for i in unit if sides else ():  # a video without a split joins its group
+            splits[i] = splits[i] or sides.most_common(1)[0][0]
+    fractions = {"test": 0.0 if has_any else test_fraction, "val": val_fraction}
+    _distribute(free, data.targets, fractions, splits, rng)
     if "val" not in splits and val_fraction > 0:
-        splits = _carve_val(splits, data.targets, val_fraction, rng)
-    return SequenceSet(data.features, data.targets, data.paths, splits, data.labels)
+        train = [unit for unit in units if all(splits[i] == "train" for i in unit)]
+        _distribute(train, data.targets, {"test": 0.0, "val": val_fraction}, splits, rng)
+    return SequenceSet(data.features, data.targets, data.paths, splits, data.labels, data.groups)
 
 
-def _carve_val(splits: list[str], targets: np.ndarray, fraction: float, rng: np.random.Generator) -> list[str]:
-    splits = list(splits)
-    for target in np.unique(targets):
-        train = [i for i in np.flatnonzero(targets == target) if splits[i] == "train"]
-        rng.shuffle(train)
-        for i in train[: round(len(train) * fraction)]:
-            splits[i] = "val"
-    return splits
+def _group_units(data: SequenceSet) -> list[list[int]]:
+    """Video indices per group, in order of first appearance; a video without a group alone."""
+    units: dict[object, list[int]] = {}
+    for i in range(len(data)):
+        group = data.groups[i] if data.groups else ""
+        units.setdefault(group or ("", i), []).append(i)
+    return list(units.values())
+
+
+def _distribute(units: list[list[int]], targets: np.ndarray, fractions: dict[str, float],
+                splits: list[str], rng: np.random.Generator) -> None:
+    """Give each unit (all its videos) one of test/val/train, in place.
+
+    Greedy: units in a seeded shuffle, larger first, each to the side where it most lowers the
+    squared distance to the targets (``fraction`` x the units' videos), per class and in total.
+    """
+    sides = ("test", "val", "train")
+    share = np.array([fractions["test"], fractions["val"], 1.0 - fractions["test"] - fractions["val"]])
+    num_classes = int(targets.max()) + 1 if len(targets) else 0
+    # per unit: its videos per class, then its size (the "total" column)
+    counts = [np.append(np.bincount(targets[unit], minlength=num_classes), len(unit)).astype(float)
+              for unit in units]
+    goal = share[:, None] * sum(counts, np.zeros(num_classes + 1))
+    have = np.zeros_like(goal)
+    order = rng.permutation(len(units))
+    for k in sorted(order, key=lambda k: -len(units[k])):  # stable: ties keep the shuffled order
+        gain = (goal - have) @ counts[k] - np.where(share > 0, 0.0, np.inf)
+        side = int(np.argmax(gain))
+        have[side] += counts[k]
+        for i in units[k]:
+            splits[i] = sides[side]
 
 
 def augment(sequence: np.ndarray, rng: np.random.Generator, *, crop_min: float, subsample_prob: float) -> np.ndarray:

@@ -2,7 +2,9 @@
 
 Place in the data flow: a *source* of videos, upstream of everything else (``vidseq synth``
 writes a folder that ``vidseq.datasets`` reads like a real dataset: a folder per class, plus
-``labels.csv`` with splits). Imports only ``config`` and ``errors`` of vidseq.
+``labels.csv`` with splits). Imports ``config``, ``errors`` and the camera renderer: with
+``synth.kind: camera`` the clips come from ``vidseq.synth_camera`` (camera motion over real
+photos; ``labels.csv`` then has a ``group`` column, the source photo) and are written here.
 
 Classes differ by motion and temporal order alone. Each pair (move_right/move_left, grow/shrink,
 rotate_cw/rotate_ccw, appear/disappear) is one forward renderer and its exact time reversal: the
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidseq import synth_camera
 from vidseq.config import SYNTH_CLASSES, SynthConfig
 from vidseq.errors import ConfigError, DatasetError, VidseqError
 
@@ -51,7 +54,8 @@ assert set(_CLASS_RENDER) == set(SYNTH_CLASSES), "every synth class needs a rend
 
 @dataclass(frozen=True)
 class SynthResult:
-    """What ``generate_dataset`` wrote: paths (under out_dir), labels, splits, counts per class."""
+    """What ``generate_dataset`` wrote: paths (under out_dir), labels, splits, counts per class,
+    and (kind camera) the group of each video, its source photo."""
 
     out_dir: Path
     paths: list[Path]
@@ -59,6 +63,7 @@ class SynthResult:
     splits: list[str]
     counts: dict[str, int]
     encoder: str = "libx264"
+    groups: list[str] | None = None
 
 
 # ---------------------------------------------------------------- shapes and scenes
@@ -241,8 +246,9 @@ _TRACKS = {"move": _track_move, "grow": _track_grow, "rotate": _track_rotate,
 
 def _check_class(class_name: str) -> None:
     if class_name not in _CLASS_RENDER:
+        hint = " (a camera class: set synth.kind=camera)" if class_name in synth_camera.CAMERA_CLASSES else ""
         raise ConfigError(
-            f"unknown synth class {class_name!r}; valid classes are: {', '.join(SYNTH_CLASSES)}"
+            f"unknown synth class {class_name!r}; valid classes are: {', '.join(SYNTH_CLASSES)}{hint}"
         )
 
 
@@ -421,11 +427,37 @@ def _marker_text(config: SynthConfig, encoder: str, files: list[str], complete: 
     return json.dumps(body, indent=2) + "\n"
 
 
-def _labels_text(rows: list[tuple[str, str, str]]) -> str:
+def _labels_text(rows: list[tuple[str, ...]]) -> str:
+    """path,label,split rows, with a 4th column ``group`` where the rows have one."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerows([("path", "label", "split"), *rows])
+    writer.writerows([("path", "label", "split", "group")[: len(rows[0]) if rows else 3], *rows])
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One shapes video to write (``synth_camera.CameraClip`` is the camera kind's job)."""
+
+    class_name: str
+    index: int
+    split: str
+    config: SynthConfig
+
+    def render(self) -> np.ndarray:
+        c = self.config
+        return render_clip(self.class_name, video_rng(c.seed, self.class_name, self.index),
+                           num_frames=c.num_frames, size=c.size, noise=c.noise)
+
+
+def _plan(config: SynthConfig) -> list[_Job] | list[synth_camera.CameraClip]:
+    """The videos to write, class by class (checks the classes, and the sources of kind camera)."""
+    if config.kind == "camera":
+        return synth_camera.plan_clips(config, splits=lambda n, name: split_names(n, config.seed, name),
+                                       rng_of=lambda name, index: video_rng(config.seed, name, index))
+    _check_config(config)
+    return [_Job(name, i, split, config) for name in config.classes
+            for i, split in enumerate(split_names(config.videos_per_class, config.seed, name))]
 
 
 def generate_dataset(out_dir: str | Path, config: SynthConfig, *,
@@ -433,29 +465,29 @@ def generate_dataset(out_dir: str | Path, config: SynthConfig, *,
                      overwrite: bool = False) -> SynthResult:
     """Write ``config.videos_per_class`` videos per class to ``out_dir/<class>/<class>_NNNN.mp4``.
 
-    Also ``labels.csv`` (path relative to ``out_dir``, label, split) and ``synth.json`` (config,
-    seed, encoder, file list). A folder synth wrote is rewritten (identically for the same
-    config); another non-empty folder is refused unless ``overwrite``, which writes into it and
-    leaves the files synth did not write alone. ``progress(done, total)`` follows each video.
+    Also ``labels.csv`` (path relative to ``out_dir``, label, split; kind camera: and group) and
+    ``synth.json`` (config, seed, encoder, file list). ``config.kind`` picks the generator: moving
+    shapes, or camera motion over real photos (``vidseq.synth_camera``; its default classes are
+    every camera class). A folder synth wrote is rewritten (identically for the same config);
+    another non-empty folder is refused unless ``overwrite``, which writes into it and leaves the
+    files synth did not write alone. ``progress(done, total)`` follows each video.
     """
-    _check_config(config)
+    jobs = _plan(config)
     out_dir = Path(out_dir)
     _prepare_dir(out_dir, overwrite)
     encoder = _encoder_name()
-    jobs = [(name, i, split) for name in config.classes
-            for i, split in enumerate(split_names(config.videos_per_class, config.seed, name))]
-    rows = [(f"{name}/{name}_{i:04d}.mp4", name, split) for name, i, split in jobs]
-    files = [rel for rel, _, _ in rows]
+    rows = [(f"{j.class_name}/{j.class_name}_{j.index:04d}.mp4", j.class_name, j.split)
+            + ((j.group,) if config.kind == "camera" else ()) for j in jobs]
+    files = [row[0] for row in rows]
     _write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=False))
-    for done, ((name, index, _), rel) in enumerate(zip(jobs, files), start=1):
-        (out_dir / name).mkdir(exist_ok=True)
-        frames = render_clip(name, video_rng(config.seed, name, index),
-                             num_frames=config.num_frames, size=config.size, noise=config.noise)
-        write_video(out_dir / rel, frames, fps=config.fps, encoder=encoder)
+    for done, (job, rel) in enumerate(zip(jobs, files), start=1):
+        (out_dir / job.class_name).mkdir(exist_ok=True)
+        write_video(out_dir / rel, job.render(), fps=config.fps, encoder=encoder)
         if progress is not None:
             progress(done, len(jobs))
     _write_text(out_dir / LABELS, _labels_text(rows))
     _write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=True))
-    counts = {name: config.videos_per_class for name in config.classes}
+    counts = {name: config.videos_per_class for name in dict.fromkeys(j.class_name for j in jobs)}
+    groups = [row[3] for row in rows] if config.kind == "camera" else None
     return SynthResult(out_dir, [out_dir / rel for rel in files], [r[1] for r in rows],
-                       [r[2] for r in rows], counts, encoder)
+                       [r[2] for r in rows], counts, encoder, groups)

@@ -5,7 +5,8 @@ A store is a folder named by a digest of everything that changes the features (b
 weights, preprocessing, sampling, decode size), so two configs never mix. Inside it:
 
     store.json              the key the folder was made for (checked on every open)
-    manifest.csv            one row per video: path, label, split, status, error, frames, file
+    manifest.csv            one row per video: path, label, split, status, error, frames, file,
+                            group (the video's source; manifests written before it read as "")
     labels.json             the label map (index -> name) of the datasets extracted here
     features/<stem>-<id>.npz   features (T, D) float32, frame_indices (T,), timestamps (T,)
 
@@ -33,7 +34,7 @@ import numpy as np
 
 from vidseq.errors import VidseqError
 
-MANIFEST_FIELDS = ("path", "label", "split", "status", "error", "frames", "file")
+MANIFEST_FIELDS = ("path", "label", "split", "status", "error", "frames", "file", "group")
 _FINGERPRINT_BYTES = 1 << 20
 
 
@@ -210,11 +211,12 @@ class FeatureStore:
         return self.directory / "manifest.csv"
 
     def read_manifest(self) -> list[dict[str, str]]:
-        """The manifest rows, or an empty list before the first run."""
+        """The manifest rows, or an empty list before the first run; a field the file lacks
+        (an older manifest: no ``group``) reads as ""."""
         if not self.manifest_path.is_file():
             return []
         with self.manifest_path.open(newline="") as fh:
-            return list(csv.DictReader(fh))
+            return [{**dict.fromkeys(MANIFEST_FIELDS, ""), **row} for row in csv.DictReader(fh, restval="")]
 
     def write_manifest(self, rows: Iterable[dict[str, Any]]) -> None:
         """Replace the manifest atomically."""

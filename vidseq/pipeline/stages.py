@@ -58,7 +58,7 @@ def run_synth(ctx: StageContext) -> StageOutcome:
     labels = ctx.out / "data" / "labels.csv"
     ctx.run.log_artifact(labels)
     return StageOutcome({"data": str(labels)}, {"videos": float(len(result.paths))},
-                        f"{len(result.paths)} videos in {len(ctx.config.synth.classes)} classes")
+                        f"{len(result.paths)} videos in {len(result.counts)} classes")
 
 
 def dataset_source(ctx_config: VidseqConfig, upstream: dict[str, dict[str, Any]]) -> str:
@@ -78,7 +78,8 @@ def find_dataset(config: VidseqConfig, source: str) -> Dataset:
 
 
 def dataset_rows(found: Dataset) -> list[dict[str, Any]]:
-    return [{"path": str(i.path), "label": i.label or "", "split": i.split or ""} for i in found.items]
+    return [{"path": str(i.path), "label": i.label or "", "split": i.split or "", "group": i.group or ""}
+            for i in found.items]
 
 
 def run_extract(ctx: StageContext) -> StageOutcome:

@@ -231,3 +231,28 @@ def test_manifest_groups_reach_the_sequences(tmp_path: Path) -> None:
     store.write_manifest(store.read_manifest())  # rewritten with the group column
     assert [row["group"] for row in store.read_manifest()] == ["s1", "s2"]
     assert load_sequences(store).groups == ["s1", "s2"]
+
+
+@pytest.mark.slow
+def test_groups_flow_from_the_dataset_through_extraction_to_the_splits(tmp_path):
+    """camera synth (group = photo) -> extract -> manifest group column -> sequences keep it."""
+    from vidseq.config import SamplingConfig, SynthConfig
+    from vidseq.datasets import discover
+    from vidseq.features import extract
+    from vidseq.sequences import assign_splits, load_sequences
+    from vidseq.synth import generate_dataset
+
+    generate_dataset(tmp_path / "cam", SynthConfig(kind="camera", classes=["pan_left", "pan_right"],
+                                                   videos_per_class=6, num_frames=6, size=64), progress=None)
+    store = extract(discover(tmp_path / "cam" / "labels.csv"), out=tmp_path / "f", progress=False,
+                    sampling=SamplingConfig(count=2)).store
+    rows = store.read_manifest()
+    assert rows and all(r["group"] for r in rows)
+    data = load_sequences(store)
+    assert sorted(set(data.groups)) == sorted({r["group"] for r in rows})
+    unsplit = type(data)(data.features, data.targets, data.paths, [""] * len(data), data.labels, data.groups)
+    split = assign_splits(unsplit, val_fraction=0.2, test_fraction=0.2, seed=0)
+    sides = {}
+    for group, side in zip(split.groups, split.splits):
+        sides.setdefault(group, set()).add(side)
+    assert all(len(s) == 1 for s in sides.values())

@@ -1,6 +1,7 @@
 """Features: the extraction loop and the per-video feature store it writes.
 
 Place in the data flow: frames -> backbones -> **features** -> sequences for training.
+``extract`` runs the local engine, or the Ray engine (``extract_ray``; Ray imported only then).
 """
 
 from vidseq.features.extraction import (
@@ -10,6 +11,7 @@ from vidseq.features.extraction import (
     resolve_device,
     store_key,
 )
+from vidseq.features.ray_engine import RayEngineError, extract_ray
 from vidseq.features.store import (
     FeatureStore,
     FeatureStoreError,
@@ -22,11 +24,13 @@ __all__ = [
     "ExtractResult",
     "FeatureStore",
     "FeatureStoreError",
+    "RayEngineError",
     "VideoFeatures",
     "build_backbone",
     "extract",
-    "resolve_device",
+    "extract_ray",
     "key_digest",
+    "resolve_device",
     "store_key",
     "video_id",
 ]

@@ -7,15 +7,20 @@ several videos are packed into one batch. A video is processed in chunks of ``ch
 so decoded frames never pile up, and its features go to a memory-mapped temporary file when
 they are large, so peak memory does not grow with video length. A bad video becomes a manifest
 row with its error; the run goes on.
+
+``config.engine == "ray"`` hands the run to ``ray_engine.extract_ray``, which shares the pieces
+below (``plan_extraction``, ``video_chunks``, ``BatchForward``, ``VideoSink``): one decode, one
+forward and one store writer for both engines.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,16 +89,60 @@ def extract(
     Finished videos are reused unless ``force``; failures are recorded, not raised. Given a
     ``Dataset``, its missing and skipped files get manifest rows too (nothing is lost silently).
     ``reuse_from``: other roots whose store for the same key may already hold a video's entry
-    (it is hard-linked, or copied, instead of extracted again).
+    (it is hard-linked, or copied, instead of extracted again). ``config.engine == "ray"``: the
+    same run on a Ray cluster (``ray_engine.extract_ray``; ``config.ray_address`` picks it).
     """
-    dataset = items if isinstance(items, Dataset) else None
-    items = list(items)
     config = config or ExtractConfig()
+    if config.engine == "ray":
+        # ray is an optional extra: its engine (and ray) are imported only when asked for
+        from vidseq.features.ray_engine import extract_ray
+
+        return extract_ray(items, out=out, backbone=backbone, sampling=sampling, config=config, io=io, force=force,
+                           progress=progress, on_video_done=on_video_done, reuse_from=reuse_from)
     sampling = sampling or SamplingConfig()
     device = resolve_device(config.device)
     model = backbone if isinstance(backbone, Backbone) else build_backbone(backbone or BackboneConfig(), device)
-    recipe = _recipe(backbone, sampling, io)
-    store = FeatureStore.open(out, store_key(model.spec, sampling), name=model.spec.name, recipe=recipe)
+    plan = plan_extraction(items, out=out, spec=model.spec, sampling=sampling, recipe=recipe_of(backbone, sampling, io),
+                           force=force, reuse_from=reuse_from)
+    sink = VideoSink(plan, model.spec.feature_dim, on_video_done=on_video_done)
+    start = time.perf_counter()
+    runner = _Runner(model, config, device, sink)
+    loader = _loader(plan.todo, model.spec, sampling, config, (io or IOConfig()).backend, device)
+    with _progress_bar(len(plan.todo), progress) as bar:
+        sink.bar = bar
+        for chunk in loader:
+            runner.add(chunk)
+        runner.flush()
+    sink.close()
+    return plan.finish(time.perf_counter() - start)
+
+
+# -- what both engines share: the plan, decoding, the forward, the sink --------------------
+
+
+@dataclass
+class ExtractionPlan:
+    """The store of a run, its manifest rows (by path), the videos still to do, and the result so far."""
+
+    store: FeatureStore
+    rows: dict[str, dict[str, Any]]
+    todo: list[VideoItem]
+    result: ExtractResult
+
+    def finish(self, seconds: float) -> ExtractResult:
+        """Record the run's time and write the manifest: the end of a run of either engine."""
+        self.result.seconds = seconds
+        self.store.write_manifest(self.rows.values())
+        return self.result
+
+
+def plan_extraction(items: list[VideoItem] | Dataset, *, out: str | Path, spec: BackboneSpec,
+                    sampling: SamplingConfig, recipe: dict[str, Any], force: bool = False,
+                    reuse_from: list[str | Path] | tuple[str | Path, ...] = ()) -> ExtractionPlan:
+    """Open the store for ``spec`` + ``sampling``, give every video a manifest row, skip done ones."""
+    dataset = items if isinstance(items, Dataset) else None
+    items = list(items)
+    store = FeatureStore.open(out, store_key(spec, sampling), name=spec.name, recipe=recipe)
     store.remove_stale_temporaries()
     # The manifest covers every video this store has seen: rows of earlier runs are kept.
     rows = {row["path"]: row for row in store.read_manifest()}
@@ -102,21 +151,10 @@ def extract(
     if dataset is not None and dataset.labels:
         store.add_labels(dataset.labels)
     todo = [item for item in items if force or not _reuse(store, item, rows, reuse_from)]
-    result = ExtractResult(store, reused=len(items) - len(todo))
-    start = time.perf_counter()
-    runner = _Runner(model, store, config, device, rows, result, on_video_done, todo)
-    loader = _loader(todo, model.spec, sampling, config, (io or IOConfig()).backend, device)
-    with _progress_bar(len(todo), progress) as bar:
-        runner.bar = bar
-        for chunk in loader:
-            runner.add(chunk)
-        runner.flush()
-    result.seconds = time.perf_counter() - start
-    store.write_manifest(rows.values())
-    return result
+    return ExtractionPlan(store, rows, todo, ExtractResult(store, reused=len(items) - len(todo)))
 
 
-def _recipe(backbone: BackboneConfig | Backbone | None, sampling: SamplingConfig, io: IOConfig | None) -> dict:
+def recipe_of(backbone: BackboneConfig | Backbone | None, sampling: SamplingConfig, io: IOConfig | None) -> dict:
     """The config sections that redo this extraction on new videos (none for a prebuilt model)."""
     if isinstance(backbone, Backbone):
         return {}
@@ -148,7 +186,7 @@ def _note_rows(dataset: Dataset | None) -> list[dict[str, Any]]:
 
 
 def _row(item: VideoItem) -> dict[str, Any]:
-    return {"path": str(item.path), "label": item.label, "split": item.split, "status": "pending"}
+    return {"path": str(item.path), "label": item.label, "split": item.split, "group": item.group, "status": "pending"}
 
 
 def _reuse(store: FeatureStore, item: VideoItem, rows: dict[str, dict], reuse_from=()) -> bool:
@@ -163,8 +201,29 @@ def _reuse(store: FeatureStore, item: VideoItem, rows: dict[str, dict], reuse_fr
 # -- decode workers ------------------------------------------------------------------------
 
 
+def video_chunks(job: int, path: str, *, spec: BackboneSpec, sampling: SamplingConfig, backend: str,
+                 chunk: int) -> Iterator[dict[str, Any]]:
+    """One video's sampled frames fitted to the backbone, ``uint8 (n, S, S, 3)`` per chunk, or one error.
+
+    Chunks: ``{"job", "start", "total", "indices", "fps", "frames", "error": ""}``; a failure (at
+    open or mid-video) ends the video with ``{"job", "error"}``. The reader is opened here, in the
+    process that runs this (a DataLoader worker, a Ray task), never before a fork.
+    """
+    try:
+        with open_video(path, backend=backend) as reader:
+            info = reader.info
+            indices = indices_from_config(info.num_frames, info.fps, sampling)
+            for start in range(0, len(indices), chunk):
+                part = indices[start : start + chunk]
+                frames = fit_frames(reader.read(part, size=_decode_size(info, spec)), spec)
+                yield {"job": job, "start": start, "total": len(indices), "indices": part,
+                       "fps": info.fps, "frames": frames, "error": ""}
+    except Exception as exc:  # noqa: BLE001 - any failure of one video is that video's row
+        yield {"job": job, "error": _describe_error(exc)}
+
+
 class _VideoChunks(IterableDataset):
-    """Yields, per video, chunks of fitted frames ``uint8 (n, S, S, 3)``, or one error."""
+    """The local engine's decode workers: ``video_chunks`` of their share of the videos, as tensors."""
 
     def __init__(self, jobs, spec: BackboneSpec, sampling: SamplingConfig, backend: str, chunk: int):
         self.jobs, self.spec, self.sampling, self.backend, self.chunk = jobs, spec, sampling, backend, chunk
@@ -174,20 +233,11 @@ class _VideoChunks(IterableDataset):
         torch.set_num_threads(1)
         jobs = self.jobs if worker is None else self.jobs[worker.id :: worker.num_workers]
         for job, path in jobs:
-            yield from self._video(job, path)
-
-    def _video(self, job: int, path: str) -> Iterator[dict[str, Any]]:
-        try:
-            with open_video(path, backend=self.backend) as reader:  # opened here, in the worker
-                info = reader.info
-                indices = indices_from_config(info.num_frames, info.fps, self.sampling)
-                for start in range(0, len(indices), self.chunk):
-                    part = indices[start : start + self.chunk]
-                    frames = fit_frames(reader.read(part, size=_decode_size(info, self.spec)), self.spec)
-                    yield {"job": job, "start": start, "total": len(indices), "indices": part,
-                           "fps": info.fps, "frames": torch.from_numpy(frames), "error": ""}
-        except Exception as exc:  # noqa: BLE001 - any failure of one video is that video's row
-            yield {"job": job, "error": _describe_error(exc)}
+            for part in video_chunks(job, path, spec=self.spec, sampling=self.sampling, backend=self.backend,
+                                     chunk=self.chunk):
+                if not part["error"]:
+                    part["frames"] = torch.from_numpy(part["frames"])
+                yield part
 
 
 def _describe_error(exc: Exception) -> str:
@@ -232,6 +282,27 @@ def _loader(todo, spec, sampling, config: ExtractConfig, backend: str, device) -
 # -- the model side ------------------------------------------------------------------------
 
 
+class BatchForward:
+    """Both engines' forward: ``uint8 (N, S, S, 3)`` frames -> device -> normalised (channels_last,
+    autocast as configured) -> ``(N, D)`` float32."""
+
+    def __init__(self, model: Backbone, config: ExtractConfig, device: torch.device) -> None:
+        self.model, self.device, self.channels_last = model, device, config.channels_last
+        self.autocast = _autocast(config.precision, device)
+        if config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def __call__(self, frames: torch.Tensor) -> np.ndarray:
+        frames = frames.to(self.device, non_blocking=True)
+        x = normalize_frames(frames, self.model.spec)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self.autocast:
+            out = self.model(x)
+        return out.float().cpu().numpy()
+
+
 class _Accumulator:
     """One video's features as they arrive; memory-mapped to a temporary file when large."""
 
@@ -244,9 +315,10 @@ class _Accumulator:
         else:
             self.features = np.empty((total, dim), dtype=np.float32)
 
-    def put(self, start: int, values: np.ndarray) -> bool:
-        """Store features of frames ``start..``; True when the video is complete."""
-        self.features[start : start + len(values)] = values
+    def put(self, positions: slice | np.ndarray, indices: np.ndarray, values: np.ndarray) -> bool:
+        """Store features of the sampled frames at ``positions``; True when the video is complete."""
+        self.features[positions] = values
+        self.indices[positions] = indices
         self.filled += len(values)
         return self.filled >= self.total
 
@@ -256,35 +328,98 @@ class _Accumulator:
             self.tmp.unlink(missing_ok=True)
 
 
-class _Runner:
-    """Packs chunks of several videos into batches, runs the model, scatters features back."""
+class VideoSink:
+    """Assembles each video's features as they come back (any order); writes its entry and row.
 
-    def __init__(self, model, store, config, device, rows, result, on_video_done, todo) -> None:
-        self.model, self.store, self.config, self.device = model, store, config, device
-        self.rows, self.result, self.on_video_done, self.todo = rows, result, on_video_done, todo
-        self.frames: list[torch.Tensor] = []
-        self.segments: list[tuple[int, int, int]] = []
+    Both engines feed it features (``put``) or a video's error (``fail``: later features of it are
+    ignored). It also moves the progress bar and rewrites the manifest every few videos.
+    """
+
+    def __init__(self, plan: ExtractionPlan, feature_dim: int, *,
+                 on_video_done: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.plan, self.dim, self.on_video_done, self.bar = plan, feature_dim, on_video_done, None
         self.videos: dict[int, _Accumulator] = {}
-        self.bar = None
-        self.autocast = _autocast(config.precision, device)
-        if config.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self.closed: set[int] = set()  # finished or failed
 
-    def add(self, chunk: dict[str, Any]) -> None:
-        job = chunk["job"]
-        if chunk["error"]:
-            self._fail(job, chunk["error"])
+    def put(self, job: int, positions: slice | np.ndarray, indices: np.ndarray, features: np.ndarray, *,
+            total: int, fps: float) -> None:
+        """Features of video ``job``'s sampled frames at ``positions`` (its ``total`` frames in all)."""
+        if job in self.closed:
             return
         acc = self.videos.get(job)
         if acc is None:
-            acc = self.videos[job] = _Accumulator(
-                self.store.features_dir, chunk["total"], self.model.spec.feature_dim, chunk["fps"]
-            )
-        count = len(chunk["indices"])
-        acc.indices[chunk["start"] : chunk["start"] + count] = chunk["indices"]
-        self.frames.append(chunk["frames"])
-        self.segments.append((job, chunk["start"], count))
-        if sum(len(f) for f in self.frames) >= self.config.batch_size:
+            acc = self.videos[job] = _Accumulator(self.plan.store.features_dir, total, self.dim, fps)
+        if acc.put(positions, indices, features):
+            self._finish(job)
+
+    def fail(self, job: int, error: str) -> None:
+        """Video ``job`` failed: its manifest row says why; whatever came of it is dropped."""
+        if job in self.closed:
+            return
+        self.closed.add(job)
+        acc = self.videos.pop(job, None)
+        if acc is not None:
+            acc.discard()
+        row = self.plan.rows[str(self.plan.todo[job].path)]
+        row.update(status="failed", error=error, frames=0, file="")
+        self.plan.result.failed.append(row)
+        self._video_done(row)
+
+    def close(self) -> None:
+        """The end of the stream: a video still incomplete failed (not all its features came back)."""
+        for job in list(self.videos):
+            acc = self.videos[job]
+            self.fail(job, f"incomplete: features of {acc.filled} of {acc.total} sampled frames came back")
+
+    def discard(self) -> None:
+        """Drop unfinished videos and their temporary files (a run that stops on an exception)."""
+        for acc in self.videos.values():
+            acc.discard()
+        self.videos.clear()
+
+    def _finish(self, job: int) -> None:
+        self.closed.add(job)
+        acc = self.videos.pop(job)
+        item, store = self.plan.todo[job], self.plan.store
+        timestamps = acc.indices / acc.fps if acc.fps > 0 else np.zeros(acc.total)
+        meta = {"path": str(item.path), "label": item.label, "fps": acc.fps, "vidseq": __version__}
+        try:
+            entry = store.write(item.path, VideoFeatures(acc.features, acc.indices, timestamps, meta))
+        finally:
+            acc.discard()
+        row = self.plan.rows[str(item.path)]
+        row.update(status="done", error="", frames=acc.total, file=entry.relative_to(store.directory))
+        self.plan.result.extracted += 1
+        self.plan.result.frames += acc.total
+        self._video_done(row)
+
+    def _video_done(self, row: dict[str, Any]) -> None:
+        result = self.plan.result
+        if self.bar is not None:
+            elapsed = max(self.bar.format_dict.get("elapsed", 0.0), 1e-9)
+            self.bar.set_postfix_str(f"{result.frames / elapsed:.0f} frames/s, {len(result.failed)} failed")
+            self.bar.update(1)
+        if (result.extracted + len(result.failed)) % _MANIFEST_EVERY == 0:
+            self.plan.store.write_manifest(self.plan.rows.values())
+        if self.on_video_done is not None:
+            self.on_video_done(row)
+
+
+class _Runner:
+    """The local engine's model side: packs chunks of several videos into batches for the sink."""
+
+    def __init__(self, model: Backbone, config: ExtractConfig, device: torch.device, sink: VideoSink) -> None:
+        self.forward, self.sink, self.batch_size = BatchForward(model, config, device), sink, config.batch_size
+        self.frames: list[torch.Tensor] = []
+        self.chunks: list[dict[str, Any]] = []
+
+    def add(self, chunk: dict[str, Any]) -> None:
+        if chunk["error"]:
+            self.sink.fail(chunk["job"], chunk["error"])
+            return
+        self.frames.append(chunk.pop("frames"))
+        self.chunks.append(chunk)
+        if sum(len(f) for f in self.frames) >= self.batch_size:
             self.flush()
 
     def flush(self) -> None:
@@ -292,57 +427,15 @@ class _Runner:
             return
         features = self._forward(torch.cat(self.frames))
         offset = 0
-        for job, start, count in self.segments:
-            acc = self.videos.get(job)
-            if acc is not None and acc.put(start, features[offset : offset + count]):
-                self._finish(job)
+        for chunk in self.chunks:
+            count, start = len(chunk["indices"]), chunk["start"]
+            self.sink.put(chunk["job"], slice(start, start + count), chunk["indices"],
+                          features[offset : offset + count], total=chunk["total"], fps=chunk["fps"])
             offset += count
-        self.frames, self.segments = [], []
+        self.frames, self.chunks = [], []
 
-    @torch.inference_mode()
     def _forward(self, frames: torch.Tensor) -> np.ndarray:
-        frames = frames.to(self.device, non_blocking=True)
-        x = normalize_frames(frames, self.model.spec)
-        if self.config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with self.autocast:
-            out = self.model(x)
-        return out.float().cpu().numpy()
-
-    def _finish(self, job: int) -> None:
-        acc = self.videos.pop(job)
-        item = self.todo[job]
-        timestamps = acc.indices / acc.fps if acc.fps > 0 else np.zeros(acc.total)
-        meta = {"path": str(item.path), "label": item.label, "fps": acc.fps, "vidseq": __version__}
-        try:
-            entry = self.store.write(item.path, VideoFeatures(acc.features, acc.indices, timestamps, meta))
-        finally:
-            acc.discard()
-        row = self.rows[str(item.path)]
-        row.update(status="done", error="", frames=acc.total, file=entry.relative_to(self.store.directory))
-        self.result.extracted += 1
-        self.result.frames += acc.total
-        self._video_done(row)
-
-    def _fail(self, job: int, error: str) -> None:
-        acc = self.videos.pop(job, None)
-        if acc is not None:
-            acc.discard()
-        row = self.rows[str(self.todo[job].path)]
-        row.update(status="failed", error=error, frames=0, file="")
-        self.result.failed.append(row)
-        self._video_done(row)
-
-    def _video_done(self, row: dict[str, Any]) -> None:
-        done = self.result.extracted + len(self.result.failed)
-        if self.bar is not None:
-            elapsed = max(self.bar.format_dict.get("elapsed", 0.0), 1e-9)
-            self.bar.set_postfix_str(f"{self.result.frames / elapsed:.0f} frames/s, {len(self.result.failed)} failed")
-            self.bar.update(1)
-        if done % _MANIFEST_EVERY == 0:
-            self.store.write_manifest(self.rows.values())
-        if self.on_video_done is not None:
-            self.on_video_done(row)
+        return self.forward(frames)
 
 
 def _autocast(precision: str, device: torch.device):

@@ -15,6 +15,7 @@ import pytest
 from vidseq.config import BackboneConfig, ExtractConfig, SamplingConfig, SynthConfig
 from vidseq.datasets import discover_videos, from_folder
 from vidseq.features import FeatureStore, extract
+from vidseq.features import _engine as engine_module
 from vidseq.features import extraction as extract_module
 from vidseq.synth import generate_dataset
 
@@ -170,7 +171,7 @@ def test_long_video_is_chunked_and_spilled_to_disk_with_identical_features(tmp_p
     batches = []
     original = extract_module._Runner._forward
     monkeypatch.setattr(extract_module._Runner, "_forward", lambda self, f: batches.append(len(f)) or original(self, f))
-    monkeypatch.setattr(extract_module, "_IN_MEMORY_LIMIT", 1024)  # force the memmap path
+    monkeypatch.setattr(engine_module, "_IN_MEMORY_LIMIT", 1024)  # force the memmap path
     chunked = extract(discover_videos(video).items, out=tmp_path / "b", backbone=SMALL, sampling=every,
                       config=ExtractConfig(num_workers=0, batch_size=4, chunk_frames=3), progress=False)
     assert max(batches) <= 4 + 3 - 1 and sum(batches) == 12

@@ -8,14 +8,13 @@ so decoded frames never pile up, and its features go to a memory-mapped temporar
 they are large, so peak memory does not grow with video length. A bad video becomes a manifest
 row with its error; the run goes on.
 
-``config.engine == "ray"`` hands the run to ``ray_engine.extract_ray``, which shares the pieces
-below (``plan_extraction``, ``video_chunks``, ``BatchForward``, ``VideoSink``): one decode, one
-forward and one store writer for both engines.
+``config.engine == "ray"`` hands the run to ``ray_engine.extract_ray``. Both engines share
+``plan_extraction`` (here) and ``video_chunks``, ``BatchForward``, ``VideoSink`` (``_engine``):
+one decode, one forward and one store writer.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,16 +25,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from vidseq import __version__
-from vidseq.backbones import Backbone, BackboneSpec, create_backbone, normalize_frames
+from vidseq.backbones import Backbone, BackboneSpec, create_backbone
 from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, SamplingConfig
 from vidseq.datasets import Dataset, VideoItem
-from vidseq.features.store import FeatureStore, VideoFeatures
-from vidseq.io import open_video
-from vidseq.sampling import indices_from_config
+from vidseq.features._engine import BatchForward, VideoSink, _progress_bar, fit_frames, video_chunks
+from vidseq.features.store import FeatureStore
 
-_IN_MEMORY_LIMIT = 64 << 20  # bytes of one video's features kept in RAM before a memmap is used
-_MANIFEST_EVERY = 25  # videos between manifest rewrites (a killed run keeps a recent one)
+__all__ = [
+    "BatchForward", "ExtractResult", "ExtractionPlan", "VideoSink", "build_backbone", "extract", "fit_frames",
+    "plan_extraction", "recipe_of", "resolve_device", "store_key", "video_chunks",
+]  # fmt: skip
+
 FEATURE_KEY_VERSION = 2  # bump when this loop changes which features a config gives (2: opencv upscaling)
 
 
@@ -201,27 +201,6 @@ def _reuse(store: FeatureStore, item: VideoItem, rows: dict[str, dict], reuse_fr
 # -- decode workers ------------------------------------------------------------------------
 
 
-def video_chunks(job: int, path: str, *, spec: BackboneSpec, sampling: SamplingConfig, backend: str,
-                 chunk: int) -> Iterator[dict[str, Any]]:
-    """One video's sampled frames fitted to the backbone, ``uint8 (n, S, S, 3)`` per chunk, or one error.
-
-    Chunks: ``{"job", "start", "total", "indices", "fps", "frames", "error": ""}``; a failure (at
-    open or mid-video) ends the video with ``{"job", "error"}``. The reader is opened here, in the
-    process that runs this (a DataLoader worker, a Ray task), never before a fork.
-    """
-    try:
-        with open_video(path, backend=backend) as reader:
-            info = reader.info
-            indices = indices_from_config(info.num_frames, info.fps, sampling)
-            for start in range(0, len(indices), chunk):
-                part = indices[start : start + chunk]
-                frames = fit_frames(reader.read(part, size=_decode_size(info, spec)), spec)
-                yield {"job": job, "start": start, "total": len(indices), "indices": part,
-                       "fps": info.fps, "frames": frames, "error": ""}
-    except Exception as exc:  # noqa: BLE001 - any failure of one video is that video's row
-        yield {"job": job, "error": _describe_error(exc)}
-
-
 class _VideoChunks(IterableDataset):
     """The local engine's decode workers: ``video_chunks`` of their share of the videos, as tensors."""
 
@@ -240,32 +219,6 @@ class _VideoChunks(IterableDataset):
                 yield part
 
 
-def _describe_error(exc: Exception) -> str:
-    reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-    return reason if hasattr(exc, "reason") else f"{type(exc).__name__}: {reason}"
-
-
-def _decode_size(info, spec: BackboneSpec) -> int | tuple[int, int]:
-    """Decode straight at the size the backbone needs (short side, or letterboxed long side)."""
-    if spec.fit == "crop":
-        return spec.resize
-    scale = spec.input_size / max(info.height, info.width)
-    return max(1, round(info.height * scale)), max(1, round(info.width * scale))
-
-
-def fit_frames(frames: np.ndarray, spec: BackboneSpec) -> np.ndarray:
-    """Centre-crop (or pad with grey, for letterbox) decoded frames to ``S x S``."""
-    size = spec.input_size
-    height, width = frames.shape[1:3]
-    if spec.fit == "crop":
-        top, left = (height - size) // 2, (width - size) // 2
-        return np.ascontiguousarray(frames[:, top : top + size, left : left + size])
-    out = np.full((len(frames), size, size, 3), 114, dtype=np.uint8)
-    top, left = (size - height) // 2, (size - width) // 2
-    out[:, top : top + height, left : left + width] = frames
-    return out
-
-
 def _loader(todo, spec, sampling, config: ExtractConfig, backend: str, device) -> DataLoader:
     jobs = [(i, str(item.path)) for i, item in enumerate(todo)]
     workers = min(config.num_workers, len(jobs))
@@ -277,132 +230,6 @@ def _loader(todo, spec, sampling, config: ExtractConfig, backend: str, device) -
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
-
-
-# -- the model side ------------------------------------------------------------------------
-
-
-class BatchForward:
-    """Both engines' forward: ``uint8 (N, S, S, 3)`` frames -> device -> normalised (channels_last,
-    autocast as configured) -> ``(N, D)`` float32."""
-
-    def __init__(self, model: Backbone, config: ExtractConfig, device: torch.device) -> None:
-        self.model, self.device, self.channels_last = model, device, config.channels_last
-        self.autocast = _autocast(config.precision, device)
-        if config.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-
-    @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor) -> np.ndarray:
-        frames = frames.to(self.device, non_blocking=True)
-        x = normalize_frames(frames, self.model.spec)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with self.autocast:
-            out = self.model(x)
-        return out.float().cpu().numpy()
-
-
-class _Accumulator:
-    """One video's features as they arrive; memory-mapped to a temporary file when large."""
-
-    def __init__(self, directory: Path, total: int, dim: int, fps: float) -> None:
-        self.total, self.fps, self.filled, self.tmp = total, fps, 0, None
-        self.indices = np.zeros(total, dtype=np.int64)
-        if total * dim * 4 > _IN_MEMORY_LIMIT:
-            self.tmp = directory / f".tmp-{os.getpid()}-{id(self)}.npy"
-            self.features = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32, shape=(total, dim))
-        else:
-            self.features = np.empty((total, dim), dtype=np.float32)
-
-    def put(self, positions: slice | np.ndarray, indices: np.ndarray, values: np.ndarray) -> bool:
-        """Store features of the sampled frames at ``positions``; True when the video is complete."""
-        self.features[positions] = values
-        self.indices[positions] = indices
-        self.filled += len(values)
-        return self.filled >= self.total
-
-    def discard(self) -> None:
-        self.features = None
-        if self.tmp is not None:
-            self.tmp.unlink(missing_ok=True)
-
-
-class VideoSink:
-    """Assembles each video's features as they come back (any order); writes its entry and row.
-
-    Both engines feed it features (``put``) or a video's error (``fail``: later features of it are
-    ignored). It also moves the progress bar and rewrites the manifest every few videos.
-    """
-
-    def __init__(self, plan: ExtractionPlan, feature_dim: int, *,
-                 on_video_done: Callable[[dict[str, Any]], None] | None = None) -> None:
-        self.plan, self.dim, self.on_video_done, self.bar = plan, feature_dim, on_video_done, None
-        self.videos: dict[int, _Accumulator] = {}
-        self.closed: set[int] = set()  # finished or failed
-
-    def put(self, job: int, positions: slice | np.ndarray, indices: np.ndarray, features: np.ndarray, *,
-            total: int, fps: float) -> None:
-        """Features of video ``job``'s sampled frames at ``positions`` (its ``total`` frames in all)."""
-        if job in self.closed:
-            return
-        acc = self.videos.get(job)
-        if acc is None:
-            acc = self.videos[job] = _Accumulator(self.plan.store.features_dir, total, self.dim, fps)
-        if acc.put(positions, indices, features):
-            self._finish(job)
-
-    def fail(self, job: int, error: str) -> None:
-        """Video ``job`` failed: its manifest row says why; whatever came of it is dropped."""
-        if job in self.closed:
-            return
-        self.closed.add(job)
-        acc = self.videos.pop(job, None)
-        if acc is not None:
-            acc.discard()
-        row = self.plan.rows[str(self.plan.todo[job].path)]
-        row.update(status="failed", error=error, frames=0, file="")
-        self.plan.result.failed.append(row)
-        self._video_done(row)
-
-    def close(self) -> None:
-        """The end of the stream: a video still incomplete failed (not all its features came back)."""
-        for job in list(self.videos):
-            acc = self.videos[job]
-            self.fail(job, f"incomplete: features of {acc.filled} of {acc.total} sampled frames came back")
-
-    def discard(self) -> None:
-        """Drop unfinished videos and their temporary files (a run that stops on an exception)."""
-        for acc in self.videos.values():
-            acc.discard()
-        self.videos.clear()
-
-    def _finish(self, job: int) -> None:
-        self.closed.add(job)
-        acc = self.videos.pop(job)
-        item, store = self.plan.todo[job], self.plan.store
-        timestamps = acc.indices / acc.fps if acc.fps > 0 else np.zeros(acc.total)
-        meta = {"path": str(item.path), "label": item.label, "fps": acc.fps, "vidseq": __version__}
-        try:
-            entry = store.write(item.path, VideoFeatures(acc.features, acc.indices, timestamps, meta))
-        finally:
-            acc.discard()
-        row = self.plan.rows[str(item.path)]
-        row.update(status="done", error="", frames=acc.total, file=entry.relative_to(store.directory))
-        self.plan.result.extracted += 1
-        self.plan.result.frames += acc.total
-        self._video_done(row)
-
-    def _video_done(self, row: dict[str, Any]) -> None:
-        result = self.plan.result
-        if self.bar is not None:
-            elapsed = max(self.bar.format_dict.get("elapsed", 0.0), 1e-9)
-            self.bar.set_postfix_str(f"{result.frames / elapsed:.0f} frames/s, {len(result.failed)} failed")
-            self.bar.update(1)
-        if (result.extracted + len(result.failed)) % _MANIFEST_EVERY == 0:
-            self.plan.store.write_manifest(self.plan.rows.values())
-        if self.on_video_done is not None:
-            self.on_video_done(row)
 
 
 class _Runner:
@@ -436,20 +263,3 @@ class _Runner:
 
     def _forward(self, frames: torch.Tensor) -> np.ndarray:
         return self.forward(frames)
-
-
-def _autocast(precision: str, device: torch.device):
-    if precision == "auto":
-        if device.type != "cuda":
-            return torch.autocast("cpu", enabled=False)
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def _progress_bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="video", desc="extract", disable=not enabled, dynamic_ncols=True)

@@ -243,3 +243,11 @@ def test_cli_stream_prints_labels_per_window_and_render_keeps_every_frame(motion
     out = vidseq("predict", str(video), str(video.with_name("other.mp4")), "--model", str(motion_model),
                  "--render", str(rendered))
     assert out.returncode == 2 and "--render draws on one video" in out.stderr
+
+
+def test_the_default_window_is_the_training_clips_length(motion_model, tmp_path):
+    # 64 frames at 25 fps sampled at 6.25 frames/s: 16 features spanning 2.56 s.
+    predictor = Predictor.from_checkpoint(motion_model, device="cpu")
+    assert predictor.clip_seconds == pytest.approx(CLIP_FRAMES / FPS, abs=0.01)
+    assert predictor.default_window == pytest.approx(2.56, abs=0.01)
+    assert load_predictor(write_bundle(motion_model, tmp_path / "b"), device="cpu").default_window == predictor.default_window

@@ -356,7 +356,8 @@ def predict(
     ),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Labels (with probabilities) per video."),
     window: Optional[float] = typer.Option(
-        None, help="Seconds per window: label every window of each video and join them into segments."
+        None, help="Seconds per window: label every window of each video and join them into segments "
+        "(--stream/--render default: the training clips' median length)."
     ),
     hop: Optional[float] = typer.Option(None, help="Seconds between windows (default: half a window)."),
     smooth: int = typer.Option(1, min=1, help="--window: average each window's probabilities with its neighbours'."),
@@ -392,10 +393,10 @@ def predict(
     extract_config = ExtractConfig(**{k: v for k, v in options.items() if v is not None})
     predictor = load_predictor(_local_model(model, tracking_uri), device=device, extract_config=extract_config)
     if stream is not None:
-        _predict_stream(predictor, stream, window or 2.0, hop)
+        _predict_stream(predictor, stream, window or predictor.default_window, hop)
         return
     if render is not None:
-        _predict_render(predictor, inputs, render, window or 2.0, hop)
+        _predict_render(predictor, inputs, render, window or predictor.default_window, hop)
         return
     _predict_files(predictor, inputs, out=out, top_k=top_k, window=window, hop=hop, quiet=quiet,
                    smooth=smooth, carry_state=carry_state)

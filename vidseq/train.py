@@ -159,6 +159,7 @@ class _Run:
         self.model_config, self.config, self.setup, self.device = model_config, config, setup, device
         self.epoch, self.best, self.best_epoch, self.bad_epochs = 0, None, 0, 0
         self.history: list[dict[str, float]] = []
+        self.clip_seconds = _clip_seconds(store, data)
 
     def write_config(self, evaluate_config: EvaluateConfig) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -177,7 +178,7 @@ class _Run:
             "splits": dict(zip(self.data.paths, self.data.splits)), "features": str(self.store.directory),
             "feature_key": self.store.key, "extraction": self.store.recipe,
             "config": {"model": self.model_config.model_dump(mode="json"), "train": self.config.model_dump(mode="json")},
-            "vidseq_version": __version__,
+            "clip_seconds": self.clip_seconds, "vidseq_version": __version__,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -315,6 +316,23 @@ def _final_reports(run: _Run, evaluate_config: EvaluateConfig) -> tuple[dict[str
     M.plot_training_curves(run.out / "curves.png", run.history)
     M.write_json(run.out / "history.json", run.history)
     return val, test
+
+
+def _clip_seconds(store: FeatureStore, data: SequenceSet, *, most: int = 200) -> float | None:
+    """The median time span of the training clips (read from up to ``most`` stored entries): the
+    window a model naturally reads, which prediction uses as its default window."""
+    train = {p for p, split in zip(data.paths, data.splits) if split == "train"}
+    rows = [r for r in store.read_manifest() if r["path"] in train and r.get("file")][:most]
+    spans = []
+    for row in rows:
+        try:
+            with np.load(store.directory / row["file"], allow_pickle=False) as entry:
+                times = np.asarray(entry["timestamps"], dtype=np.float64)
+        except (OSError, ValueError, KeyError):
+            continue
+        if len(times) >= 2:
+            spans.append(float(times[-1] - times[0] + np.median(np.diff(times))))
+    return float(np.median(spans)) if spans else None
 
 
 def _features_dir(features: str | Path | None) -> Path:

@@ -82,6 +82,7 @@ class Predictor:
                 "vidseq): pass backbone/sampling explicitly or extract and train again"
             )
         self.labels: list[str] = list(state["labels"])
+        self.clip_seconds: float | None = state.get("clip_seconds")  # median training clip span
         self.backbone_config = BackboneConfig.model_validate(recipe["backbone"])
         self.sampling = SamplingConfig.model_validate(recipe.get("sampling") or {})
         self.io = IOConfig.model_validate(recipe.get("io") or {})
@@ -142,6 +143,11 @@ class Predictor:
         if not sequences:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return predict_proba(self.model, sequences, device=self.device)
+
+    @property
+    def default_window(self) -> float:
+        """Seconds per window when none is asked for: the training clips' median span, else 2."""
+        return round(self.clip_seconds, 3) if self.clip_seconds and self.clip_seconds > 0 else 2.0
 
     def frame_rate(self, window: float) -> float:
         """Frames per second at which a window of ``window`` seconds is sampled: the rate the
@@ -236,7 +242,8 @@ def write_bundle(checkpoint: str | Path, directory: str | Path) -> Path:
         raise PredictError(f"{checkpoint}: no extraction recipe recorded; cannot make a self-contained model")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    slim = {key: state[key] for key in ("model", "labels", "extraction", "config", "vidseq_version") if key in state}
+    keep = ("model", "labels", "extraction", "config", "clip_seconds", "vidseq_version")
+    slim = {key: state[key] for key in keep if key in state}
     torch.save(slim, directory / BUNDLE_CHECKPOINT)  # no optimiser state: a third of the size
     weights_file = None
     weights = recipe["backbone"].get("weights")

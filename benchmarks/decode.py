@@ -87,6 +87,17 @@ def time_backend(path: Path, backend: str, args: argparse.Namespace) -> dict:
     return {"frames": total, "sparse_s": sparse_s, "full_s": full_s, "mad": mad}
 
 
+def long_videos(count: int, minutes: float) -> Path:
+    """``count`` synthetic 640x360 videos of about ``minutes`` each in a new temporary folder
+    (the long-video input of benchmarks/extract.py and benchmarks/ray_extract.py)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="vidseq-long-"))
+    for i in range(count):
+        write_synthetic(folder, minutes + 0.05 * i, 360, 640)
+    return folder
+
+
 def write_synthetic(folder: Path, minutes: float, height: int, width: int, fps: int = 30) -> Path:
     """An H.264 MP4 (x264 veryfast, GOP 250, B-frames): a disc moving over a textured
     background whose noisy strip changes every frame (~1 Mbit/s at 640x360, like real clips)."""

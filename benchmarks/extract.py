@@ -92,12 +92,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.long:
-        from decode import write_synthetic  # benchmarks/decode.py: the same long-video generator
+        from decode import long_videos  # benchmarks/decode.py: the same long-video generator
 
-        folder = Path(tempfile.mkdtemp(prefix="vidseq-long-"))
-        for i in range(args.long):
-            write_synthetic(folder, args.minutes + 0.05 * i, 360, 640)
-        args.videos = folder
+        args.videos = long_videos(args.long, args.minutes)
     items = discover_videos(args.videos).items
     sampling = SamplingConfig(mode="uniform", count=args.count)
     config = ExtractConfig(num_workers=args.workers, batch_size=args.batch_size)

@@ -161,12 +161,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=2.0, help="length of each --long video")
     args = parser.parse_args()
     if args.long:
-        from decode import write_synthetic  # benchmarks/decode.py: the same long-video generator
+        from decode import long_videos  # benchmarks/decode.py: the same long-video generator
 
-        folder = Path(tempfile.mkdtemp(prefix="vidseq-long-"))
-        for i in range(args.long):
-            write_synthetic(folder, args.minutes + 0.05 * i, 360, 640)
-        args.videos = folder
+        args.videos = long_videos(args.long, args.minutes)
     import ray
 
     items = discover_videos(args.videos).items

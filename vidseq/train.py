@@ -37,7 +37,7 @@ from vidseq import metrics as M
 from vidseq.config import EvaluateConfig, ModelConfig, TrainConfig
 from vidseq.errors import VidseqError
 from vidseq.evaluate import _load_checkpoint, evaluate_sequences, write_report
-from vidseq.features import FeatureStore
+from vidseq.features import FeatureStore, resolve_device
 from vidseq.models import build_model, load_model, make_checkpoint, model_options, pad_sequences
 from vidseq.sequences import SequenceSet, assign_splits, augment, length_batches, load_sequences
 
@@ -81,7 +81,7 @@ def train(
     evaluate_config = evaluate_config or EvaluateConfig()
     out = Path(out or config.out)
     store = FeatureStore.load_existing(_features_dir(features or config.features))
-    with distributed.process_group(_device(config.device)) as device:
+    with distributed.process_group(resolve_device(config.device)) as device:
         resuming = _check_out(out, resume=resume, overwrite=overwrite)
         data = assign_splits(load_sequences(store), val_fraction=config.val_fraction,
                              test_fraction=config.test_fraction, seed=config.seed)
@@ -357,12 +357,6 @@ def _check_out(out: Path, *, resume: bool, overwrite: bool) -> bool:
     if exists and not (resume or overwrite):
         raise VidseqError(f"{out} already holds a training run: pass --resume to continue it or --overwrite to start again")
     return resume and exists
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _epoch_bar(total: int, initial: int, enabled: bool):

@@ -48,7 +48,7 @@ def video_chunks(job: int, path: str, *, spec: BackboneSpec, sampling: SamplingC
             indices = indices_from_config(info.num_frames, info.fps, sampling)
             for start in range(0, len(indices), chunk):
                 part = indices[start : start + chunk]
-                frames = fit_frames(reader.read(part, size=_decode_size(info, spec)), spec)
+                frames = fit_frames(reader.read(part, size=decode_size(info.height, info.width, spec)), spec)
                 yield {"job": job, "start": start, "total": len(indices), "indices": part,
                        "fps": info.fps, "frames": frames, "error": ""}
     except Exception as exc:  # noqa: BLE001 - any failure of one video is that video's row
@@ -60,12 +60,13 @@ def _describe_error(exc: Exception) -> str:
     return reason if hasattr(exc, "reason") else f"{type(exc).__name__}: {reason}"
 
 
-def _decode_size(info, spec: BackboneSpec) -> int | tuple[int, int]:
-    """Decode straight at the size the backbone needs (short side, or letterboxed long side)."""
+def decode_size(height: int, width: int, spec: BackboneSpec) -> int | tuple[int, int]:
+    """The size to decode (or resize) a ``height x width`` video at for the backbone: its short
+    side (crop), or the letterboxed ``(h, w)``; a ``vidseq.io`` size argument."""
     if spec.fit == "crop":
         return spec.resize
-    scale = spec.input_size / max(info.height, info.width)
-    return max(1, round(info.height * scale)), max(1, round(info.width * scale))
+    scale = spec.input_size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def fit_frames(frames: np.ndarray, spec: BackboneSpec) -> np.ndarray:

@@ -28,11 +28,18 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from vidseq.backbones import Backbone, BackboneSpec, create_backbone
 from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, SamplingConfig
 from vidseq.datasets import Dataset, VideoItem
-from vidseq.features._engine import BatchForward, VideoSink, _progress_bar, fit_frames, video_chunks
+from vidseq.features._engine import (
+    BatchForward,
+    VideoSink,
+    _progress_bar,
+    decode_size,
+    fit_frames,
+    video_chunks,
+)
 from vidseq.features.store import FeatureStore
 
 __all__ = [
-    "BatchForward", "ExtractResult", "ExtractionPlan", "VideoSink", "build_backbone", "extract", "fit_frames",
+    "BatchForward", "ExtractResult", "ExtractionPlan", "VideoSink", "build_backbone", "decode_size", "extract", "fit_frames",
     "plan_extraction", "recipe_of", "resolve_device", "store_key", "video_chunks",
 ]  # fmt: skip
 

@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from vidseq.io._backends import DEFAULT_BACKENDS, available_backends
-from vidseq.io._base import Size, VideoInfo
+from vidseq.io._base import Size, VideoInfo, output_hw
 from vidseq.io._base import resize as resize_frame
 from vidseq.io._reader import VideoReader
 
@@ -77,6 +77,7 @@ __all__ = [
     "available_backends",
     "iter_frames",
     "open_video",
+    "output_hw",
     "probe",
     "read_frames",
     "resize_frame",

@@ -40,8 +40,8 @@ from vidseq.features import (
     extract,
     resolve_device,
 )
-from vidseq.features.extraction import fit_frames
-from vidseq.io import resize_frame
+from vidseq.features.extraction import decode_size, fit_frames
+from vidseq.io import output_hw, resize_frame
 from vidseq.models import load_model
 
 BUNDLE_FILE = "vidseq.json"
@@ -131,7 +131,8 @@ class Predictor:
         if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
             raise PredictError(f"embed takes uint8 frames (N>=1, H, W, 3), got shape {frames.shape}")
         spec = self.backbone.spec
-        size = _decode_size_for(frames.shape[1], frames.shape[2], spec)
+        height, width = frames.shape[1:3]
+        size = output_hw(decode_size(height, width, spec), height, width)  # as the decoders resize
         resized = np.stack([resize_frame(f, size) for f in frames])
         fitted = fit_frames(resized, spec)
         with torch.inference_mode():
@@ -191,15 +192,6 @@ class Predictor:
         order = np.argsort(-probs)[: max(1, top_k)]
         top = [(self.labels[i], float(probs[i])) for i in order]
         return Prediction(path, top[0][0], top[0][1], [float(p) for p in probs], top, len(features.features), seconds)
-
-
-def _decode_size_for(height: int, width: int, spec) -> tuple[int, int]:
-    """``(h, w)`` to resize a frame to before fitting it to the backbone (as the decoders do)."""
-    if spec.fit == "crop":
-        scale = spec.resize / min(height, width)
-    else:
-        scale = spec.input_size / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def _read(store: FeatureStore, path: str) -> VideoFeatures:

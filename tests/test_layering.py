@@ -25,6 +25,7 @@ LAYERS = {
     "vidseq.synth_camera": 2.5,  # camera renderer: reads sources via io, synth writes its clips
     "vidseq.synth": 3,
     "vidseq.backbones": 4,
+    "vidseq.motion": 4,  # frame pairs -> pooled optical flow (the motion stream), beside the backbones
     "vidseq.features": 5,
     "vidseq.models": 6,
     "vidseq.metrics": 6,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vidseq.errors import ConfigError
 
@@ -133,6 +133,21 @@ class BackboneConfig(_Section):
         return {key: value for key, value in extra.items() if value is not None}
 
 
+STREAMS = ("appearance", "motion")
+
+
+class MotionConfig(_Section):
+    """The optical-flow motion stream (see vidseq.motion), extracted beside the backbone features."""
+
+    enabled: bool = Field(
+        False, description="Extract the motion stream too (pipelines turn it on when train.streams names 'motion')."
+    )
+    method: Literal["dis", "farneback"] = Field("dis", description="OpenCV dense optical flow: dis (fast) or farneback.")
+    size: int = Field(64, ge=16, le=512, description="Frames are resized to size x size grey before the flow.")
+    grid: int = Field(4, ge=1, le=16, description="Flow averaged on a grid x grid layout: 2*grid*grid numbers per frame.")
+    step: int = Field(1, ge=1, description="Flow between sampled frame i and frame i+step of the source video.")
+
+
 class ExtractConfig(_Section):
     """How features are extracted (see vidseq.features)."""
 
@@ -192,8 +207,23 @@ class TrainConfig(_Section):
     val_fraction: float = Field(0.15, ge=0, lt=1, description="Held out for validation where the data has no val split.")
     test_fraction: float = Field(0.15, ge=0, lt=1, description="Held out for test where the data has no splits at all.")
     seed: int = Field(0, description="Seed of initialisation, data order and augmentation.")
+    streams: list[Literal["appearance", "motion"]] = Field(
+        default_factory=lambda: ["appearance"], min_length=1,
+        description="Feature streams: appearance (the backbone), motion (optical flow; needs motion extracted).",
+    )
+    fusion: Literal["late", "early"] = Field(
+        "late", description="Several streams: late (a model per stream, probabilities averaged with a weight "
+        "chosen on val) or early (one model on the concatenated vectors).",
+    )
     device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:N.")
     amp: bool = Field(True, description="Mixed precision on CUDA (ignored on CPU).")
+
+    @field_validator("streams")
+    @classmethod
+    def _distinct(cls, streams: list[str]) -> list[str]:
+        if len(set(streams)) != len(streams):
+            raise ValueError(f"each stream at most once, got {streams}")
+        return streams
 
 
 class EvaluateConfig(_Section):
@@ -221,11 +251,17 @@ class VidseqConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
+
+
+def wants_motion(config: VidseqConfig) -> bool:
+    """Whether extraction must make the motion stream: asked for, or a stream training reads."""
+    return config.motion.enabled or "motion" in config.train.streams
 
 
 def load_config(

@@ -4,7 +4,9 @@ Sits after the backbones in the data flow (videos -> frames -> **features** -> s
 A store is a folder named by a digest of everything that changes the features (backbone spec,
 weights, preprocessing, sampling, decode size), so two configs never mix. Inside it:
 
-    store.json              the key the folder was made for (checked on every open)
+    store.json              the key the folder was made for (checked on every open), the
+                            recipe, the store's stream (appearance or motion) and the
+                            folders of the other streams extracted in the same runs
     manifest.csv            one row per video: path, label, split, status, error, frames, file,
                             group (the video's source; manifests written before it read as "")
     labels.json             the label map (index -> name) of the datasets extracted here
@@ -74,24 +76,29 @@ def video_id(path: str | Path) -> str:
 class FeatureStore:
     """A folder of per-video feature files for one extraction key."""
 
-    def __init__(self, directory: Path, key: dict[str, Any], recipe: dict[str, Any] | None = None) -> None:
+    def __init__(self, directory: Path, key: dict[str, Any], recipe: dict[str, Any] | None = None, *,
+                 stream: str = "appearance", links: dict[str, str] | None = None) -> None:
         self.directory = Path(directory)
         self.key = key
         self.recipe = recipe or {}
+        self.stream = stream  # what its vectors are: "appearance" (a backbone) or "motion" (flow)
+        self.links = dict(links or {})  # stream -> folder name (a sibling) of the same videos
         self.features_dir = self.directory / "features"
 
     @classmethod
     def open(
-        cls, root: str | Path, key: dict[str, Any], *, name: str = "features", recipe: dict[str, Any] | None = None
+        cls, root: str | Path, key: dict[str, Any], *, name: str = "features", recipe: dict[str, Any] | None = None,
+        stream: str = "appearance",
     ) -> "FeatureStore":
         """Open (or create) the store for ``key`` under ``root``; its folder is ``<name>-<digest>``.
 
         ``recipe`` is the config that rebuilds the extraction (backbone, sampling and io
         sections): not part of the key, recorded so a trained model can extract new videos the
         same way (``vidseq.predict``). A store made before recipes were recorded gets one.
+        ``stream`` names what the vectors are (appearance: a backbone's; motion: optical flow).
         """
         directory = Path(root) / f"{_slug(name)}-{key_digest(key)}"
-        store = cls(directory, key, recipe)
+        store = cls(directory, key, recipe, stream=stream)
         store.features_dir.mkdir(parents=True, exist_ok=True)
         key_file = directory / "store.json"
         recorded = json.loads(key_file.read_text()) if key_file.exists() else None
@@ -99,10 +106,33 @@ class FeatureStore:
             if _plain(recorded.get("key")) != _plain(key):
                 raise FeatureStoreError(f"{directory}: made for another config (store.json differs)")
             store.recipe = recorded.get("recipe") or store.recipe
+            store.links = recorded.get("streams") or {}
         if recorded is None or (recipe and not recorded.get("recipe")):
-            text = json.dumps({"key": key, "recipe": store.recipe}, indent=2, sort_keys=True, default=str)
-            atomic_write_text(key_file, text)
+            store._write_record()
         return store
+
+    def _write_record(self) -> None:
+        record = {"key": self.key, "recipe": self.recipe, "stream": self.stream, "streams": self.links}
+        atomic_write_text(self.directory / "store.json", json.dumps(record, indent=2, sort_keys=True, default=str))
+
+    def link_streams(self, stores: Iterable["FeatureStore"]) -> None:
+        """Record the stores of the other streams extracted with this one (siblings under one root)."""
+        links = {**self.links, **{s.stream: s.directory.name for s in stores if s.directory != self.directory}}
+        if links != self.links:
+            self.links = links
+            self._write_record()
+
+    def stream_store(self, stream: str) -> "FeatureStore":
+        """The store of ``stream`` for the same videos: this one, or a linked sibling."""
+        if stream == self.stream:
+            return self
+        name = self.links.get(stream)
+        if not name or not (self.directory.parent / name / "store.json").is_file():
+            hint = " (vidseq extract --motion, or -o motion.enabled=true)" if stream == "motion" else ""
+            raise FeatureStoreError(
+                f"{self.directory}: no {stream} stream was extracted with this store; extract it{hint}"
+            )
+        return FeatureStore.load_existing(self.directory.parent / name)
 
     @classmethod
     def load_existing(cls, directory: str | Path) -> "FeatureStore":
@@ -112,7 +142,8 @@ class FeatureStore:
         if not key_file.is_file():
             raise FeatureStoreError(f"{directory}: not a feature store (no store.json); run `vidseq extract` first")
         recorded = json.loads(key_file.read_text())
-        return cls(directory, recorded["key"], recorded.get("recipe"))
+        return cls(directory, recorded["key"], recorded.get("recipe"), stream=recorded.get("stream") or "appearance",
+                   links=recorded.get("streams"))
 
     def entry_path(self, video: str | Path) -> Path:
         """Where the features of ``video`` live (named by stem for people, by content id for safety)."""

@@ -1,16 +1,17 @@
 """What both extraction engines share: decode one video in chunks, run the backbone on a batch,
 and assemble features into store entries.
 
-Place in the data flow: io + sampling -> **video_chunks** (fitted frames, in a decode worker or a
-Ray task) -> **BatchForward** (the backbone, in this process or a Ray actor) -> **VideoSink**
-(whole videos -> atomic store entries and manifest rows). ``extraction`` (the local engine) and
-``ray_engine`` only schedule these; neither has a copy of its own.
+Place in the data flow: io + sampling -> **video_chunks** (fitted frames, and the motion
+stream's pooled flow, in a decode worker or a Ray task) -> **BatchForward** (the backbone, in
+this process or a Ray actor) -> **VideoSink** (whole videos -> atomic store entries and manifest
+rows; one sink per stream, one ``RunProgress`` over videos for all of them). ``extraction``
+(the local engine) and ``ray_engine`` only schedule these; neither has a copy of its own.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +20,10 @@ import torch
 
 from vidseq import __version__
 from vidseq.backbones import Backbone, BackboneSpec, normalize_frames
-from vidseq.config import ExtractConfig, SamplingConfig
+from vidseq.config import ExtractConfig, MotionConfig, SamplingConfig
 from vidseq.features.store import VideoFeatures
-from vidseq.io import open_video
+from vidseq.io import VideoReader, open_video
+from vidseq.motion import FlowPooler, MotionError, pair_indices
 from vidseq.sampling import indices_from_config
 
 if TYPE_CHECKING:
@@ -35,24 +37,80 @@ _MANIFEST_EVERY = 25  # videos between manifest rewrites (a killed run keeps a r
 
 
 def video_chunks(job: int, path: str, *, spec: BackboneSpec, sampling: SamplingConfig, backend: str,
-                 chunk: int) -> Iterator[dict[str, Any]]:
+                 chunk: int, appearance: bool = True, flow: FlowPooler | None = None) -> Iterator[dict[str, Any]]:
     """One video's sampled frames fitted to the backbone, ``uint8 (n, S, S, 3)`` per chunk, or one error.
 
-    Chunks: ``{"job", "start", "total", "indices", "fps", "frames", "error": ""}``; a failure (at
-    open or mid-video) ends the video with ``{"job", "error"}``. The reader is opened here, in the
-    process that runs this (a DataLoader worker, a Ray task), never before a fork.
+    Chunks: ``{"job", "start", "total", "indices", "fps", "frames", "motion", "motion_error",
+    "error": ""}``; a failure (at open or mid-video) ends the video with ``{"job", "error"}``.
+    ``flow`` (the motion stream wanted): each chunk's frames and their pair partners are read in
+    one ``reader.read``, and ``"motion"`` holds the chunk's pooled flow ``(n, 2*grid*grid)``
+    (else None); a video too short for a pair gives ``"motion_error"`` instead. ``appearance``
+    False (only the motion stream wanted): ``"frames"`` is empty, only the pairs are decoded.
+    The reader is opened here, in the process that runs this (a DataLoader worker, a Ray task),
+    never before a fork.
     """
     try:
         with open_video(path, backend=backend) as reader:
             info = reader.info
             indices = indices_from_config(info.num_frames, info.fps, sampling)
+            size = decode_size(info.height, info.width, spec)
+            pairs, motion_error = _pairs(indices, info.num_frames, flow)
+            base = {"job": job, "total": len(indices), "fps": info.fps, "motion_error": motion_error, "error": ""}
+            if not appearance and pairs is None:  # only motion wanted, and the video cannot give it
+                yield {**base, "start": 0, "indices": indices[:0], "frames": _no_frames(spec), "motion": None}
+                return
             for start in range(0, len(indices), chunk):
-                part = indices[start : start + chunk]
-                frames = fit_frames(reader.read(part, size=decode_size(info.height, info.width, spec)), spec)
-                yield {"job": job, "start": start, "total": len(indices), "indices": part,
-                       "fps": info.fps, "frames": frames, "error": ""}
+                part = slice(start, start + chunk)
+                frames, motion = _read_chunk(reader, indices[part], size=size, spec=spec, appearance=appearance,
+                                             pairs=None if pairs is None else (pairs[0][part], pairs[1][part]),
+                                             flow=flow)
+                yield {**base, "start": start, "indices": indices[part], "frames": frames, "motion": motion}
     except Exception as exc:  # noqa: BLE001 - any failure of one video is that video's row
         yield {"job": job, "error": _describe_error(exc)}
+
+
+def _pairs(indices: np.ndarray, num_frames: int,
+           flow: FlowPooler | None) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+    """The sampled frames' flow pairs, or None with why (no flow wanted: ""; a too short video)."""
+    if flow is None:
+        return None, ""
+    try:
+        return pair_indices(indices, num_frames, flow.config.step), ""
+    except MotionError as exc:
+        return None, str(exc)
+
+
+def _read_chunk(reader: VideoReader, indices: np.ndarray, *, size: int | tuple[int, int], spec: BackboneSpec,
+                appearance: bool, pairs: tuple[np.ndarray, np.ndarray] | None,
+                flow: FlowPooler | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A chunk's fitted sampled frames (empty unless ``appearance``) and its pooled flow (or None).
+
+    With pairs, the sorted union of the sampled frames and their partners is decoded in one read
+    (the partner of frame i is usually i + 1: the decoder just goes on), at the backbone's decode
+    size and fit, so the flow sees the frames the backbone sees.
+    """
+    if pairs is None or flow is None:
+        return fit_frames(reader.read(indices, size=size), spec), None
+    wanted = np.unique(np.concatenate([indices, *pairs] if appearance else pairs))
+    frames = fit_frames(reader.read(wanted, size=size), spec)
+    motion = flow(frames[np.searchsorted(wanted, pairs[0])], frames[np.searchsorted(wanted, pairs[1])])
+    return (frames[np.searchsorted(wanted, indices)] if appearance else _no_frames(spec)), motion
+
+
+def _no_frames(spec: BackboneSpec) -> np.ndarray:
+    return np.zeros((0, spec.input_size, spec.input_size, 3), dtype=np.uint8)
+
+
+_POOLERS: dict[tuple[int, str], FlowPooler] = {}
+
+
+def flow_pooler(config: MotionConfig) -> FlowPooler:
+    """This process's ``FlowPooler`` for ``config``, built on first use (one per decode worker or
+    Ray worker process: OpenCV's flow objects are never shared across a fork)."""
+    key = (os.getpid(), config.model_dump_json())
+    if key not in _POOLERS:
+        _POOLERS[key] = FlowPooler(config)
+    return _POOLERS[key]
 
 
 def _describe_error(exc: Exception) -> str:
@@ -131,18 +189,64 @@ class _Accumulator:
             self.tmp.unlink(missing_ok=True)
 
 
-class VideoSink:
-    """Assembles each video's features as they come back (any order); writes its entry and row.
+class RunProgress:
+    """The run's progress over videos, fed by the sinks of its streams (one each): a video counts,
+    on the bar and for ``on_video_done``, once every stream it needed has its entry or its failure.
 
-    Both engines feed it features (``put``) or a video's error (``fail``: later features of it are
-    ignored). It also moves the progress bar and rewrites the manifest every few videos.
+    ``needs[job]``: how many streams video ``job`` still needs. ``on_video_done`` gets, once per
+    video, the manifest row of the first stream (appearance before motion) the video needed.
     """
 
-    def __init__(self, plan: ExtractionPlan, feature_dim: int, *,
-                 on_video_done: Callable[[dict[str, Any]], None] | None = None) -> None:
-        self.plan, self.dim, self.on_video_done, self.bar = plan, feature_dim, on_video_done, None
+    def __init__(self, needs: list[int], *, on_video_done: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.pending, self.on_video_done, self.bar = list(needs), on_video_done, None
+        self.sinks: list[VideoSink] = []
+        self._rows: dict[int, tuple[int, dict[str, Any]]] = {}
+
+    def register(self, sink: VideoSink) -> int:
+        """Add a stream's sink; its rank (the order streams' rows are preferred in)."""
+        self.sinks.append(sink)
+        return len(self.sinks) - 1
+
+    def video_done(self, job: int, row: dict[str, Any], rank: int) -> None:
+        """Stream ``rank`` is done with video ``job`` (its ``row`` is written or failed)."""
+        if job not in self._rows or rank < self._rows[job][0]:
+            self._rows[job] = (rank, row)
+        self.pending[job] -= 1
+        if self.pending[job] > 0:
+            return
+        first = self._rows.pop(job)[1]
+        if self.bar is not None:
+            results = [sink.plan.result for sink in self.sinks]
+            frames = max(result.frames for result in results)  # every stream has the same frames
+            failed = len({row["path"] for result in results for row in result.failed})
+            elapsed = max(self.bar.format_dict.get("elapsed", 0.0), 1e-9)
+            self.bar.set_postfix_str(f"{frames / elapsed:.0f} frames/s, {failed} failed")
+            self.bar.update(1)
+        if self.on_video_done is not None:
+            self.on_video_done(first)
+
+
+class VideoSink:
+    """Assembles one stream's features of each video as they come back (any order); writes its
+    entry and row.
+
+    Both engines feed it features (``put``) or a video's error (``fail``: later features of it are
+    ignored). ``items``: the videos that job numbers index (default ``plan.todo``); ``jobs``: the
+    ones this stream wants (default all): ``put`` and ``fail`` of any other are ignored, so the
+    engines may hand every stream every video. It reports done videos to ``progress`` (a run's
+    sinks share one) and rewrites the manifest every few videos.
+    """
+
+    def __init__(self, plan: ExtractionPlan, feature_dim: int, *, items: list | None = None,
+                 jobs: Iterable[int] | None = None, progress: RunProgress | None = None) -> None:
+        self.plan, self.dim = plan, feature_dim
+        self.items = plan.todo if items is None else items
+        self.progress = progress or RunProgress([1] * len(self.items))
+        self.rank = self.progress.register(self)
         self.videos: dict[int, _Accumulator] = {}
-        self.closed: set[int] = set()  # finished or failed
+        self.closed: set[int] = set()  # finished, failed, or not this stream's
+        if jobs is not None:
+            self.closed = set(range(len(self.items))) - set(jobs)
 
     def put(self, job: int, positions: slice | np.ndarray, indices: np.ndarray, features: np.ndarray, *,
             total: int, fps: float) -> None:
@@ -163,10 +267,10 @@ class VideoSink:
         acc = self.videos.pop(job, None)
         if acc is not None:
             acc.discard()
-        row = self.plan.rows[str(self.plan.todo[job].path)]
+        row = self.plan.rows[str(self.items[job].path)]
         row.update(status="failed", error=error, frames=0, file="")
         self.plan.result.failed.append(row)
-        self._video_done(row)
+        self._video_done(job, row)
 
     def close(self) -> None:
         """The end of the stream: a video still incomplete failed (not all its features came back)."""
@@ -183,7 +287,7 @@ class VideoSink:
     def _finish(self, job: int) -> None:
         self.closed.add(job)
         acc = self.videos.pop(job)
-        item, store = self.plan.todo[job], self.plan.store
+        item, store = self.items[job], self.plan.store
         timestamps = acc.indices / acc.fps if acc.fps > 0 else np.zeros(acc.total)
         meta = {"path": str(item.path), "label": item.label, "fps": acc.fps, "vidseq": __version__}
         try:
@@ -194,18 +298,25 @@ class VideoSink:
         row.update(status="done", error="", frames=acc.total, file=entry.relative_to(store.directory))
         self.plan.result.extracted += 1
         self.plan.result.frames += acc.total
-        self._video_done(row)
+        self._video_done(job, row)
 
-    def _video_done(self, row: dict[str, Any]) -> None:
+    def _video_done(self, job: int, row: dict[str, Any]) -> None:
         result = self.plan.result
-        if self.bar is not None:
-            elapsed = max(self.bar.format_dict.get("elapsed", 0.0), 1e-9)
-            self.bar.set_postfix_str(f"{result.frames / elapsed:.0f} frames/s, {len(result.failed)} failed")
-            self.bar.update(1)
         if (result.extracted + len(result.failed)) % _MANIFEST_EVERY == 0:
             self.plan.store.write_manifest(self.plan.rows.values())
-        if self.on_video_done is not None:
-            self.on_video_done(row)
+        self.progress.video_done(job, row, self.rank)
+
+
+def put_motion(sink: VideoSink | None, chunk: dict[str, Any]) -> None:
+    """Hand a ``video_chunks`` chunk's motion stream to its sink: its flow, or why there is none."""
+    if sink is None:
+        return
+    if chunk["error"] or chunk["motion_error"]:
+        sink.fail(chunk["job"], chunk["error"] or chunk["motion_error"])
+    elif chunk["motion"] is not None:
+        start, count = chunk["start"], len(chunk["indices"])
+        sink.put(chunk["job"], slice(start, start + count), chunk["indices"], chunk["motion"],
+                 total=chunk["total"], fps=chunk["fps"])
 
 
 def _autocast(precision: str, device: torch.device):

@@ -12,6 +12,12 @@ training. ``vidseq.features.extract`` comes here when ``extract.engine`` is ``ra
       -> iter_batches           on the driver: ``VideoSink`` assembles each video's features and
                                 writes the local engine's store, entries, manifest and labels
 
+With the motion stream (``motion`` enabled) the decode tasks also compute each chunk's pooled
+flow (``video_chunks``, as in the local engine: one decode) and put it in a ``motion`` column
+that passes the actors by; the driver's second ``VideoSink`` writes the motion store. A video
+that needs only its motion entry still sends rows (blank frames the actors do not forward:
+every row has one schema), a video that needs only its features gets no flow computed.
+
 A row per frame, not per chunk: Ray Data then packs frames of several videos into one forward
 (what the local engine's ``_Runner`` does by hand) and the frame column has one fixed shape
 ``uint8 (S, S, 3)``; batches are columnar numpy, so rows cost nothing each. Decoding yields a
@@ -42,20 +48,22 @@ import numpy as np
 import torch
 
 from vidseq.backbones import Backbone, BackboneSpec
-from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, SamplingConfig
+from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
 from vidseq.datasets import Dataset, VideoItem
 from vidseq.errors import VidseqError
+from vidseq.features._engine import flow_pooler
 from vidseq.features.extraction import (
     BatchForward,
     ExtractResult,
     VideoSink,
     _progress_bar,
     build_backbone,
-    plan_extraction,
+    plan_run,
     recipe_of,
     resolve_device,
     video_chunks,
 )
+from vidseq.motion import motion_dim
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # vidseq/, shipped to a remote cluster's workers
 
@@ -79,8 +87,9 @@ def extract_ray(
     num_actors: int | None = None,
     on_video_done: Callable[[dict[str, Any]], None] | None = None,
     reuse_from: list[str | Path] | tuple[str | Path, ...] = (),
+    motion: MotionConfig | None = None,
 ) -> ExtractResult:
-    """``vidseq.features.extract`` on Ray: the same store, entries and manifest, done by a Ray Data pipeline.
+    """``vidseq.features.extract`` on Ray: the same stores, entries and manifests, done by a Ray Data pipeline.
 
     ``address`` (default ``config.ray_address``): the cluster to join (``ray://head:10001``,
     ``host:6379`` or ``auto``); none starts a local Ray with ``num_cpus`` (default: all cores)
@@ -88,6 +97,7 @@ def extract_ray(
     ``num_actors``: backbone actors (default: one per GPU of the cluster; without GPUs, one per
     two CPUs). ``backbone`` may be a built model (shipped to the actors) or a config (each actor
     builds it). Videos done in the store are reused unless ``force``; failures are manifest rows.
+    ``motion`` (when enabled): the motion stream too, as ``extract`` makes it.
     """
     ray = _import_ray()
     config = config or ExtractConfig(engine="ray")
@@ -98,43 +108,46 @@ def extract_ray(
     else:
         source = backbone or BackboneConfig()
         spec = build_backbone(source, torch.device("cpu")).spec  # the key needs the spec (weights hash)
-    plan = plan_extraction(items, out=out, spec=spec, sampling=sampling, recipe=recipe_of(backbone, sampling, io),
-                           force=force, reuse_from=reuse_from)
-    sink = VideoSink(plan, spec.feature_dim, on_video_done=on_video_done)
-    if not plan.todo:
-        return plan.finish(0.0)  # nothing to do: no cluster started
+    run = plan_run(items, out=out, spec=spec, sampling=sampling, recipe=recipe_of(backbone, sampling, io),
+                   motion=motion, force=force, reuse_from=reuse_from, on_video_done=on_video_done)
+    if not run.todo:
+        return run.finish(0.0)  # nothing to do: no cluster started
     with _ray_session(ray, address or config.ray_address, num_cpus), _quiet_ray_data(ray):
-        dataset = _pipeline(ray, plan.todo, spec=spec, source=source, sampling=sampling, config=config,
-                            backend=io.backend, num_actors=num_actors)
+        dataset = _pipeline(ray, run.jobs(), spec=spec, source=source, sampling=sampling, config=config,
+                            backend=io.backend, num_actors=num_actors, motion=run.motion_config)
         start = time.perf_counter()
         try:
-            with _progress_bar(len(plan.todo), progress) as bar:
-                sink.bar = bar
+            with _progress_bar(len(run.todo), progress) as bar:
+                run.progress.bar = bar
                 for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                    _deliver(sink, batch)
-            sink.close()
+                    _deliver(run.sink, batch, run.motion_sink)
+            run.close()
         finally:
-            sink.discard()  # temporaries of unfinished videos, if the run stopped on an exception
+            run.discard()  # temporaries of unfinished videos, if the run stopped on an exception
         seconds = time.perf_counter() - start
-    return plan.finish(seconds)
+    return run.finish(seconds)
 
 
 # -- the pipeline --------------------------------------------------------------------------
 
 
-def _pipeline(ray, todo: list[VideoItem], *, spec: BackboneSpec, source: BackboneConfig | Backbone,
-              sampling: SamplingConfig, config: ExtractConfig, backend: str, num_actors: int | None):
-    """videos -> frames (CPU tasks) -> features (actor pool): a lazy Ray Dataset of feature rows."""
+def _pipeline(ray, jobs: list[tuple[int, str, bool, bool]], *, spec: BackboneSpec, source: BackboneConfig | Backbone,
+              sampling: SamplingConfig, config: ExtractConfig, backend: str, num_actors: int | None,
+              motion: MotionConfig | None = None):
+    """videos (``ExtractionRun.jobs()``) -> frames and flow (CPU tasks) -> features (actor pool):
+    a lazy Ray Dataset of feature rows."""
     actors, resources, threads = _actor_plan(ray.cluster_resources(), config=config, num_actors=num_actors)
-    actors = min(actors, len(todo))  # one video is one decode task: a second actor would idle
-    rows = [{"job": job, "path": str(item.path)} for job, item in enumerate(todo)]
+    actors = min(actors, len(jobs))  # one video is one decode task: a second actor would idle
+    rows = [{"job": job, "path": path, "appearance": appearance, "motion": wanted}
+            for job, path, appearance, wanted in jobs]
     videos = ray.data.from_items(rows, override_num_blocks=len(rows))
     # max_calls=0 is Ray's default for tasks (workers are reused without limit); saying it makes
     # the decode op's remote args differ from the actors', so Ray Data never fuses decoding into
     # the actors (fused, every video would be decoded serially inside the backbone actors).
     frames = videos.map_batches(
         _decode, batch_size=1, num_cpus=1, max_calls=0,
-        fn_kwargs={"spec": spec, "sampling": sampling, "backend": backend, "chunk": config.chunk_frames},
+        fn_kwargs={"spec": spec, "sampling": sampling, "backend": backend, "chunk": config.chunk_frames,
+                   "motion": motion},
     )
     return frames.map_batches(
         _BackboneActor, batch_size=config.batch_size, batch_format="numpy",
@@ -169,24 +182,34 @@ def _actor_plan(cluster: dict[str, float], *, config: ExtractConfig,
 
 
 def _decode(batch: dict[str, np.ndarray], *, spec: BackboneSpec, sampling: SamplingConfig, backend: str,
-            chunk: int) -> Iterator[dict[str, np.ndarray]]:
-    """A Ray task: the videos of a batch (one) -> rows of fitted frames, yielded chunk by chunk."""
+            chunk: int, motion: MotionConfig | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """A Ray task: the videos of a batch (one) -> rows of fitted frames (and flow), chunk by chunk."""
     torch.set_num_threads(1)
-    for job, path in zip(batch["job"], batch["path"]):
-        for part in video_chunks(int(job), str(path), spec=spec, sampling=sampling, backend=backend, chunk=chunk):
-            yield _frame_rows(part, spec.input_size)
+    flow = flow_pooler(motion) if motion is not None else None  # one per worker process, reused by its tasks
+    dim = motion_dim(motion) if motion is not None else None
+    for job, path, appearance, wanted in zip(batch["job"], batch["path"], batch["appearance"], batch["motion"]):
+        for part in video_chunks(int(job), str(path), spec=spec, sampling=sampling, backend=backend, chunk=chunk,
+                                 appearance=bool(appearance), flow=flow if wanted else None):
+            yield _frame_rows(part, spec.input_size, motion_dim=dim)
 
 
-def _frame_rows(part: dict[str, Any], size: int) -> dict[str, np.ndarray]:
-    """One row per frame of a chunk; an error is one row with a blank frame (every row one schema)."""
-    if part["error"]:
+def _frame_rows(part: dict[str, Any], size: int, *, motion_dim: int | None = None) -> dict[str, np.ndarray]:
+    """One row per frame of a chunk; an error (or a chunk without frames: the motion stream's
+    error of a video that needs nothing else) is one row with a blank frame (every row one schema).
+
+    ``motion_dim`` (the run makes the motion stream): ``motion``, ``motion_error`` and ``forward``
+    (False: a blank frame of a video whose features are done) columns too.
+    """
+    blank = bool(part["error"]) or not len(part["indices"])
+    if blank:
         frames, positions = np.zeros((1, size, size, 3), np.uint8), np.array([-1])
         indices, total, fps = positions, 0, 0.0
     else:
-        frames, indices, total, fps = part["frames"], part["indices"], part["total"], part["fps"]
-        positions = part["start"] + np.arange(len(frames))
+        indices, total, fps = part["indices"], part["total"], part["fps"]
+        positions = part["start"] + np.arange(len(indices))
+        frames = part["frames"] if len(part["frames"]) else np.zeros((len(indices), size, size, 3), np.uint8)
     count = len(frames)
-    return {
+    rows = {
         "job": np.full(count, part["job"], dtype=np.int64),
         "pos": positions.astype(np.int64),
         "index": np.asarray(indices, dtype=np.int64),
@@ -195,6 +218,12 @@ def _frame_rows(part: dict[str, Any], size: int) -> dict[str, np.ndarray]:
         "error": np.full(count, part["error"]),
         "frames": frames,
     }
+    if motion_dim is not None:
+        motion = None if part["error"] else part["motion"]
+        rows["motion"] = motion if motion is not None and not blank else np.zeros((count, motion_dim), np.float32)
+        rows["motion_error"] = np.full(count, part.get("motion_error", ""))
+        rows["forward"] = np.full(count, not blank and bool(len(part["frames"])))
+    return rows
 
 
 class _BackboneActor:
@@ -210,6 +239,8 @@ class _BackboneActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         good = batch["error"] == ""
+        if "forward" in batch:
+            good &= batch["forward"]  # blank frames of videos that need only their motion entry
         features = np.zeros((len(good), self.dim), dtype=np.float32)
         if good.any():  # boolean indexing copies: a writable array for torch, not the read-only block
             features[good] = self.forward(torch.from_numpy(batch["frames"][good]))
@@ -218,17 +249,36 @@ class _BackboneActor:
         return out
 
 
-def _deliver(sink: VideoSink, batch: dict[str, np.ndarray]) -> None:
-    """Hand a batch of feature rows (frames of any videos, any order) to the sink, video by video."""
+def _deliver(sink: VideoSink, batch: dict[str, np.ndarray], motion_sink: VideoSink | None = None) -> None:
+    """Hand a batch of feature rows (frames of any videos, any order) to the sinks, video by video."""
     for job in np.unique(batch["job"]):
         mine = np.flatnonzero(batch["job"] == job)
         errors = [str(e) for e in batch["error"][mine] if e]
         if errors:
             sink.fail(int(job), errors[0])
+            if motion_sink is not None:
+                motion_sink.fail(int(job), errors[0])
             continue
         first = mine[0]
-        sink.put(int(job), batch["pos"][mine], batch["index"][mine], batch["features"][mine],
-                 total=int(batch["total"][first]), fps=float(batch["fps"][first]))
+        total, fps = int(batch["total"][first]), float(batch["fps"][first])
+        if motion_sink is not None:
+            _deliver_motion(motion_sink, int(job), batch, mine, total=total, fps=fps)
+        if "forward" in batch:
+            mine = mine[batch["forward"][mine]]
+        if len(mine):
+            sink.put(int(job), batch["pos"][mine], batch["index"][mine], batch["features"][mine], total=total, fps=fps)
+
+
+def _deliver_motion(sink: VideoSink, job: int, batch: dict[str, np.ndarray], mine: np.ndarray, *,
+                    total: int, fps: float) -> None:
+    """A video's motion rows of a batch to the motion sink: its flow, or why it has none."""
+    errors = [str(e) for e in batch["motion_error"][mine] if e]
+    if errors:
+        sink.fail(job, errors[0])
+        return
+    mine = mine[batch["pos"][mine] >= 0]
+    if len(mine):
+        sink.put(job, batch["pos"][mine], batch["index"][mine], batch["motion"][mine], total=total, fps=fps)
 
 
 # -- Ray itself ----------------------------------------------------------------------------

@@ -32,6 +32,8 @@ LAYERS = {
     "vidseq.distributed": 6,  # process groups for DDP training (torch only)
     "vidseq.sequences": 7,
     "vidseq.evaluate": 8,
+    "vidseq.fusion": 8.5,  # late fusion: stream weights chosen on val (evaluates the stream models)
+    "vidseq.runs": 8.5,  # the run folder: checkpoint record, reports, atomic writes (evaluates the best model)
     "vidseq.train": 9,  # evaluates the best model at the end
     "vidseq.predict": 10,
     "vidseq.tracking": 11,

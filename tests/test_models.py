@@ -20,7 +20,9 @@ import vidseq.models.recurrent
 from vidseq.errors import ConfigError, VidseqError
 from vidseq.models import (
     MODELS,
+    LateFusion,
     MeanPoolClassifier,
+    Member,
     ModelError,
     RecurrentClassifier,
     TemporalConvClassifier,
@@ -68,8 +70,18 @@ def _config_id(config: tuple[str, dict]) -> str:
 
 def _model(name: str, *, seed: int = 0, **options) -> torch.nn.Module:
     torch.manual_seed(seed)
+    if name == "late_fusion":
+        return _late_fusion(**options)
     options.setdefault("hidden_size", 4)
     return build_model(name, input_dim=DIM, num_classes=CLASSES, **options).eval()
+
+
+def _late_fusion(weights=(0.3, 0.7), **options) -> LateFusion:
+    """A GRU on dims 0..3 ("appearance") and a TCN on dims 4..5 ("motion"), fused."""
+    members = [Member("appearance", "gru", build_model("gru", input_dim=4, num_classes=CLASSES, hidden_size=4,
+                                                       center=True, **options), 0, 4),
+               Member("motion", "tcn", build_model("tcn", input_dim=2, num_classes=CLASSES, hidden_size=4), 4, 6)]
+    return LateFusion(members, list(weights)).eval()
 
 
 def _sequences(lengths=LENGTHS, *, seed: int = 0) -> list[torch.Tensor]:
@@ -304,7 +316,7 @@ def test_model_error_is_a_vidseq_error():
 
 
 def test_table_lists_the_models_and_their_options():
-    assert list_models() == ["gru", "lstm", "meanpool", "tcn"]
+    assert list_models() == ["gru", "late_fusion", "lstm", "meanpool", "tcn"]
     assert set(MODELS) == set(list_models())
     assert "cell" not in model_options("lstm") and "pack" in model_options("gru")
     assert isinstance(_model("gru"), RecurrentClassifier) and _model("gru").hparams["cell"] == "gru"
@@ -315,7 +327,7 @@ def test_table_lists_the_models_and_their_options():
 @pytest.mark.parametrize(
     "name, options, match",
     [
-        ("transformer", {}, "unknown model 'transformer'; valid names: gru, lstm, meanpool, tcn"),
+        ("transformer", {}, "unknown model 'transformer'; valid names: gru, late_fusion, lstm, meanpool, tcn"),
         (
             "lstm",
             {"hiden_size": 8},
@@ -373,8 +385,88 @@ def test_checkpoint_errors():
         ConfigError, match=r"hparams do not fit model 'meanpool': missing \[\], unknown"
     ):
         make_checkpoint("meanpool", _model("lstm"))
-    old = {**good, "hparams": {k: v for k, v in good["hparams"].items() if k != "input_dropout"}}
-    assert load_model(old).hparams["input_dropout"] == 0.0  # a missing option takes its default
+    old = {**good, "hparams": {k: v for k, v in good["hparams"].items() if k not in ("input_dropout", "motion_dims")}}
+    rebuilt = load_model(old)  # options a checkpoint lacks take their defaults
+    assert rebuilt.hparams["input_dropout"] == 0.0 and rebuilt.hparams["motion_dims"] == 0
+
+
+# ------------------------------------------------------------------------ streams: centring, fusion
+
+
+@pytest.mark.parametrize("name", ["gru", "meanpool", "tcn"])
+def test_motion_dims_are_neither_centred_nor_layer_normed(name):
+    """Early fusion: a constant offset on the first 4 dims (the scene) changes nothing for a
+    centring GRU; the last 2 (motion) skip the LayerNorm, so a pan left and a pan down (which a
+    per-frame LayerNorm maps to one vector) stay apart in every model."""
+    options = {"center": True} if name == "gru" else {}
+    model = _model(name, motion_dims=2, **options).eval()
+    seq = _sequences((6,))[0]
+    scene = torch.zeros(DIM)
+    scene[:4] = 3.0
+    left, down = seq.clone(), seq.clone()
+    left[:, 4:] = torch.tensor([-1.0, 0.0])
+    down[:, 4:] = torch.tensor([0.0, 1.0])
+    with torch.no_grad():
+        if name == "gru":
+            torch.testing.assert_close(model(left[None]), model((left + scene)[None]), atol=1e-5, rtol=0)
+        assert not torch.allclose(model(left[None]), model(down[None]), atol=1e-4)
+    assert model.hparams["motion_dims"] == 2
+    with pytest.raises(ConfigError, match="motion_dims must be at most input_dim=6, got 7"):
+        _model(name, motion_dims=7)
+
+
+def test_a_per_frame_layer_norm_cannot_tell_a_pan_left_from_a_pan_down():
+    """Why motion_dims exists: without it the two pans are one input."""
+    model = _model("meanpool").eval()
+    left = torch.tensor([[-1.0, -1.0, -1.0, 0.0, 0.0, 0.0]] * 4)
+    down = torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]] * 4)
+    with torch.no_grad():
+        torch.testing.assert_close(model(left[None]), model(down[None]), atol=1e-5, rtol=0)
+
+
+def test_late_fusion_outputs_the_log_of_the_weighted_mean_of_its_members_probabilities(tmp_path):
+    model = _model("late_fusion", weights=(1.0, 3.0))  # normalised to 0.25, 0.75
+    assert model.hparams["weights"] == [0.25, 0.75] and model.streams == ["appearance", "motion"]
+    padded, lengths = pad_sequences(_sequences())
+    with torch.no_grad():
+        fused = torch.softmax(model(padded, lengths), dim=-1)
+        app = torch.softmax(model.members[0](padded[..., :4], lengths), dim=-1)
+        mot = torch.softmax(model.members[1](padded[..., 4:], lengths), dim=-1)
+        torch.testing.assert_close(fused, 0.25 * app + 0.75 * mot)
+        torch.testing.assert_close(model.member_probabilities(padded, lengths), torch.stack([app, mot]))
+    torch.save(make_checkpoint("late_fusion", model), tmp_path / "fused.pt")
+    checkpoint = torch.load(tmp_path / "fused.pt", weights_only=True)
+    json.dumps(checkpoint["hparams"])  # nested, but plain types only
+    rebuilt = load_model(checkpoint)
+    assert isinstance(rebuilt, LateFusion) and rebuilt.hparams == model.hparams
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(padded, lengths), model(padded, lengths), atol=0, rtol=0)
+
+
+def test_a_member_of_weight_zero_is_not_run():
+    model = _model("late_fusion", weights=(0.0, 1.0))
+    padded, lengths = pad_sequences(_sequences())
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded, lengths), torch.log_softmax(model.members[1](padded[..., 4:], lengths), -1))
+    assert torch.isfinite(model(padded, lengths)).all()
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda m: m.update(weights=[0.5]), "one weight per member, got 1 for 2"),
+        (lambda m: m.update(weights=[-1.0, 1.0]), r"weights must be >= 0 with a positive sum"),
+        (lambda m: m["members"][1].update(dims=[4, 5]), r"member motion: dims \[4, 5\) do not fit its input_dim 2"),
+        (lambda m: m["members"][1].pop("dims"), "members must be dicts of stream, name, hparams, dims"),
+        (lambda m: m.update(input_dim=7), "members read 6 dims into 3 classes, not 7 into 3"),
+    ],
+)
+def test_late_fusion_checkpoint_errors(change, match):
+    checkpoint = make_checkpoint("late_fusion", _model("late_fusion"))
+    hparams = json.loads(json.dumps(checkpoint["hparams"]))
+    change(hparams)
+    with pytest.raises(ConfigError, match=match):
+        load_model({**checkpoint, "hparams": hparams})
 
 
 # ----------------------------------------------------------------------------- the learning check

@@ -32,6 +32,7 @@ class MeanColour:
     """A stand-in for ``Predictor``: 8 frames a window, mean colour features, 'dark'/'light'."""
 
     labels = ("dark", "light")
+    pair_step = None  # reads no motion stream
 
     def __init__(self, seconds_per_frame: float = 0.0) -> None:
         self.embedded, self.seconds_per_frame = 0, seconds_per_frame
@@ -44,9 +45,42 @@ class MeanColour:
         time.sleep(self.seconds_per_frame * len(frames))
         return frames.reshape(len(frames), -1, 3).mean(axis=1).astype(np.float32) / 255
 
+    def vectors(self, frames: np.ndarray, partners: np.ndarray | None = None) -> np.ndarray:
+        return self.embed(frames)
+
     def classify(self, sequences: list[np.ndarray]) -> np.ndarray:
         light = np.array([float(np.clip(seq.mean(), 0, 1)) for seq in sequences])
         return np.stack([1 - light, light], axis=1)
+
+
+class PairedStandIn(MeanColour):
+    """A stand-in for a model that reads the motion stream: records each frame and its partner."""
+
+    pair_step = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pairs: list[tuple[float, float]] = []
+
+    def vectors(self, frames: np.ndarray, partners: np.ndarray | None = None) -> np.ndarray:
+        assert partners is not None and len(partners) == len(frames)
+        first, second = self.embed(frames), self.embed(partners)
+        self.pairs += [(float(a.mean()), float(b.mean())) for a, b in zip(first, second)]
+        return first
+
+
+def test_a_motion_model_gets_each_kept_frame_with_the_frame_pair_step_later(tmp_path):
+    """Frame k of the clip is grey level 4k: every pair must be (4k, 4(k + 2)) / 255."""
+    frames = np.stack([np.full((32, 32, 3), 4 * k, dtype=np.uint8) for k in range(50)])
+    path = tmp_path / "ramp.mp4"
+    write_video(path, frames, fps=25.0)
+    model = PairedStandIn()
+    labels = list(stream_labels(model, str(path), window=0.64, hop=0.32))
+    assert labels and len(model.pairs) >= 8
+    steps = [round((b - a) * 255 / 4) for a, b in model.pairs]
+    assert steps == [2] * len(steps), steps
+    kept = [round(a * 255 / 4) for a, _ in model.pairs]
+    assert kept == sorted(kept) and kept[0] == 0  # every kept frame in order, the first one first
 
 
 @pytest.fixture

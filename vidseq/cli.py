@@ -202,6 +202,11 @@ def extract(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda, cuda:N (extract.device)."),
     engine: Optional[str] = typer.Option(None, help="local or ray (extract.engine; ray needs the ray extra)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join (extract.ray_address); none: a local Ray."),
+    motion: bool = typer.Option(
+        False, "--motion",
+        help="Also extract the optical-flow motion stream, from the same decode, into a second store beside "
+        "the features (motion.enabled; also on when train.streams names motion; settings: -o motion.KEY=VALUE).",
+    ),
     force: bool = typer.Option(False, "--force", help="Re-extract videos that are already done."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -210,26 +215,37 @@ def extract(
     One .npz per video (features (T, D), frame indices, timestamps) and a manifest.csv, in a
     folder keyed by backbone, weights, preprocessing and sampling. Re-running skips finished
     videos. A video that fails is recorded in the manifest and the run goes on; the exit code
-    is 1 when any video failed.
+    is 1 when any video failed (in any stream).
+
+    With --motion, each sampled frame also gets the pooled optical flow to the frame motion.step
+    later (the next one by default; 2*grid*grid numbers: how the picture moves, which a frozen
+    CNN does not see), from the same decode (no second pass over the video), in a linked
+    motion-<method>-<digest> store under the same root, with its own manifest; each stream
+    resumes on its own. A video too short for a frame pair fails in the motion manifest only.
     """
+    from vidseq.config import wants_motion
     from vidseq.datasets import discover_videos
     from vidseq.features import extract as run_extract
 
     flags = {"extract.out": out, "backbone.name": backbone, "extract.batch_size": batch_size,
              "extract.num_workers": workers, "extract.device": device, "extract.engine": engine,
-             "extract.ray_address": ray_address}
+             "extract.ray_address": ray_address, "motion.enabled": True if motion else None}
     cfg = _config(config, [*override, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
     data_options = cfg.data.model_dump(exclude={"source"})
     data_options.pop("format")
     found = discover_videos(source, format=cfg.data.format, **data_options)
+    motion_cfg = cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None
     result = run_extract(
         found, out=cfg.extract.out, backbone=cfg.backbone, sampling=cfg.sampling,
-        config=cfg.extract, io=cfg.io, force=force, progress=not quiet,
+        config=cfg.extract, io=cfg.io, force=force, progress=not quiet, motion=motion_cfg,
     )
     console.print(result.summary(), highlight=False)
     for row in result.failed:
         err_console.print(f"[red]failed:[/] {row['path']}: {row['error']}", highlight=False)
-    if not result.ok:
+    if result.motion is not None:
+        for row in result.motion.failed:
+            err_console.print(f"[red]motion failed:[/] {row['path']}: {row['error']}", highlight=False)
+    if not result.ok or (result.motion is not None and not result.motion.ok):
         raise typer.Exit(1)
 
 
@@ -244,6 +260,10 @@ def train(
     override: list[str] = OVERRIDE_OPTION,
     model: Optional[str] = typer.Option(None, help="lstm, gru, meanpool, tcn (model.name)."),
     epochs: Optional[int] = typer.Option(None, help="Maximum epochs (train.epochs)."),
+    streams: Optional[str] = typer.Option(
+        None, help="Comma-separated feature streams: appearance, motion (train.streams; motion must be extracted)."
+    ),
+    fusion: Optional[str] = typer.Option(None, help="Several streams: late or early (train.fusion)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again in an --out that holds a run."),
     ddp: Optional[int] = typer.Option(
@@ -265,6 +285,10 @@ def train(
     continues where the run stopped. With --track (or --tracking-uri) the run is logged to
     MLflow: epochs, metrics, reports and the model. Under torchrun (or --ddp N) every process
     trains its share and only rank 0 writes checkpoints and logs.
+
+    Two streams (--streams appearance,motion, after `vidseq extract --motion`): --fusion late
+    trains a model per stream in --out/<stream>/ and averages their probabilities with a weight
+    chosen on val (best.pt is the fused model); --fusion early trains one model on both.
     """
     if ddp is not None:
         _relaunch_under_torchrun(ddp)
@@ -273,14 +297,17 @@ def train(
     from vidseq.pipeline.stages import tracked_train
     from vidseq.tracking import flatten, open_tracker, standard_tags, ui_hint
 
-    flags = {"train.features": features, "train.out": out, "model.name": model, "train.epochs": epochs}
+    flags = {"train.features": features, "train.out": out, "model.name": model, "train.epochs": epochs,
+             "train.fusion": fusion, "train.streams": f"[{streams}]" if streams else None}
     cfg = _config(config, [*override, *(f"{k}={v}" for k, v in flags.items() if v is not None)])
     from vidseq.distributed import is_main_process
 
     main_process = is_main_process()
     tracking = (track or tracking_uri is not None) and main_process
     tracker = open_tracker(uri=tracking_uri, experiment=experiment, enabled=tracking)  # checked before work
-    if tracking and (Path(cfg.train.out) / "last.pt").exists() and not (resume or overwrite):
+    from vidseq.runs import holds_run
+
+    if tracking and holds_run(cfg.train.out) and not (resume or overwrite):
         raise VidseqError(f"{cfg.train.out} already holds a training run: pass --resume to continue it "
                           "or --overwrite to start again")
     params = flatten(cfg.model_dump(mode="json", include={"model", "train", "evaluate"}))
@@ -293,6 +320,12 @@ def train(
     if not main_process:
         return
     console.print(f"best epoch {result.best_epoch} of {len(result.history)}; run folder {result.out}")
+    for stream, record in result.extra.get("streams", {}).items():
+        test = f", test accuracy {record['test']['accuracy']:.3f}" if record.get("test") else ""
+        console.print(f"  {stream}: val accuracy {record['val']['accuracy']:.3f}{test}")
+    if (result.extra.get("fusion") or {}).get("weights"):
+        weights = ", ".join(f"{s} {w:.2f}" for s, w in zip(result.extra.get("streams", {}), result.extra["fusion"]["weights"]))
+        console.print(f"  late fusion weights (chosen on val): {weights}")
     if tracking:
         console.print(f"MLflow run {run.run_id}; results: {ui_hint(tracker.uri)}", highlight=False, markup=False)
     console.print("validation:\n" + format_report(result.val), highlight=False)

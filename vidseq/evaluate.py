@@ -18,7 +18,6 @@ from torch import nn
 from vidseq import metrics as M
 from vidseq.config import EvaluateConfig
 from vidseq.errors import VidseqError
-from vidseq.features import FeatureStore
 from vidseq.models import load_model, pad_sequences
 from vidseq.sequences import SequenceSet, length_batches, load_sequences, views
 
@@ -103,18 +102,22 @@ def evaluate(
     out: str | Path | None = None,
     device: str = "cpu",
 ) -> EvalResult:
-    """Evaluate a checkpoint of ``vidseq train`` on a split of its feature store.
+    """Evaluate a checkpoint of ``vidseq train`` on a split of its feature store(s).
 
-    The split assignment recorded at training time is reused, so ``test`` is the same videos.
-    Reports go to ``out`` (default: beside the checkpoint, in ``eval-<split>/``).
+    The streams the checkpoint records (``streams``; one made before streams: appearance) are
+    read from the stores it was trained on, or from ``features`` and its linked streams, and
+    concatenated as in training. The split assignment recorded at training time is reused, so
+    ``test`` is the same videos. Reports go to ``out`` (default: beside the checkpoint, in
+    ``eval-<split>/``).
     """
     config = config or EvaluateConfig()
     state = _load_checkpoint(checkpoint)
-    store = FeatureStore.load_existing(features or state["features"])
-    data = _with_recorded_splits(load_sequences(store), state)
+    streams = list(state.get("streams") or ["appearance"])
+    source = features or state.get("stream_stores") or {streams[0]: state["features"]}
+    data = _with_recorded_splits(load_sequences(source, streams), state)
     subset = data.subset(config.split)
     if len(subset) == 0:
-        raise VidseqError(f"{checkpoint}: the {config.split!r} split has no videos in {store.directory}")
+        raise VidseqError(f"{checkpoint}: the {config.split!r} split has no videos in {source}")
     model = load_model(state["model"]).to(device)
     result = evaluate_sequences(model, subset, device=device, num_views=config.views, view_fraction=config.view_fraction)
     target = Path(out) if out is not None else Path(checkpoint).parent / f"eval-{config.split}"
@@ -144,4 +147,6 @@ def _with_recorded_splits(data: SequenceSet, state: dict[str, Any]) -> SequenceS
         [data.paths[i] for i in keep],
         [recorded.get(data.paths[i], data.splits[i]) for i in keep],
         labels,
+        [data.groups[i] for i in keep] if data.groups else [],
+        list(data.streams),
     )

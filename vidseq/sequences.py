@@ -7,29 +7,38 @@ Randomness comes only from the ``np.random.Generator`` a caller passes (or one s
 
 Splits vidseq makes (``assign_splits``) move whole groups (the manifest's ``group``: videos of
 one source); a video without a group is a group of its own.
+
+Streams: a root may hold one store per stream (``appearance``: a backbone's vectors;
+``motion``: pooled optical flow), linked to each other. ``load_sequences(store, streams)`` reads
+the videos done in every asked stream and puts their vectors side by side per frame, always in
+the canonical order (appearance, then motion): ``SequenceSet.streams`` says which dims are whose.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from vidseq.config import STREAMS
 from vidseq.errors import DatasetError
 from vidseq.features import FeatureStore
 
 SPLITS = ("train", "val", "test")
+StoreLike = FeatureStore | str | Path
 
 
 @dataclass
 class SequenceSet:
     """Labelled feature sequences in memory; ``labels`` is the label map (index -> name).
 
-    ``groups``: each video's source ("" none); empty (the default) means no video has one."""
+    ``groups``: each video's source ("" none); empty (the default) means no video has one.
+    ``streams``: ``(name, dims)`` of each stream in the feature vectors, in their order (empty:
+    not known, e.g. a set built by hand)."""
 
     features: list[np.ndarray]
     targets: np.ndarray
@@ -37,6 +46,7 @@ class SequenceSet:
     splits: list[str]
     labels: list[str]
     groups: list[str] = field(default_factory=list)
+    streams: list[tuple[str, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.features)
@@ -45,38 +55,132 @@ class SequenceSet:
     def feature_dim(self) -> int:
         return int(self.features[0].shape[1])
 
-    def subset(self, split: str) -> "SequenceSet":
+    def subset(self, split: str) -> SequenceSet:
         """The sequences of one split ("all" gives everything)."""
         keep = [i for i, s in enumerate(self.splits) if split == "all" or s == split]
         return SequenceSet(
             [self.features[i] for i in keep], self.targets[keep], [self.paths[i] for i in keep],
             [self.splits[i] for i in keep], self.labels, [self.groups[i] for i in keep] if self.groups else [],
+            list(self.streams),
         )
+
+    def stream_dims(self, stream: str) -> tuple[int, int]:
+        """``(start, stop)`` of ``stream``'s dims in the feature vectors."""
+        start = 0
+        for name, dims in self.streams:
+            if name == stream:
+                return start, start + dims
+            start += dims
+        raise DatasetError(f"no {stream} stream in these sequences (they hold {self.stream_names or 'unnamed vectors'})")
+
+    @property
+    def stream_names(self) -> list[str]:
+        return [name for name, _ in self.streams]
+
+    def stream(self, stream: str) -> SequenceSet:
+        """The same videos with only ``stream``'s dims (one stream's model of a late fusion)."""
+        start, stop = self.stream_dims(stream)
+        return replace(self, features=[f[:, start:stop] for f in self.features],
+                       streams=[(stream, stop - start)])
 
     def counts(self) -> dict[str, int]:
         return {split: self.splits.count(split) for split in SPLITS}
 
 
-def load_sequences(store: FeatureStore | str | Path) -> SequenceSet:
-    """Every labelled, extracted video of a store (manifest status ``done``)."""
-    store = store if isinstance(store, FeatureStore) else FeatureStore.load_existing(store)
-    rows = [r for r in store.read_manifest() if r["status"] == "done"]
+def canonical_streams(streams: Iterable[str]) -> list[str]:
+    """``streams`` in the order their vectors are concatenated (appearance, then motion)."""
+    streams = list(streams)
+    unknown = sorted(set(streams) - set(STREAMS))
+    if unknown:
+        raise DatasetError(f"unknown stream(s) {unknown}; valid streams: {', '.join(STREAMS)}")
+    return [name for name in STREAMS if name in streams]
+
+
+def stream_stores(store: StoreLike | Mapping[str, StoreLike], streams: Iterable[str] | None = None,
+                  ) -> dict[str, FeatureStore]:
+    """The store of each stream, in canonical order.
+
+    ``store``: any stream's store of a root (the others are its linked siblings; a missing link
+    is a FeatureStoreError that says how to extract it), or a mapping ``stream -> store``.
+    ``streams=None``: the store's own stream (a mapping: all of its streams).
+    """
+    if isinstance(store, Mapping):
+        given = {name: _open(s) for name, s in store.items()}
+        names = canonical_streams(given if streams is None else streams)
+        missing = [name for name in names if name not in given]
+        if missing:
+            raise DatasetError(f"no store given for the stream(s) {missing}; given: {sorted(given)}")
+        return {name: given[name] for name in names}
+    store = _open(store)
+    names = canonical_streams([store.stream] if streams is None else streams)
+    return {name: store.stream_store(name) for name in names}
+
+
+def load_sequences(store: StoreLike | Mapping[str, StoreLike], streams: Iterable[str] | None = None) -> SequenceSet:
+    """Every labelled video extracted (manifest status ``done``) in each of ``streams``.
+
+    ``store`` and ``streams`` as in ``stream_stores`` (default: the store's own stream). Labels,
+    splits and groups come from the first stream's manifest; a video missing from another
+    stream is left out (a warning gives the count). Several streams: each frame's vectors are
+    concatenated in canonical order, and a video whose streams sampled other frames is an error.
+    """
+    stores = stream_stores(store, streams)
+    primary = next(iter(stores.values()))
+    rows = [r for r in primary.read_manifest() if r["status"] == "done"]
     unlabelled = [r for r in rows if not r["label"]]
     if unlabelled:
-        warnings.warn(f"{store.directory}: {len(unlabelled)} extracted videos have no label (left out)", stacklevel=2)
+        warnings.warn(f"{primary.directory}: {len(unlabelled)} extracted videos have no label (left out)", stacklevel=2)
     rows = [r for r in rows if r["label"]]
+    entries = _stream_entries(stores, rows)
+    rows = [r for r in rows if r["path"] in entries]
     if not rows:
-        raise DatasetError(f"{store.directory}: no labelled, extracted videos in the manifest")
-    labels = store.labels or sorted({r["label"] for r in rows})
+        raise DatasetError(f"{primary.directory}: no labelled, extracted videos in the manifest")
+    labels = primary.labels or sorted({r["label"] for r in rows})
     unknown = sorted({r["label"] for r in rows} - set(labels))
     labels = labels + unknown
     index = {name: i for i, name in enumerate(labels)}
-    features = [store.read(store.directory / r["file"]).features for r in rows]
+    features, dims = _read_streams(stores, [entries[r["path"]] for r in rows], [r["path"] for r in rows])
     return SequenceSet(
         features, np.array([index[r["label"]] for r in rows], dtype=np.int64),
         [r["path"] for r in rows], [r["split"] or "" for r in rows], labels,
-        [r.get("group") or "" for r in rows],
+        [r.get("group") or "" for r in rows], list(zip(stores, dims)),
     )
+
+
+def _open(store: StoreLike) -> FeatureStore:
+    return store if isinstance(store, FeatureStore) else FeatureStore.load_existing(store)
+
+
+def _stream_entries(stores: dict[str, FeatureStore], rows: list[dict[str, str]]) -> dict[str, list[Path]]:
+    """``path -> [entry file of each stream]`` for the videos of ``rows`` done in every stream;
+    warns with the count of those left out."""
+    entries = {r["path"]: [next(iter(stores.values())).directory / r["file"]] for r in rows}
+    for name, store in list(stores.items())[1:]:
+        done = {r["path"]: store.directory / r["file"] for r in store.read_manifest() if r["status"] == "done"}
+        missing = [path for path in entries if path not in done]
+        if missing:
+            warnings.warn(f"{store.directory}: {len(missing)} of {len(entries)} videos are not done in the {name} "
+                          f"stream (left out); extract them again with the {name} stream", stacklevel=3)
+        entries = {path: files + [done[path]] for path, files in entries.items() if path in done}
+    return entries
+
+
+def _read_streams(stores: dict[str, FeatureStore], entries: list[list[Path]], paths: list[str],
+                  ) -> tuple[list[np.ndarray], list[int]]:
+    """Each video's streams side by side per frame ``(T, D_1 + D_2 ...)``, and each stream's ``D``."""
+    names = list(stores)
+    features, dims = [], None
+    for path, files in zip(paths, entries):
+        items = [FeatureStore.read(file) for file in files]
+        for name, item in zip(names[1:], items[1:]):
+            if not np.array_equal(item.frame_indices, items[0].frame_indices):
+                raise DatasetError(
+                    f"{path}: the {name} stream holds other frames ({len(item.frame_indices)}) than the {names[0]} "
+                    f"stream ({len(items[0].frame_indices)}); extract both streams again in one run (--force)"
+                )
+        dims = dims or [int(item.features.shape[1]) for item in items]
+        features.append(items[0].features if len(items) == 1 else np.concatenate([i.features for i in items], axis=1))
+    return features, dims or []
 
 
 def assign_splits(
@@ -106,7 +210,7 @@ def assign_splits(
     if "val" not in splits and val_fraction > 0:
         train = [unit for unit in units if all(splits[i] == "train" for i in unit)]
         _distribute(train, data.targets, {"test": 0.0, "val": val_fraction}, splits, rng)
-    return SequenceSet(data.features, data.targets, data.paths, splits, data.labels, data.groups)
+    return replace(data, splits=splits)
 
 
 def _group_units(data: SequenceSet) -> list[list[int]]:
@@ -161,7 +265,7 @@ def views(sequence: np.ndarray, count: int, fraction: float) -> list[np.ndarray]
     if count == 1:
         return [sequence]
     length = len(sequence)
-    keep = max(1, int(round(length * fraction)))
+    keep = max(1, round(length * fraction))
     starts = np.linspace(0, length - keep, count).round().astype(int)
     return [sequence[s : s + keep] for s in starts]
 

@@ -17,34 +17,67 @@ are summed over all ranks. Rank 0 alone validates (the result is broadcast, so b
 stopping decide the same everywhere), writes every file and calls ``on_epoch_end``; every rank
 returns the same ``TrainResult``. Checkpoints hold the unwrapped model: they load like a single
 process's, and ``resume=True`` works with any number of processes.
+
+Streams (``config.streams``; see ``vidseq.sequences``): one stream trains as above (motion is
+never centred: a pan is a constant flow vector). ``fusion: early`` trains one model on the
+streams concatenated (only the appearance dims centred). ``fusion: late`` trains a full run per
+stream in ``out/<stream>/`` (one split for all, assigned once), then ``vidseq.fusion`` chooses
+the streams' weights on val and ``out/`` gets the fused ``LateFusion`` as ``best.pt`` with the
+reports of a run. Resuming continues the unfinished stream run; a finished one is not trained
+again; the fusion is redone from the streams' ``best.pt``.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from vidseq import __version__, distributed
-from vidseq import metrics as M
+from vidseq import distributed
 from vidseq.config import EvaluateConfig, ModelConfig, TrainConfig
 from vidseq.errors import VidseqError
-from vidseq.evaluate import _load_checkpoint, evaluate_sequences, write_report
+from vidseq.evaluate import _load_checkpoint, evaluate_sequences
 from vidseq.features import FeatureStore, resolve_device
+from vidseq.fusion import fuse, merge_histories, prefixed
 from vidseq.models import build_model, load_model, make_checkpoint, model_options, pad_sequences
-from vidseq.sequences import SequenceSet, assign_splits, augment, length_batches, load_sequences
+from vidseq.runs import (
+    atomic_save,
+    check_out,
+    exists_on_main,
+    features_dir,
+    run_record,
+    write_config,
+    write_reports,
+)
+from vidseq.sequences import (
+    SequenceSet,
+    assign_splits,
+    augment,
+    length_batches,
+    load_sequences,
+    stream_stores,
+)
+
+_features_dir = features_dir  # the name vidseq.pipeline imports
+
+EpochHook = Callable[[dict[str, float]], None]
 
 
 @dataclass
 class TrainResult:
-    """Where the run is and how it went."""
+    """Where the run is and how it went.
+
+    Late fusion: ``val``/``test`` are the fused model's; ``history`` merges the streams' rows
+    (keys prefixed ``<stream>_``); ``best_epoch`` is the latest of the streams' best epochs;
+    ``extra["streams"]`` holds per stream ``{"val", "test", "best_epoch", "history"}`` and
+    ``extra["fusion"]`` ``{"kind": "late", "weights": [one per stream, in canonical order]}``.
+    """
 
     out: Path
     best_epoch: int
@@ -70,28 +103,87 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-    on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+    on_epoch_end: EpochHook | None = None,
 ) -> TrainResult:
     """Train on the store at ``features`` (or ``config.features``) into ``out`` (or ``config.out``).
 
-    Under torchrun every process calls this: the process group lives for the call (or is the
-    caller's, if one exists); ``progress`` and ``on_epoch_end`` apply on rank 0 only.
+    ``features`` may be any stream's store of the root: the streams of ``config.streams`` are its
+    linked siblings. Under torchrun every process calls this: the process group lives for the
+    call (or is the caller's, if one exists); ``progress`` and ``on_epoch_end`` apply on rank 0
+    only. Late fusion: ``on_epoch_end`` gets each stream run's rows, keys prefixed ``<stream>_``.
     """
     model_config, config = model_config or ModelConfig(), config or TrainConfig()
     evaluate_config = evaluate_config or EvaluateConfig()
     out = Path(out or config.out)
-    store = FeatureStore.load_existing(_features_dir(features or config.features))
+    stores = stream_stores(FeatureStore.load_existing(features_dir(features or config.features)), config.streams)
     with distributed.process_group(resolve_device(config.device)) as device:
-        resuming = _check_out(out, resume=resume, overwrite=overwrite)
-        data = assign_splits(load_sequences(store), val_fraction=config.val_fraction,
+        check_out(out, resume=resume, overwrite=overwrite)
+        data = assign_splits(load_sequences(stores), val_fraction=config.val_fraction,
                              test_fraction=config.test_fraction, seed=config.seed)
-        setup = _setup(model_config, config, data, device)
-        run = _Run(out, store, data, model_config, config, setup, device)
-        if resuming:
-            run.restore(_load_checkpoint(out / "last.pt"))
-        elif distributed.is_main():
-            run.write_config(evaluate_config)
-        return fit(run, evaluate_config, progress=progress, on_epoch_end=on_epoch_end)
+        job = _Job(model_config, config, evaluate_config, device, resume, progress)
+        if len(stores) > 1 and config.fusion == "late":
+            return _train_late(job, out, stores, data, on_epoch_end)
+        return _train_run(job, out, stores, data, on_epoch_end)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every run of one ``train`` call shares."""
+
+    model_config: ModelConfig
+    config: TrainConfig
+    evaluate_config: EvaluateConfig
+    device: torch.device
+    resume: bool
+    progress: bool
+
+
+def _train_run(job: _Job, out: Path, stores: dict[str, FeatureStore], data: SequenceSet,
+               on_epoch_end: EpochHook | None, *, config: TrainConfig | None = None) -> TrainResult:
+    """One ordinary run into ``out``: continued where ``resume`` and ``out/last.pt`` exists."""
+    config = config or job.config
+    setup = _setup(job.model_config, config, data, job.device)
+    run = _Run(out, stores, data, job.model_config, config, setup, job.device)
+    if job.resume and exists_on_main(out / "last.pt"):
+        run.restore(_load_checkpoint(out / "last.pt"))
+    elif distributed.is_main():
+        run.write_config(job.evaluate_config)
+    return fit(run, job.evaluate_config, progress=job.progress, on_epoch_end=on_epoch_end)
+
+
+def _train_late(job: _Job, out: Path, stores: dict[str, FeatureStore], data: SequenceSet,
+                on_epoch_end: EpochHook | None) -> TrainResult:
+    """A run per stream in ``out/<stream>/`` on the same split, then their late fusion in ``out``."""
+    results = {}
+    for stream, store in stores.items():
+        hook = None if on_epoch_end is None else (lambda row, s=stream: on_epoch_end(prefixed(row, s)))
+        config = job.config.model_copy(update={"streams": [stream], "out": str(out / stream)})
+        results[stream] = _train_run(job, out / stream, {stream: store}, data.stream(stream), hook, config=config)
+    histories = {stream: r.history for stream, r in results.items()}
+    fused = _fuse_runs(job, out, stores, data, histories) if distributed.is_main() else None
+    weights, val, test = distributed.broadcast(fused)
+    extra = {"streams": {stream: {"val": r.val, "test": r.test, "best_epoch": r.best_epoch, "history": r.history}
+                         for stream, r in results.items()},
+             "fusion": {"kind": "late", "weights": weights}}
+    return TrainResult(out, max(r.best_epoch for r in results.values()), merge_histories(histories), val, test,
+                       data.labels, all(r.stopped_early for r in results.values()), extra)
+
+
+def _fuse_runs(job: _Job, out: Path, stores: dict[str, FeatureStore], data: SequenceSet,
+               histories: dict[str, list[dict[str, float]]],
+               ) -> tuple[list[float], dict[str, Any], dict[str, Any] | None]:
+    """Fuse the streams' ``best.pt`` into ``out/best.pt`` and write the run's files (rank 0)."""
+    states = {stream: _load_checkpoint(out / stream / "best.pt") for stream in stores}
+    model = fuse(states, data, device=job.device)
+    weights = list(model.hparams["weights"])
+    history = merge_histories(histories)
+    state = {**run_record(stores, data, job.model_config, job.config),
+             "model": make_checkpoint("late_fusion", model), "fusion": {"kind": "late", "weights": weights},
+             "best_epoch": max(int(state["best_epoch"]) for state in states.values()), "history": history}
+    atomic_save(state, out / "best.pt")
+    write_config(out, data, model=job.model_config, train=job.config, evaluate=job.evaluate_config)
+    val, test = write_reports(out, model.to(job.device), data, history, job.evaluate_config, job.device)
+    return weights, val, test
 
 
 @dataclass
@@ -106,7 +198,7 @@ class _Setup:
 
 def _setup(model_config: ModelConfig, config: TrainConfig, data: SequenceSet, device: torch.device) -> _Setup:
     torch.manual_seed(config.seed)
-    options = model_build_options(model_config)
+    options = model_build_options(model_config, streams=data.streams)
     model = build_model(model_config.name, input_dim=data.feature_dim, num_classes=len(data.labels), **options)
     model = distributed.wrap(model.to(device), device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -124,9 +216,16 @@ def _setup(model_config: ModelConfig, config: TrainConfig, data: SequenceSet, de
     return _Setup(model, optimizer, scheduler, loss_fn, scaler, dtype)
 
 
-def model_build_options(model_config: ModelConfig) -> dict[str, Any]:
-    """The options of the ``model`` section that the chosen model takes."""
+def model_build_options(model_config: ModelConfig, *, streams: list[tuple[str, int]] | None = None) -> dict[str, Any]:
+    """The options of the ``model`` section that the chosen model takes.
+
+    ``streams`` (``(name, dims)`` of the input, in order): the motion stream's dims (last) are
+    neither centred nor LayerNorm'd by the model (``motion_dims``; a pan is a constant vector).
+    """
     options = {k: v for k, v in model_config.model_dump().items() if k in model_options(model_config.name)}
+    motion = sum(dims for name, dims in streams or [] if name == "motion")  # last in the canonical order
+    if motion:
+        options["motion_dims"] = motion
     if model_config.name == "tcn" and options.get("pooling") not in ("max", "mean"):
         options.pop("pooling", None)  # 'last'/'attention' are recurrent poolings: the TCN's default
     if model_config.name in ("lstm", "gru") and options.get("pooling") == "max":
@@ -154,18 +253,16 @@ def _class_weights(data: SequenceSet, num_classes: int) -> torch.Tensor:
 class _Run:
     """The state of one training run: what a checkpoint saves and restores."""
 
-    def __init__(self, out, store, data, model_config, config, setup, device) -> None:
-        self.out, self.store, self.data = out, store, data
+    def __init__(self, out: Path, stores: dict[str, FeatureStore], data: SequenceSet, model_config: ModelConfig,
+                 config: TrainConfig, setup: _Setup, device: torch.device) -> None:
+        self.out, self.stores, self.data = out, stores, data
         self.model_config, self.config, self.setup, self.device = model_config, config, setup, device
         self.epoch, self.best, self.best_epoch, self.bad_epochs = 0, None, 0, 0
         self.history: list[dict[str, float]] = []
-        self.clip_seconds = _clip_seconds(store, data)
+        self.record = run_record(stores, data, model_config, config)  # computed once: reads entries
 
     def write_config(self, evaluate_config: EvaluateConfig) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        text = to_yaml_sections(model=self.model_config, train=self.config, evaluate=evaluate_config)
-        _atomic_write(self.out / "config.yaml", text.encode())
-        M.write_json(self.out / "labels.json", self.data.labels)
+        write_config(self.out, self.data, model=self.model_config, train=self.config, evaluate=evaluate_config)
 
     def checkpoint(self) -> dict[str, Any]:
         s = self.setup
@@ -174,11 +271,7 @@ class _Run:
             "optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(),
             "scaler": s.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
             "epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs, "history": self.history, "labels": self.data.labels,
-            "splits": dict(zip(self.data.paths, self.data.splits)), "features": str(self.store.directory),
-            "feature_key": self.store.key, "extraction": self.store.recipe,
-            "config": {"model": self.model_config.model_dump(mode="json"), "train": self.config.model_dump(mode="json")},
-            "clip_seconds": self.clip_seconds, "vidseq_version": __version__,
+            "bad_epochs": self.bad_epochs, "history": self.history, **self.record,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -194,7 +287,7 @@ class _Run:
     def save(self, name: str) -> None:
         """Write a checkpoint (rank 0 only: the others hold the same state)."""
         if distributed.is_main():
-            _atomic_save(self.checkpoint(), self.out / name)
+            atomic_save(self.checkpoint(), self.out / name)
 
 
 def fit(run: _Run, evaluate_config: EvaluateConfig, *, progress: bool = True,
@@ -204,7 +297,8 @@ def fit(run: _Run, evaluate_config: EvaluateConfig, *, progress: bool = True,
     if len(train_set) == 0 or len(val_set) == 0:
         raise VidseqError(f"need videos in both train and val splits, got {run.data.counts()}")
     stopped = run.bad_epochs >= config.patience
-    bar = _epoch_bar(config.epochs, run.epoch, progress and distributed.is_main())
+    desc = "train" if list(run.stores) == ["appearance"] else f"train {'+'.join(run.stores)}"
+    bar = _epoch_bar(config.epochs, run.epoch, progress and distributed.is_main(), desc)
     while run.epoch < config.epochs and not stopped:
         run.epoch += 1
         row = {"epoch": run.epoch, **train_one_epoch(run, train_set)}
@@ -305,87 +399,10 @@ def _finish(run: _Run, evaluate_config: EvaluateConfig, stopped: bool) -> TrainR
 
 def _final_reports(run: _Run, evaluate_config: EvaluateConfig) -> tuple[dict[str, Any], dict[str, Any] | None]:
     best = load_model(_load_checkpoint(run.out / "best.pt")["model"]).to(run.device)
-    val = evaluate_sequences(best, run.data.subset("val"), device=run.device)
-    write_report(val, run.out, prefix="val_")
-    test_set = run.data.subset("test")
-    test = None
-    if len(test_set):
-        test = evaluate_sequences(best, test_set, device=run.device, num_views=evaluate_config.views,
-                                  view_fraction=evaluate_config.view_fraction)
-        write_report(test, run.out, prefix="test_")
-    M.plot_training_curves(run.out / "curves.png", run.history)
-    M.write_json(run.out / "history.json", run.history)
-    return val, test
+    return write_reports(run.out, best, run.data, run.history, evaluate_config, run.device)
 
 
-def _clip_seconds(store: FeatureStore, data: SequenceSet, *, most: int = 200) -> float | None:
-    """The median time span of the training clips (read from up to ``most`` stored entries): the
-    window a model naturally reads, which prediction uses as its default window."""
-    train = {p for p, split in zip(data.paths, data.splits) if split == "train"}
-    rows = [r for r in store.read_manifest() if r["path"] in train and r.get("file")][:most]
-    spans = []
-    for row in rows:
-        try:
-            with np.load(store.directory / row["file"], allow_pickle=False) as entry:
-                times = np.asarray(entry["timestamps"], dtype=np.float64)
-        except (OSError, ValueError, KeyError):
-            continue
-        if len(times) >= 2:
-            spans.append(float(times[-1] - times[0] + np.median(np.diff(times))))
-    return float(np.median(spans)) if spans else None
-
-
-def _features_dir(features: str | Path | None) -> Path:
-    if features is None:
-        raise VidseqError("no feature store given: pass the folder `vidseq extract` wrote (train.features)")
-    path = Path(features)
-    if not (path / "store.json").is_file():
-        stores = sorted(p.parent for p in path.glob("*/store.json"))
-        if len(stores) == 1:
-            return stores[0]
-        hint = f"; it holds {len(stores)} stores, pick one: {', '.join(map(str, stores))}" if stores else ""
-        raise VidseqError(f"{path}: not a feature store{hint}")
-    return path
-
-
-def _check_out(out: Path, *, resume: bool, overwrite: bool) -> bool:
-    """Whether to continue the run in ``out``; refuses to start over one by accident.
-
-    Rank 0 looks and tells the others, so every rank gives the same answer.
-    """
-    exists = distributed.broadcast((out / "last.pt").exists() if distributed.is_main() else None)
-    if exists and not (resume or overwrite):
-        raise VidseqError(f"{out} already holds a training run: pass --resume to continue it or --overwrite to start again")
-    return resume and exists
-
-
-def _epoch_bar(total: int, initial: int, enabled: bool):
+def _epoch_bar(total: int, initial: int, enabled: bool, desc: str = "train"):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="epoch", desc="train", disable=not enabled, dynamic_ncols=True)
-
-
-def to_yaml_sections(**sections: Any) -> str:
-    """The resolved sections a run used, as YAML (recorded beside its checkpoints)."""
-    import yaml
-
-    return yaml.safe_dump({name: cfg.model_dump(mode="json") for name, cfg in sections.items()}, sort_keys=False)
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    return tqdm(total=total, initial=initial, unit="epoch", desc=desc, disable=not enabled, dynamic_ncols=True)

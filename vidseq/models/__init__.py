@@ -11,17 +11,20 @@ a model built by name from ``MODELS`` -> logits for ``vidseq.train`` / ``evaluat
     model = load_model(torch.load(path, weights_only=True))
 
 Models: ``lstm``/``gru`` (``RecurrentClassifier``; ``pack=False`` for the padded fast path,
-``step`` for streaming long videos), and the baselines ``meanpool`` (order-blind bag of frames)
-and ``tcn`` (1-D convolutions over time).
+``step`` for streaming long videos), the baselines ``meanpool`` (order-blind bag of frames)
+and ``tcn`` (1-D convolutions over time), and ``late_fusion`` (``LateFusion``: one trained model
+per feature stream, probabilities averaged with weights; built from trained members, not trained).
 """
 
 from __future__ import annotations
 
 from vidseq.models.base import ModelError
 from vidseq.models.baselines import MeanPoolClassifier, TemporalConvClassifier
+from vidseq.models.fusion import LateFusion, Member
 from vidseq.models.recurrent import RecurrentClassifier
 from vidseq.models.registry import (
     MODELS,
+    build_late_fusion,
     build_model,
     list_models,
     load_model,
@@ -40,10 +43,13 @@ from vidseq.models.sequence import (
 __all__ = [
     "MODELS",
     "AttentionPool",
+    "LateFusion",
     "MeanPoolClassifier",
+    "Member",
     "ModelError",
     "RecurrentClassifier",
     "TemporalConvClassifier",
+    "build_late_fusion",
     "build_model",
     "length_mask",
     "list_models",

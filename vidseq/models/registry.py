@@ -5,6 +5,9 @@ num_classes=C, **options)`` for a ``features (B, T, D) -> logits (B, C)`` module
 ``make_checkpoint(name, model)``; prediction rebuilds it with ``load_model(checkpoint)``. A
 checkpoint holds only plain types and tensors: ``torch.load(path, weights_only=True)`` reads it,
 and no pickled class can break when code moves (mlflow/mlflow#9514).
+
+``late_fusion`` (``LateFusion``) holds other models of the table: its ``members`` option lists
+each one's name, hparams and dims, so its checkpoint is plain types too.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import nn
 
 from vidseq.errors import ConfigError
 from vidseq.models.baselines import MeanPoolClassifier, TemporalConvClassifier
+from vidseq.models.fusion import LateFusion, Member
 from vidseq.models.recurrent import RecurrentClassifier
 
 Builder = Callable[..., nn.Module]
@@ -37,6 +41,31 @@ register_model("lstm", functools.partial(RecurrentClassifier, cell="lstm"))
 register_model("gru", functools.partial(RecurrentClassifier, cell="gru"))
 register_model("meanpool", MeanPoolClassifier)
 register_model("tcn", TemporalConvClassifier)
+
+
+def build_late_fusion(input_dim: int, num_classes: int, *, members: list[dict[str, Any]],
+                      weights: list[float]) -> LateFusion:
+    """A ``LateFusion`` of fresh members from their ``{"stream", "name", "hparams", "dims"}``
+    (the ``members`` of its hparams); the weights come with a checkpoint's state_dict."""
+    built = []
+    for member in members:
+        if not isinstance(member, Mapping) or set(member) != {"stream", "name", "hparams", "dims"}:
+            raise ConfigError(f"late_fusion members must be dicts of stream, name, hparams, dims; got {member!r}")
+        name, hparams = member["name"], dict(member["hparams"])
+        if name == "late_fusion":
+            raise ConfigError("a late_fusion member cannot be a late_fusion itself")
+        dim, classes, options = _split_hparams(name, hparams)
+        start, stop = (int(d) for d in member["dims"])
+        built.append(Member(str(member["stream"]), name, build_model(name, input_dim=dim, num_classes=classes, **options),
+                            start, stop))
+    model = LateFusion(built, weights)
+    if (model.hparams["input_dim"], model.hparams["num_classes"]) != (input_dim, num_classes):
+        raise ConfigError(f"late_fusion members read {model.hparams['input_dim']} dims into "
+                          f"{model.hparams['num_classes']} classes, not {input_dim} into {num_classes}")
+    return model
+
+
+register_model("late_fusion", build_late_fusion)
 
 
 def list_models() -> list[str]:

@@ -23,7 +23,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from vidseq.config import VidseqConfig, apply_override, parse_override, read_yaml, validate_config
+from vidseq.config import (
+    VidseqConfig,
+    apply_override,
+    parse_override,
+    read_yaml,
+    validate_config,
+    wants_motion,
+)
 from vidseq.errors import ConfigError
 
 STAGE_NAMES = ("synth", "extract", "train", "evaluate", "predict")
@@ -149,6 +156,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
         config = validate_config(data, source=f"{path} (stage {entry.name})", origins=origins)
         inputs = [n for n in STAGE_INPUTS[entry.name] if n in names[: names.index(entry.name)]]
         stages.append(Stage(entry.name, config, inputs))
+    _motion_for_training(stages)
     fingerprint_stages(stages, {})
     return Pipeline(
         name=spec.name, path=path, experiment=spec.experiment or f"vidseq-{spec.name}",
@@ -157,13 +165,28 @@ def load_pipeline(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     )
 
 
+def _motion_for_training(stages: list[Stage]) -> None:
+    """An extract stage makes the motion stream when asked to or when a stage trains on it."""
+    if any(wants_motion(stage.config) for stage in stages):
+        for stage in stages:
+            if stage.name == "extract":
+                stage.config.motion.enabled = True
+
+
 def stage_config(stage: Stage) -> dict[str, Any]:
-    """The sections a stage reads, without execution-only options (what its key covers)."""
+    """The sections a stage reads, without execution-only options (what its key covers).
+
+    The motion section counts for extraction only when the motion stream is made (keys of
+    appearance-only extractions stay as they were before the motion stream existed)."""
     dumped = stage.config.model_dump(mode="json")
     out = {}
     for section in STAGE_SECTIONS[stage.name]:
         values = dumped[section]
         out[section] = {k: v for k, v in values.items() if f"{section}.{k}" not in EXECUTION_KEYS}
+    if stage.name == "extract" and stage.config.motion.enabled:
+        from vidseq.motion import MOTION_VERSION
+
+        out["motion"] = {**dumped["motion"], "version": MOTION_VERSION}
     return out
 
 

@@ -9,12 +9,13 @@ tracking is off). Stages know nothing of caching: the runner decides whether one
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from vidseq import metrics as M
-from vidseq.config import VidseqConfig, to_yaml
+from vidseq.config import VidseqConfig, to_yaml, wants_motion
 from vidseq.datasets import Dataset, discover_videos
 from vidseq.distributed import is_main_process
 from vidseq.errors import VidseqError
@@ -91,7 +92,8 @@ def run_extract(ctx: StageContext) -> StageOutcome:
     cfg = ctx.config
     earlier = [d for d in ctx.out.parent.iterdir() if d.is_dir() and d != ctx.out]  # other keys' stores
     result = extract(found, out=ctx.out, backbone=cfg.backbone, sampling=cfg.sampling, config=cfg.extract,
-                     io=cfg.io, force=ctx.force, progress=ctx.progress, reuse_from=[] if ctx.force else earlier)
+                     io=cfg.io, force=ctx.force, progress=ctx.progress, reuse_from=[] if ctx.force else earlier,
+                     motion=cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None)
     done = result.extracted + result.reused
     if done == 0:
         first = result.failed[0]["error"] if result.failed else "no videos found"
@@ -101,11 +103,21 @@ def run_extract(ctx: StageContext) -> StageOutcome:
     metrics = {"videos": float(done), "extracted": float(result.extracted), "reused": float(result.reused),
                "failed": float(len(result.failed)), "frames": float(result.frames),
                "frames_per_s": result.frames / result.seconds if result.seconds else 0.0}
-    return StageOutcome({"store": str(result.store.directory)}, metrics, result.summary())
+    outputs = {"store": str(result.store.directory)}
+    if result.motion is not None:
+        motion = result.motion
+        for name in ("manifest.csv", "store.json"):
+            ctx.run.log_artifact(motion.store.directory / name, artifact_path="motion")
+        metrics.update({"motion_videos": float(motion.extracted + motion.reused),
+                        "motion_failed": float(len(motion.failed))})
+        outputs["motion_store"] = str(motion.store.directory)
+    return StageOutcome(outputs, metrics, result.summary())
 
 
 def run_train(ctx: StageContext) -> StageOutcome:
-    resume = (ctx.out / "last.pt").is_file() and not ctx.force
+    from vidseq.runs import holds_run
+
+    resume = holds_run(ctx.out) and not ctx.force  # late fusion: the streams' own run folders
     _, outcome = tracked_train(ctx.config, features=ctx.output("extract", "store"), out=ctx.out, run=ctx.run,
                                resume=resume, overwrite=ctx.force, progress=ctx.progress, register=ctx.register)
     return outcome
@@ -138,10 +150,13 @@ def tracked_train(config: VidseqConfig, *, features: str | Path | None, out: str
     metrics.update({f"best_val_{k}": v for k, v in M.scalar_metrics(result.val).items()})
     if result.test is not None:
         metrics.update({f"test_{k}": v for k, v in M.scalar_metrics(result.test).items()})
+    metrics.update(_stream_metrics(result.extra))
     run.log_dataset(_training_rows(result.best_checkpoint, store), name="features", source=store, context="training")
     for name in ("config.yaml", "labels.json", "curves.png", "history.json"):
         run.log_artifact(out / name)
     run.log_artifacts(_reports(out), artifact_path="reports")
+    for stream in result.extra.get("streams", {}):  # late fusion: each stream's own run folder
+        run.log_artifacts(_reports(out / stream), artifact_path=f"reports/{stream}")
     bundle = write_bundle(result.best_checkpoint, out / "model")
     model_uri = run.log_model(bundle, labels=result.labels, register=register)
     summary = f"best epoch {result.best_epoch}, val accuracy {result.val['accuracy']:.3f}"
@@ -150,6 +165,22 @@ def tracked_train(config: VidseqConfig, *, features: str | Path | None, out: str
     outcome = StageOutcome({"checkpoint": str(result.best_checkpoint), "model": str(bundle)}, metrics, summary,
                            model_uri)
     return result, outcome
+
+
+def _stream_metrics(extra: dict[str, Any]) -> dict[str, float]:
+    """Late fusion: each stream's best val and test metrics (``motion_test_accuracy``, ...) and
+    the fusion weights (``fusion_weight_motion``), beside the fused model's."""
+    metrics: dict[str, float] = {}
+    for stream, record in extra.get("streams", {}).items():
+        metrics[f"{stream}_best_epoch"] = float(record["best_epoch"])
+        for split, prefix in (("val", "best_val"), ("test", "test")):
+            if record.get(split) is not None:
+                metrics.update({f"{stream}_{prefix}_{k}": v for k, v in M.scalar_metrics(record[split]).items()})
+    fusion = extra.get("fusion") or {}
+    streams = list(extra.get("streams", {}))
+    for stream, weight in zip(streams, fusion.get("weights") or []):
+        metrics[f"fusion_weight_{stream}"] = float(weight)
+    return metrics
 
 
 def _training_rows(checkpoint: Path, store: str) -> list[dict[str, Any]]:

@@ -35,23 +35,23 @@ from vidseq.predict.stream import StreamLabel, stream_labels
 from vidseq.predict.windows import Segment, Timeline, Window, predict_timeline
 
 __all__ = [
+    "BUNDLE_CHECKPOINT",
+    "BUNDLE_FILE",
     "BatchResult",
+    "PredictError",
+    "Prediction",
+    "Predictor",
+    "PyfuncModel",
     "RenderResult",
     "Segment",
     "StreamLabel",
     "Timeline",
     "Window",
+    "load_predictor",
     "predict_batch",
     "predict_timeline",
     "render_video",
     "stream_labels",
-    "BUNDLE_CHECKPOINT",
-    "BUNDLE_FILE",
-    "Prediction",
-    "PredictError",
-    "Predictor",
-    "PyfuncModel",
-    "load_predictor",
     "write_bundle",
 ]
 

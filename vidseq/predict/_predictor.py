@@ -19,16 +19,17 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
 from vidseq import __version__
 from vidseq.backbones import normalize_frames
-from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, SamplingConfig
+from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
 from vidseq.datasets import VideoItem
 from vidseq.errors import VidseqError
 from vidseq.evaluate import _load_checkpoint, predict_proba
@@ -43,6 +44,7 @@ from vidseq.features import (
 from vidseq.features.extraction import decode_size, fit_frames
 from vidseq.io import output_hw, resize_frame
 from vidseq.models import load_model
+from vidseq.motion import FlowPooler
 
 BUNDLE_FILE = "vidseq.json"
 BUNDLE_CHECKPOINT = "checkpoint.pt"
@@ -82,6 +84,8 @@ class Predictor:
                 "vidseq): pass backbone/sampling explicitly or extract and train again"
             )
         self.labels: list[str] = list(state["labels"])
+        self.streams: list[str] = list(state.get("streams") or ["appearance"])  # canonical order
+        self.motion = _motion_config(recipe) if "motion" in self.streams else None
         self.clip_seconds: float | None = state.get("clip_seconds")  # median training clip span
         self.backbone_config = BackboneConfig.model_validate(recipe["backbone"])
         self.sampling = SamplingConfig.model_validate(recipe.get("sampling") or {})
@@ -90,11 +94,12 @@ class Predictor:
         self.device = resolve_device(device)
         self.model = load_model(state["model"]).to(self.device)
         self._backbone = None
+        self._flow = None
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, *, device: str = "auto", backbone: BackboneConfig | None = None,
                         sampling: SamplingConfig | None = None, io: IOConfig | None = None,
-                        extract_config: ExtractConfig | None = None) -> "Predictor":
+                        extract_config: ExtractConfig | None = None) -> Predictor:
         """A predictor from ``best.pt`` of ``vidseq train`` (extraction as recorded, or as given)."""
         state = _load_checkpoint(checkpoint)
         recipe = dict(state.get("extraction") or {})
@@ -104,7 +109,7 @@ class Predictor:
         return cls(state, recipe, device=device, extract_config=extract_config)
 
     @classmethod
-    def from_bundle(cls, directory: str | Path, *, device: str = "auto") -> "Predictor":
+    def from_bundle(cls, directory: str | Path, *, device: str = "auto") -> Predictor:
         """A predictor from a folder written by ``write_bundle`` (an MLflow model's data)."""
         directory = Path(directory)
         meta_file = directory / BUNDLE_FILE
@@ -125,19 +130,40 @@ class Predictor:
         return self._backbone
 
     def embed(self, frames: np.ndarray) -> np.ndarray:
-        """Frames ``uint8 (N, H, W, 3)`` RGB of any size -> features ``(N, D)``, made the way
-        the extraction makes them (short side resized, centre crop or letterbox, normalised)."""
+        """Frames ``uint8 (N, H, W, 3)`` RGB of any size -> backbone features ``(N, D)``, made the
+        way the extraction makes them (short side resized, centre crop or letterbox, normalised)."""
+        with torch.inference_mode():
+            x = normalize_frames(torch.from_numpy(self._fit(frames)).to(self.device), self.backbone.spec)
+            return self.backbone(x).float().cpu().numpy()
+
+    @property
+    def pair_step(self) -> int | None:
+        """Frames between a frame and its partner when the model reads motion, else None."""
+        return self.motion.step if self.motion is not None else None
+
+    def vectors(self, frames: np.ndarray, partners: np.ndarray | None = None) -> np.ndarray:
+        """The per-frame input of the model: every stream it was trained on, concatenated as in
+        training (appearance, then motion). ``partners``: the frames ``pair_step`` frames later
+        (needed when the model reads motion; the flow is computed from each frame to its partner)."""
+        parts = []
+        if "appearance" in self.streams:
+            parts.append(self.embed(frames))
+        if self.motion is not None:
+            if partners is None or len(partners) != len(frames):
+                raise PredictError("this model reads the motion stream: give each frame its partner frame")
+            if self._flow is None:
+                self._flow = FlowPooler(self.motion)
+            parts.append(self._flow(self._fit(frames), self._fit(partners)))
+        return np.concatenate(parts, axis=1)
+
+    def _fit(self, frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
             raise PredictError(f"embed takes uint8 frames (N>=1, H, W, 3), got shape {frames.shape}")
         spec = self.backbone.spec
         height, width = frames.shape[1:3]
         size = output_hw(decode_size(height, width, spec), height, width)  # as the decoders resize
-        resized = np.stack([resize_frame(f, size) for f in frames])
-        fitted = fit_frames(resized, spec)
-        with torch.inference_mode():
-            x = normalize_frames(torch.from_numpy(fitted).to(self.device), spec)
-            return self.backbone(x).float().cpu().numpy()
+        return fit_frames(np.stack([resize_frame(f, size) for f in frames]), spec)
 
     def classify(self, sequences: list[np.ndarray]) -> np.ndarray:
         """Class probabilities ``(N, C)`` of feature sequences (each ``(T, D)``)."""
@@ -180,9 +206,16 @@ class Predictor:
             # Ray builds the backbone in its own actors from the config; locally ours is reused.
             backbone = self.backbone_config if self.extract_config.engine == "ray" else self.backbone
             result = extract(items, out=tmp, backbone=backbone, sampling=sampling or self.sampling,
-                             config=self.extract_config, io=self.io, progress=progress)
-            errors = {row["path"]: row["error"] or "not extracted" for row in result.failed}
-            found = {p: _read(result.store, p) for p in paths if p not in errors}
+                             config=self.extract_config, io=self.io, progress=progress, motion=self.motion)
+            stores = {"appearance": result}
+            if result.motion is not None:
+                stores["motion"] = result.motion
+            errors: dict[str, str] = {}
+            for name in self.streams:
+                for row in stores[name].failed:
+                    errors.setdefault(row["path"], row["error"] or "not extracted")
+            found = {p: _joined([_read(stores[name].store, p) for name in self.streams])
+                     for p in paths if p not in errors}
         return found, errors
 
     def _prediction(self, path: str, probs: np.ndarray | None, features: VideoFeatures | None,
@@ -201,6 +234,22 @@ def _read(store: FeatureStore, path: str) -> VideoFeatures:
         return VideoFeatures(np.array(item.features), np.array(item.frame_indices), np.array(item.timestamps), item.meta)
     except (FeatureStoreError, OSError) as exc:
         raise PredictError(f"{path}: features vanished from the temporary store ({exc})") from None
+
+
+def _joined(parts: list[VideoFeatures]) -> VideoFeatures:
+    """One video's streams side by side per frame (the layout the model was trained on)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    return VideoFeatures(np.concatenate([p.features for p in parts], axis=1), first.frame_indices,
+                         first.timestamps, first.meta)
+
+
+def _motion_config(recipe: dict[str, Any]) -> MotionConfig:
+    if not recipe.get("motion"):
+        raise PredictError("this model reads the motion stream but its checkpoint does not record the flow "
+                           "settings (motion section); train it again with this vidseq")
+    return MotionConfig.model_validate({**recipe["motion"], "enabled": True})
 
 
 def load_predictor(model: str | Path, *, device: str = "auto",
@@ -234,7 +283,7 @@ def write_bundle(checkpoint: str | Path, directory: str | Path) -> Path:
         raise PredictError(f"{checkpoint}: no extraction recipe recorded; cannot make a self-contained model")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    keep = ("model", "labels", "extraction", "config", "clip_seconds", "vidseq_version")
+    keep = ("model", "labels", "extraction", "config", "clip_seconds", "vidseq_version", "streams", "fusion")
     slim = {key: state[key] for key in keep if key in state}
     torch.save(slim, directory / BUNDLE_CHECKPOINT)  # no optimiser state: a third of the size
     weights_file = None

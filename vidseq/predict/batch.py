@@ -19,9 +19,10 @@ import csv
 import io
 import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from vidseq.datasets import discover_videos
 from vidseq.errors import VidseqError
@@ -108,7 +109,7 @@ def predict_batch(predictor: Predictor, inputs: Iterable[str | Path], *, out: st
     return result
 
 
-def _emitter(result: BatchResult, writer: "_Writer | None", on_row):
+def _emitter(result: BatchResult, writer: _Writer | None, on_row):
     def emit(path: str, rows: list[dict[str, Any]]) -> None:
         if writer is not None:
             writer.write(rows)

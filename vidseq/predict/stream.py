@@ -1,7 +1,8 @@
 """Live streams: frames as they arrive -> one feature per sampled frame -> a label per hop.
 
 Place in the data flow: a camera, URL or file read with OpenCV, frame by frame (BGR -> RGB)
--> ``Predictor.embed`` of each *sampled* frame on arrival -> a rolling window of feature
+-> ``Predictor.vectors`` of each *sampled* frame on arrival (a model that reads the motion stream:
+when its partner frame ``step`` frames later arrives) -> a rolling window of feature
 vectors (never frames, so memory is flat however long the stream runs) -> ``Predictor.classify``
 every ``hop`` seconds of stream time -> ``StreamLabel`` rows.
 
@@ -130,17 +131,52 @@ def _labels(
         if not clock.live:  # a file slower than the rate: every frame is kept, and a window
             rate = min(rate, clock.fps)  # holds the frames of `window` seconds, as in training
         frames = _Window(max(1, round(window * rate)), period=1.0 / rate, hop=hop)
+        pairs = _Pairs(predictor.pair_step)
         for frames_read, (seconds, arrived) in enumerate(clock.frames(max_seconds), start=1):
-            if not frames.wants(seconds):
+            kept = frames.wants(seconds)
+            if not (pairs.tick() or kept):
                 continue
             ok, bgr = capture.retrieve()
             if not ok:  # grabbed but not decodable (a camera's dropped frame): skip it
                 continue
-            frames.add(seconds, predictor.embed(np.ascontiguousarray(bgr[None, ..., ::-1]))[0])
-            if frames.due():
-                yield frames.label(predictor, arrived, frames_read)
+            rgb = np.ascontiguousarray(bgr[..., ::-1])
+            for when, vector in pairs.complete(rgb, predictor, kept=kept, seconds=seconds):
+                frames.add(when, vector)
+                if frames.due():
+                    yield frames.label(predictor, arrived, frames_read)
     finally:
         capture.release()
+
+
+class _Pairs:
+    """Kept frames waiting for their motion partner (the frame ``step`` frames later).
+
+    A model without motion has no step: a kept frame's vector is ready at once. With motion, a
+    kept frame's vector is ready when its partner arrives (a delay of ``step`` frames); every
+    frame read counts down the waiting ones, as the extraction pairs frame i with i + step.
+    """
+
+    def __init__(self, step: int | None) -> None:
+        self.step = step
+        self.pending: deque[list] = deque()  # [seconds, frame, frames still to come]
+
+    def tick(self) -> bool:
+        """A frame was read: count down the waiting ones; True when it completes one (decode it)."""
+        for entry in self.pending:
+            entry[2] -= 1
+        return bool(self.pending) and self.pending[0][2] <= 0
+
+    def complete(self, rgb: np.ndarray, predictor: Predictor, *, kept: bool, seconds: float):
+        """``(seconds, vector)`` of the kept frames this frame completes, in order."""
+        if self.step is None:
+            return [(seconds, predictor.vectors(rgb[None])[0])] if kept else []
+        ready = []
+        while self.pending and self.pending[0][2] <= 0:
+            when, first, _ = self.pending.popleft()
+            ready.append((when, predictor.vectors(first[None], rgb[None])[0]))
+        if kept:
+            self.pending.append([seconds, rgb, self.step])
+        return ready
 
 
 class _Clock:

@@ -64,8 +64,6 @@ from vidseq.sequences import (
     stream_stores,
 )
 
-_features_dir = features_dir  # the name vidseq.pipeline imports
-
 EpochHook = Callable[[dict[str, float]], None]
 
 

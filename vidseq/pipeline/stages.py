@@ -129,10 +129,11 @@ def tracked_train(config: VidseqConfig, *, features: str | Path | None, out: str
     """``vidseq.train.train`` with its epochs, metrics, reports, dataset and model logged to
     ``run`` (a tracking RunHandle, or the null one); returns the TrainResult and the outcome."""
     from vidseq.predict import write_bundle
-    from vidseq.train import _features_dir, train
+    from vidseq.runs import features_dir
+    from vidseq.train import train
 
     out = Path(out)
-    store = str(_features_dir(features or config.train.features))
+    store = str(features_dir(features or config.train.features))
 
     def log_epoch(row: dict[str, float]) -> None:
         run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))

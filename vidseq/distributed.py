@@ -117,6 +117,11 @@ def process_group(device: torch.device | str) -> Iterator[torch.device]:
     device = init_process_group(device)
     try:
         yield device
+        if started:
+            # every rank past its last collective before any leaves: a rank that destroys the group
+            # while a peer still receives its broadcast aborts that peer (gloo: std::terminate).
+            # Not on an exception: a crashed peer would never arrive.
+            barrier()
     finally:
         if started:
             cleanup()

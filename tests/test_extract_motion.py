@@ -23,7 +23,8 @@ from vidseq.features import extraction as extract_module
 from vidseq.features.extraction import plan_run
 from vidseq.io import VideoReader
 from vidseq.motion import FlowPooler
-from vidseq.synth import generate_dataset, write_video
+from vidseq.io import write_video
+from vidseq.synth import generate_dataset
 
 FAST = ExtractConfig(num_workers=0, batch_size=16)
 SMALL = BackboneConfig(input_size=96)  # real weights, smaller input: fast on 2 cores

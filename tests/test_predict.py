@@ -67,7 +67,8 @@ def test_segments_join_windows_and_split_halfway_between_centres():
 
 @pytest.mark.slow
 def test_long_video_segments_match_the_true_boundaries(motion_model, tmp_path):
-    from vidseq.synth import render_clip, write_video
+    from vidseq.io import write_video
+    from vidseq.synth import render_clip
 
     order = ["grow", "move_left", "shrink", "move_right", "grow", "move_right"]
     rng = np.random.default_rng(7)
@@ -145,7 +146,8 @@ def test_cli_predicts_a_folder_of_real_clips_with_bad_files_and_resumes(motion_m
 
 @pytest.mark.slow
 def test_windows_and_segments_as_csv_rows_and_json_lines(motion_model, tmp_path):
-    from vidseq.synth import render_clip, write_video
+    from vidseq.io import write_video
+    from vidseq.synth import render_clip
 
     predictor = load_predictor(motion_model, device="cpu")
     clip = tmp_path / "three-actions.mp4"
@@ -188,7 +190,8 @@ def test_carried_state_labels_equal_a_full_read_of_everything_so_far(motion_mode
     import torch
 
     from vidseq.models import build_model, make_checkpoint
-    from vidseq.synth import render_clip, write_video
+    from vidseq.io import write_video
+    from vidseq.synth import render_clip
 
     state = torch.load(motion_model, weights_only=True)
     torch.manual_seed(0)
@@ -218,7 +221,8 @@ def test_carried_state_labels_equal_a_full_read_of_everything_so_far(motion_mode
 @pytest.mark.slow
 def test_cli_stream_prints_labels_per_window_and_render_keeps_every_frame(motion_model, tmp_path):
     from vidseq.io import iter_frames, probe
-    from vidseq.synth import render_clip, write_video
+    from vidseq.io import write_video
+    from vidseq.synth import render_clip
 
     video = tmp_path / "two-actions.mp4"
     rng = np.random.default_rng(5)

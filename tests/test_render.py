@@ -15,7 +15,8 @@ from vidseq.errors import VidseqError
 from vidseq.io import iter_frames, probe
 from vidseq.predict import PredictError
 from vidseq.predict.render import RenderResult, draw_label, label_box, render_video
-from vidseq.synth import render_clip, video_rng, write_video
+from vidseq.io import write_video
+from vidseq.synth import render_clip, video_rng
 
 GIF = "ucf101_CricketShot__v_CricketShot_g04_c01_rgb.gif"  # 224x224, 79 frames, 25 fps
 PEDESTRIANS = "opencv_vtest_pedestrians_walking.avi"  # 768x576, 795 frames, 10 fps, msmpeg4v3
@@ -224,7 +225,7 @@ def test_without_libx264_the_mp4v_fallback_keeps_every_frame(tmp_path, monkeypat
     source = tmp_path / "odd.mp4"
     frames = render_clip("shrink", video_rng(6, "shrink", 0), num_frames=12, size=64)[:, :45, :61]
     write_video(source, np.ascontiguousarray(frames), fps=12.0)
-    monkeypatch.setattr(render_module, "_encoder_name", lambda: "mp4v")
+    monkeypatch.setattr(render_module, "encoder_name", lambda: "mp4v")
     result = render_video(source, tmp_path / "out.mp4", [(0.0, 1.0, "shrink", 0.7)])
     info = probe(result.out)
     assert info.codec == "mpeg4" and (info.height, info.width) == (46, 62)

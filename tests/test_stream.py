@@ -23,7 +23,8 @@ from vidseq.io import probe
 from vidseq.predict import PredictError, Predictor
 from vidseq.predict import stream as stream_module
 from vidseq.predict.stream import StreamLabel, open_stream, stream_labels
-from vidseq.synth import render_clip, video_rng, write_video
+from vidseq.io import write_video
+from vidseq.synth import render_clip, video_rng
 
 PEDESTRIANS = "opencv_vtest_pedestrians_walking.avi"
 

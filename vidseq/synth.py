@@ -13,8 +13,9 @@ So the *set* of frames of a video has one distribution for both classes of a pai
 that ignores frame order (mean of frame features) is at chance within a pair.
 
 All randomness comes from a ``numpy.random.Generator`` seeded from (seed, class name, index), so
-a video does not depend on which other classes or counts were asked for. libx264 runs on one
-thread (its output depends on the thread count): a seed writes byte-identical files anywhere.
+a video does not depend on which other classes or counts were asked for. The files are encoded
+by ``vidseq.io.write_video``, whose bytes are reproducible: one seed writes byte-identical files
+on one machine (another machine's FFmpeg/x264 build may encode the same frames differently).
 """
 
 from __future__ import annotations
@@ -26,20 +27,18 @@ import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from vidseq import synth_camera
 from vidseq.config import SYNTH_CLASSES, SynthConfig
-from vidseq.errors import ConfigError, DatasetError, VidseqError
+from vidseq.errors import ConfigError, DatasetError
+from vidseq.io import encoder_name, write_video
 
 MARKER = "synth.json"
 LABELS = "labels.csv"
 GENERATOR = "vidseq.synth"
-CRF = 18  # visually lossless here
-PRESET = "veryfast"  # 3x the speed of "medium" on these clips, files no larger
 VAL_FRACTION = TEST_FRACTION = 0.15  # the rest is train
 
 # class -> (renderer, reversed in time?)
@@ -308,63 +307,6 @@ def split_names(count: int, seed: int, class_name: str) -> list[str]:
 # ---------------------------------------------------------------- encoding and files
 
 
-def _encoder_name() -> str:
-    """'libx264' when PyAV can encode H.264 here, else 'mp4v' (OpenCV's MPEG-4 part 2)."""
-    try:
-        import av
-
-        av.codec.Codec("libx264", "w")
-        return "libx264"
-    except Exception:  # noqa: BLE001 - any import or codec failure means: use the fallback
-        return "mp4v"
-
-
-def _write_h264(path: Path, frames: np.ndarray, fps: float) -> None:
-    import av
-
-    height, width = frames.shape[1:3]
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(100_000))
-        stream.width, stream.height = width, height
-        # yuv420p needs even sides; x264 writes odd sizes in 4:4:4 (FFmpeg/OpenCV decode both).
-        stream.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-        stream.options = {"crf": str(CRF), "preset": PRESET}
-        stream.codec_context.thread_count = 1  # x264's bytes depend on its thread count
-        for index, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = index
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-
-
-def _write_mp4v(path: Path, frames: np.ndarray, fps: float) -> None:
-    import cv2
-
-    height, width = frames.shape[1:3]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-    try:
-        if not writer.isOpened():
-            raise VidseqError(f"{path}: OpenCV cannot open an mp4v writer")
-        for rgb in frames:
-            writer.write(np.ascontiguousarray(rgb[..., ::-1]))
-    finally:
-        writer.release()
-
-
-def write_video(path: str | Path, frames: np.ndarray, *, fps: float,
-                encoder: str = "libx264") -> None:
-    """Encode ``(T, H, W, 3)`` uint8 RGB to an .mp4 atomically (temp file + os.replace).
-    ``encoder``: 'libx264' (PyAV, crf 18) or 'mp4v' (OpenCV)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    write = _write_h264 if encoder == "libx264" else _write_mp4v
-    try:
-        write(tmp, frames, fps)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.partial")  # atomic, like the videos
     tmp.write_text(text, encoding="utf-8")
@@ -475,7 +417,7 @@ def generate_dataset(out_dir: str | Path, config: SynthConfig, *,
     jobs = _plan(config)
     out_dir = Path(out_dir)
     _prepare_dir(out_dir, overwrite)
-    encoder = _encoder_name()
+    encoder = encoder_name()
     rows = [(f"{j.class_name}/{j.class_name}_{j.index:04d}.mp4", j.class_name, j.split)
             + ((j.group,) if config.kind == "camera" else ()) for j in jobs]
     files = [row[0] for row in rows]

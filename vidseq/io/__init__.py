@@ -3,6 +3,9 @@
 Place in the data flow: **videos -> [io] -> frames** -> features -> sequences -> logits.
 Imports nothing else of vidseq but ``errors``; decoding libraries are imported on first use.
 
+Encoding (``_writer``): ``write_video`` and ``VideoWriter`` (H.264 with reproducible bytes,
+OpenCV's mp4v where PyAV has no libx264), ``encoder_name``.
+
 Public API: ``probe``, ``read_frames``, ``iter_frames``, ``open_video`` -> ``VideoReader``,
 ``VideoInfo``, ``available_backends``, ``DEFAULT_BACKENDS``. Backends: ``pyav``, ``opencv``,
 ``decord``, ``torchcodec`` (optional), one module each behind the ``Decoder`` interface.
@@ -68,19 +71,24 @@ from vidseq.io._backends import DEFAULT_BACKENDS, available_backends
 from vidseq.io._base import Size, VideoInfo, output_hw
 from vidseq.io._base import resize as resize_frame
 from vidseq.io._reader import VideoReader
+from vidseq.io._writer import CONTAINERS, VideoWriter, encoder_name, write_video
 
 __all__ = [
+    "CONTAINERS",
     "DEFAULT_BACKENDS",
     "Size",
     "VideoInfo",
     "VideoReader",
+    "VideoWriter",
     "available_backends",
+    "encoder_name",
     "iter_frames",
     "open_video",
     "output_hw",
     "probe",
     "read_frames",
     "resize_frame",
+    "write_video",
 ]
 
 

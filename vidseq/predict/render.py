@@ -5,7 +5,7 @@ Place in the data flow: the end of prediction. Every frame of the input is decod
 and probability of the timeline entry at the frame's time (``index / fps``) are drawn in a box
 at the top left (OpenCV, scaled to the frame); the frames are encoded to H.264 with PyAV at the
 input's frame rate, one output frame per input frame (OpenCV's mp4v where PyAV has no libx264,
-the same choice as ``vidseq.synth``). The file appears atomically (a temporary file in the same
+``vidseq.io.VideoWriter``). The file appears atomically (a temporary file in the same
 folder, then ``os.replace``), and the input is never overwritten.
 """
 
@@ -16,18 +16,15 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vidseq.io import iter_frames, probe
+from vidseq.io import CONTAINERS, VideoWriter, encoder_name, iter_frames, probe
 from vidseq.predict._predictor import PredictError
-from vidseq.synth import CRF, PRESET, _encoder_name
 
 DEFAULT_FPS = 25.0  # an input whose header has no usable frame rate
-CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 _BOX_RGB = (16, 16, 16)
 _TEXT_RGB = (255, 255, 255)
 _TEXT_HEIGHT = 0.045  # of the frame height
@@ -196,57 +193,16 @@ def _entry_at(entries: list[_Entry], starts: list[float], seconds: float) -> _En
     return entries[i] if i >= 0 else None
 
 
-class _Encoder:
-    """H.264 (yuv420p) through PyAV, or OpenCV's mp4v where PyAV has no libx264; odd sides are
-    padded to even by repeating the last row/column (yuv420p needs even sides)."""
+class _Encoder(VideoWriter):
+    """``vidseq.io.VideoWriter`` at even sides (yuv420p plays everywhere): an odd side is padded
+    by repeating the last row/column; a frame of another size is resized."""
 
     def __init__(self, path: Path, *, width: int, height: int, fps: float) -> None:
-        self.path, self.fps, self.count = path, fps, 0
-        self.width, self.height = width + width % 2, height + height % 2
-        self.codec = _encoder_name()
-        self._container = self._stream = self._writer = None
-
-    def __enter__(self) -> _Encoder:  # noqa: PYI034 - private, never subclassed
-        if self.codec == "libx264":
-            self._open_pyav()
-        else:
-            self._open_opencv()
-        return self
-
-    def _open_pyav(self) -> None:
-        import av
-
-        self._container = av.open(
-            str(self.path), mode="w", format=CONTAINERS[self.path.suffix.lower()]
-        )
-        self._stream = self._container.add_stream(
-            "libx264", rate=Fraction(self.fps).limit_denominator(100_000)
-        )
-        self._stream.width, self._stream.height = self.width, self.height
-        self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(CRF), "preset": PRESET}
-
-    def _open_opencv(self) -> None:
-        import cv2
-
-        fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-        self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (self.width, self.height))
-        if not self._writer.isOpened():
-            raise PredictError(
-                f"{self.path}: OpenCV cannot open an mp4v writer; install PyAV (av) for H.264"
-            )
+        super().__init__(path, width=width + width % 2, height=height + height % 2, fps=fps,
+                         codec=encoder_name())
 
     def write(self, rgb: np.ndarray) -> None:
-        rgb = self._fit(rgb)
-        if self._writer is not None:
-            self._writer.write(np.ascontiguousarray(rgb[..., ::-1]))
-        else:
-            import av
-
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = self.count
-            self._container.mux(self._stream.encode(frame))
-        self.count += 1
+        super().write(self._fit(rgb))
 
     def _fit(self, rgb: np.ndarray) -> np.ndarray:
         """The frame at the encoder's size: odd sides padded (a frame of another size resized)."""
@@ -260,13 +216,3 @@ class _Encoder:
                 rgb, ((0, self.height - height), (0, self.width - width), (0, 0)), mode="edge"
             )
         return np.ascontiguousarray(rgb)
-
-    def __exit__(self, exc_type, exc, traceback) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            return
-        try:
-            if exc_type is None:
-                self._container.mux(self._stream.encode())  # flush the frames x264 holds back
-        finally:
-            self._container.close()

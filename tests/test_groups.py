@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import shutil
+import json
 import warnings
 from pathlib import Path
 
@@ -211,7 +213,11 @@ def _store_with_manifest(tmp_path: Path, header: list[str], rows: list[list[str]
         row[0], row[6] = str(video), str(entry.relative_to(store.directory))  # path, file
     with open(store.manifest_path, "w", newline="") as fh:
         csv.writer(fh).writerows([header, *rows])
-    return store
+    record = json.loads((store.directory / "store.json").read_text())
+    record.pop("format")  # a store of the first layout: manifest.csv was its only record
+    (store.directory / "store.json").write_text(json.dumps(record))
+    shutil.rmtree(store.records_dir)
+    return FeatureStore.load_existing(store.directory)  # converts it: its rows become records
 
 
 def test_a_manifest_without_a_group_column_still_loads(tmp_path: Path) -> None:
@@ -221,7 +227,7 @@ def test_a_manifest_without_a_group_column_still_loads(tmp_path: Path) -> None:
     assert all(row["group"] == "" for row in store.read_manifest())
     data = load_sequences(store)
     assert data.groups == ["", ""] and len(data) == 2
-    assert MANIFEST_FIELDS[-1] == "group" and MANIFEST_FIELDS[:7] == tuple(old)
+    assert MANIFEST_FIELDS[7] == "group" and MANIFEST_FIELDS[:7] == tuple(old)
 
 
 def test_manifest_groups_reach_the_sequences(tmp_path: Path) -> None:

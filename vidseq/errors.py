@@ -32,3 +32,11 @@ class BackendUnavailableError(VidseqError):
 
 class DatasetError(VidseqError):
     """A dataset description (folder, CSV, list or split files) is malformed or empty."""
+
+
+class Interrupted(VidseqError):
+    """A run stopped by SIGTERM or Ctrl-C after keeping its work; the CLI exits 128 + ``signum``."""
+
+    def __init__(self, message: str, *, signum: int) -> None:
+        self.signum = int(signum)
+        super().__init__(message)

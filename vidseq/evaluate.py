@@ -18,6 +18,7 @@ from torch import nn
 from vidseq import metrics as M
 from vidseq.config import EvaluateConfig
 from vidseq.errors import VidseqError
+from vidseq.features import key_digest
 from vidseq.models import load_model, pad_sequences
 from vidseq.sequences import SequenceSet, length_batches, load_sequences, views
 
@@ -113,7 +114,7 @@ def evaluate(
     config = config or EvaluateConfig()
     state = _load_checkpoint(checkpoint)
     streams = list(state.get("streams") or ["appearance"])
-    source = features or state.get("stream_stores") or {streams[0]: state["features"]}
+    source = features or recorded_stores(state, checkpoint)
     data = _with_recorded_splits(load_sequences(source, streams), state)
     subset = data.subset(config.split)
     if len(subset) == 0:
@@ -135,9 +136,39 @@ def _load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise VidseqError(f"{path}: not a readable vidseq checkpoint ({exc})") from None
 
 
+def recorded_stores(state: dict[str, Any], checkpoint: str | Path) -> dict[str, Path]:
+    """The feature store of each stream a checkpoint was trained on, wherever it is opened from.
+
+    Checkpoints record absolute store folders and each store's key; one written before that
+    (a folder relative to where training ran) is looked up from the working directory, then
+    from the checkpoint's folder and its parents. A store that is not there is an error naming
+    the folder, its key digest and the way out (``--features``)."""
+    streams = list(state.get("streams") or ["appearance"])
+    folders = state.get("stream_stores") or {streams[0]: state["features"]}
+    keys = state.get("stream_keys") or {streams[0]: state.get("feature_key")}
+    found = {}
+    for stream, folder in folders.items():
+        folder = Path(folder)
+        candidates = [folder] if folder.is_absolute() else [
+            folder, *(parent / folder for parent in Path(checkpoint).absolute().parents)]
+        hit = next((c for c in candidates if (c / "store.json").is_file()), None)
+        if hit is None:
+            digest = key_digest(keys[stream]) if keys.get(stream) else "unknown"
+            raise VidseqError(
+                f"{checkpoint}: its {stream} feature store {folder} (key {digest}) is not there: it was moved "
+                "or deleted; pass --features with the store's folder (the one whose name ends in that key)"
+            )
+        found[stream] = hit
+    return found
+
+
 def _with_recorded_splits(data: SequenceSet, state: dict[str, Any]) -> SequenceSet:
-    """Use the label map and split of each video as recorded in the checkpoint."""
+    """Use the label map and split of each video as recorded in the checkpoint (by the video's
+    content id where both record it, so a new path spelling keeps its split; else by path)."""
+    by_id = state.get("split_ids") or {}
     recorded = state.get("splits", {})
+    if by_id and data.ids:
+        recorded = {path: by_id.get(ident, recorded.get(path, "")) for path, ident in zip(data.paths, data.ids)}
     labels = state["labels"]
     index = {name: i for i, name in enumerate(labels)}
     keep = [i for i, p in enumerate(data.paths) if data.labels[data.targets[i]] in index]
@@ -149,4 +180,5 @@ def _with_recorded_splits(data: SequenceSet, state: dict[str, Any]) -> SequenceS
         labels,
         [data.groups[i] for i in keep] if data.groups else [],
         list(data.streams),
+        [data.ids[i] for i in keep] if data.ids else [],
     )

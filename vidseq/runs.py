@@ -71,9 +71,11 @@ def run_record(stores: dict[str, FeatureStore], data: SequenceSet, model_config:
     streams (``features``: the first's) and the recipe to extract new videos the same way."""
     store = next(iter(stores.values()))
     return {
-        "labels": data.labels, "splits": dict(zip(data.paths, data.splits)), "features": str(store.directory),
+        "labels": data.labels, "splits": dict(zip(data.paths, data.splits)), "features": str(store.directory.absolute()),
         "feature_key": store.key, "extraction": extraction_recipe(stores), "streams": list(stores),
-        "stream_stores": {name: str(s.directory) for name, s in stores.items()},
+        "stream_stores": {name: str(s.directory.absolute()) for name, s in stores.items()},
+        "stream_keys": {name: s.key for name, s in stores.items()},
+        "split_ids": dict(zip(data.ids, data.splits)) if data.ids else {},
         "config": {"model": model_config.model_dump(mode="json"), "train": config.model_dump(mode="json")},
         "clip_seconds": clip_seconds(store, data), "vidseq_version": __version__,
     }

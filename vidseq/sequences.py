@@ -38,7 +38,8 @@ class SequenceSet:
 
     ``groups``: each video's source ("" none); empty (the default) means no video has one.
     ``streams``: ``(name, dims)`` of each stream in the feature vectors, in their order (empty:
-    not known, e.g. a set built by hand)."""
+    not known, e.g. a set built by hand). ``ids``: each video's identity in its store (content id
+    and subject; empty for a set built by hand): the same whatever path spelling reached it."""
 
     features: list[np.ndarray]
     targets: np.ndarray
@@ -47,6 +48,7 @@ class SequenceSet:
     labels: list[str]
     groups: list[str] = field(default_factory=list)
     streams: list[tuple[str, int]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)  # each video's content id (and subject) in its store
 
     def __len__(self) -> int:
         return len(self.features)
@@ -61,7 +63,7 @@ class SequenceSet:
         return SequenceSet(
             [self.features[i] for i in keep], self.targets[keep], [self.paths[i] for i in keep],
             [self.splits[i] for i in keep], self.labels, [self.groups[i] for i in keep] if self.groups else [],
-            list(self.streams),
+            list(self.streams), [self.ids[i] for i in keep] if self.ids else [],
         )
 
     def stream_dims(self, stream: str) -> tuple[int, int]:
@@ -132,19 +134,24 @@ def load_sequences(store: StoreLike | Mapping[str, StoreLike], streams: Iterable
         warnings.warn(f"{primary.directory}: {len(unlabelled)} extracted videos have no label (left out)", stacklevel=2)
     rows = [r for r in rows if r["label"]]
     entries = _stream_entries(stores, rows)
-    rows = [r for r in rows if r["path"] in entries]
+    rows = [r for r in rows if _ident(r) in entries]
     if not rows:
         raise DatasetError(f"{primary.directory}: no labelled, extracted videos in the manifest")
     labels = primary.labels or sorted({r["label"] for r in rows})
     unknown = sorted({r["label"] for r in rows} - set(labels))
     labels = labels + unknown
     index = {name: i for i, name in enumerate(labels)}
-    features, dims = _read_streams(stores, [entries[r["path"]] for r in rows], [r["path"] for r in rows])
+    features, dims = _read_streams(stores, [entries[_ident(r)] for r in rows], [r["path"] for r in rows])
     return SequenceSet(
         features, np.array([index[r["label"]] for r in rows], dtype=np.int64),
         [r["path"] for r in rows], [r["split"] or "" for r in rows], labels,
-        [r.get("group") or "" for r in rows], list(zip(stores, dims)),
+        [r.get("group") or "" for r in rows], list(zip(stores, dims)), [_ident(r) for r in rows],
     )
+
+
+def _ident(row: dict[str, str]) -> str:
+    """A manifest row's video: its content id (and subject) where recorded, else its path."""
+    return f"{row['video']}~{row.get('subject') or 'frame'}" if row.get("video") else row["path"]
 
 
 def _open(store: StoreLike) -> FeatureStore:
@@ -154,9 +161,9 @@ def _open(store: StoreLike) -> FeatureStore:
 def _stream_entries(stores: dict[str, FeatureStore], rows: list[dict[str, str]]) -> dict[str, list[Path]]:
     """``path -> [entry file of each stream]`` for the videos of ``rows`` done in every stream;
     warns with the count of those left out."""
-    entries = {r["path"]: [next(iter(stores.values())).directory / r["file"]] for r in rows}
+    entries = {_ident(r): [next(iter(stores.values())).directory / r["file"]] for r in rows}
     for name, store in list(stores.items())[1:]:
-        done = {r["path"]: store.directory / r["file"] for r in store.read_manifest() if r["status"] == "done"}
+        done = {_ident(r): store.directory / r["file"] for r in store.read_manifest() if r["status"] == "done"}
         missing = [path for path in entries if path not in done]
         if missing:
             warnings.warn(f"{store.directory}: {len(missing)} of {len(entries)} videos are not done in the {name} "

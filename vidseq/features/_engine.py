@@ -11,6 +11,7 @@ rows; one sink per stream, one ``RunProgress`` over videos for all of them). ``e
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,16 +22,16 @@ import torch
 from vidseq import __version__
 from vidseq.backbones import Backbone, BackboneSpec, normalize_frames
 from vidseq.config import ExtractConfig, MotionConfig, SamplingConfig
-from vidseq.features.store import VideoFeatures
+from vidseq.features.store import VideoFeatures, write_entry
 from vidseq.io import VideoReader, open_video
 from vidseq.motion import FlowPooler, MotionError, pair_indices
 from vidseq.sampling import indices_from_config
 
 if TYPE_CHECKING:
-    from vidseq.features.extraction import ExtractionPlan
+    from vidseq.features.plan import ExtractionPlan
 
 _IN_MEMORY_LIMIT = 64 << 20  # bytes of one video's features kept in RAM before a memmap is used
-_MANIFEST_EVERY = 25  # videos between manifest rewrites (a killed run keeps a recent one)
+_VIEW_EVERY_SECONDS = 30.0  # between rebuilds of the manifest view during a run (records are written at once)
 
 
 # -- decode --------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ class VideoSink:
     ignored). ``items``: the videos that job numbers index (default ``plan.todo``); ``jobs``: the
     ones this stream wants (default all): ``put`` and ``fail`` of any other are ignored, so the
     engines may hand every stream every video. It reports done videos to ``progress`` (a run's
-    sinks share one) and rewrites the manifest every few videos.
+    sinks share one), writes each video's record with its entry and drops its claim.
     """
 
     def __init__(self, plan: ExtractionPlan, feature_dim: int, *, items: list | None = None,
@@ -245,6 +246,7 @@ class VideoSink:
         self.rank = self.progress.register(self)
         self.videos: dict[int, _Accumulator] = {}
         self.closed: set[int] = set()  # finished, failed, or not this stream's
+        self._view_written = time.monotonic()
         if jobs is not None:
             self.closed = set(range(len(self.items))) - set(jobs)
 
@@ -253,6 +255,7 @@ class VideoSink:
         """Features of video ``job``'s sampled frames at ``positions`` (its ``total`` frames in all)."""
         if job in self.closed:
             return
+        self.plan.store.claims.heartbeat()  # other writers see this process still works on its claims
         acc = self.videos.get(job)
         if acc is None:
             acc = self.videos[job] = _Accumulator(self.plan.store.features_dir, total, self.dim, fps)
@@ -267,8 +270,10 @@ class VideoSink:
         acc = self.videos.pop(job, None)
         if acc is not None:
             acc.discard()
-        row = self.plan.rows[str(self.items[job].path)]
+        row = self.plan.row_of(self.items[job])
         row.update(status="failed", error=error, frames=0, file="")
+        self.plan.store.put_record(row)
+        self.plan.store.claims.release(row["key"])
         self.plan.result.failed.append(row)
         self._video_done(job, row)
 
@@ -288,22 +293,26 @@ class VideoSink:
         self.closed.add(job)
         acc = self.videos.pop(job)
         item, store = self.items[job], self.plan.store
+        row = self.plan.row_of(item)
         timestamps = acc.indices / acc.fps if acc.fps > 0 else np.zeros(acc.total)
-        meta = {"path": str(item.path), "label": item.label, "fps": acc.fps, "vidseq": __version__}
+        meta = {"path": str(item.path), "label": item.label, "fps": acc.fps, "vidseq": __version__,
+                "video": row["video"], "subject": row["subject"]}
+        entry = store.entry_path(item.path, row["subject"], vid=row["video"])
         try:
-            entry = store.write(item.path, VideoFeatures(acc.features, acc.indices, timestamps, meta))
+            write_entry(entry, VideoFeatures(acc.features, acc.indices, timestamps, meta))
         finally:
             acc.discard()
-        row = self.plan.rows[str(item.path)]
         row.update(status="done", error="", frames=acc.total, file=entry.relative_to(store.directory))
+        store.put_record(row)  # the entry is there first: a kill between the two leaves an entry that loads
+        store.claims.release(row["key"])
         self.plan.result.extracted += 1
         self.plan.result.frames += acc.total
         self._video_done(job, row)
 
     def _video_done(self, job: int, row: dict[str, Any]) -> None:
-        result = self.plan.result
-        if (result.extracted + len(result.failed)) % _MANIFEST_EVERY == 0:
-            self.plan.store.write_manifest(self.plan.rows.values())
+        if time.monotonic() - self._view_written > _VIEW_EVERY_SECONDS:
+            self._view_written = time.monotonic()
+            self.plan.store.write_manifest_view()  # for people watching; vidseq reads the records
         self.progress.video_done(job, row, self.rank)
 
 

@@ -40,7 +40,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +51,15 @@ from vidseq.backbones import Backbone, BackboneSpec
 from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
 from vidseq.datasets import Dataset, VideoItem
 from vidseq.errors import VidseqError
-from vidseq.features._engine import flow_pooler
-from vidseq.features.extraction import (
-    BatchForward,
+from vidseq.features._engine import BatchForward, VideoSink, _progress_bar, flow_pooler, video_chunks
+from vidseq.features.plan import (
+    ExtractionRun,
     ExtractResult,
-    VideoSink,
-    _progress_bar,
     build_backbone,
+    extract_rounds,
     plan_run,
     recipe_of,
     resolve_device,
-    video_chunks,
 )
 from vidseq.motion import motion_dim
 
@@ -108,24 +106,30 @@ def extract_ray(
     else:
         source = backbone or BackboneConfig()
         spec = build_backbone(source, torch.device("cpu")).spec  # the key needs the spec (weights hash)
-    run = plan_run(items, out=out, spec=spec, sampling=sampling, recipe=recipe_of(backbone, sampling, io),
-                   motion=motion, force=force, reuse_from=reuse_from, on_video_done=on_video_done)
-    if not run.todo:
-        return run.finish(0.0)  # nothing to do: no cluster started
-    with _ray_session(ray, address or config.ray_address, num_cpus), _quiet_ray_data(ray):
-        dataset = _pipeline(ray, run.jobs(), spec=spec, source=source, sampling=sampling, config=config,
-                            backend=io.backend, num_actors=num_actors, motion=run.motion_config)
-        start = time.perf_counter()
-        try:
+    def plan(videos, redo: bool) -> ExtractionRun:
+        return plan_run(videos, out=out, spec=spec, sampling=sampling, recipe=recipe_of(backbone, sampling, io),
+                        motion=motion, force=redo, reuse_from=reuse_from, on_video_done=on_video_done)
+
+    started: list[bool] = []
+    with ExitStack() as session:
+        def engine(run: ExtractionRun) -> ExtractResult:
+            if not run.todo:
+                return run.finish(0.0)  # nothing to do: no cluster started
+            if not started:  # the first round with work starts (or joins) Ray
+                started.append(True)
+                session.enter_context(_ray_session(ray, address or config.ray_address, num_cpus))
+                session.enter_context(_quiet_ray_data(ray))
+            dataset = _pipeline(ray, run.jobs(), spec=spec, source=source, sampling=sampling, config=config,
+                                backend=io.backend, num_actors=num_actors, motion=run.motion_config)
+            start = time.perf_counter()
             with _progress_bar(len(run.todo), progress) as bar:
                 run.progress.bar = bar
                 for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                     _deliver(run.sink, batch, run.motion_sink)
             run.close()
-        finally:
-            run.discard()  # temporaries of unfinished videos, if the run stopped on an exception
-        seconds = time.perf_counter() - start
-    return run.finish(seconds)
+            return run.finish(time.perf_counter() - start)
+
+        return extract_rounds(items, plan, engine, force=force)
 
 
 # -- the pipeline --------------------------------------------------------------------------

@@ -1,21 +1,31 @@
-"""The per-video feature store: one file per video, a manifest per run, keyed by config.
+"""The feature store: one entry per (video, subject, stream), each with its own record, keyed by content.
 
 Sits after the backbones in the data flow (videos -> frames -> **features** -> sequences).
-A store is a folder named by a digest of everything that changes the features (backbone spec,
-weights, preprocessing, sampling, decode size), so two configs never mix. Inside it:
+A store holds one stream (appearance: a backbone's vectors; motion: pooled flow) and is a folder
+named by a digest of everything that changes its vectors, so two configs never mix. Inside it:
 
-    store.json              the key the folder was made for (checked on every open), the
-                            recipe, the store's stream (appearance or motion) and the
-                            folders of the other streams extracted in the same runs
-    manifest.csv            one row per video: path, label, split, status, error, frames, file,
-                            group (the video's source; manifests written before it read as "")
+    store.json              the key (checked on every open), the recipe, the stream, the linked
+                            stores of the other streams, and the layout ``format`` (2)
+    features/<stem>-<video>[~<subject>].npz   features (T, D) float32, frame_indices (T,),
+                            timestamps (T,), meta
+    records/<entry key>.json  one per entry, written atomically right after it (or alone for a
+                            failure): path as given, resolved path, video, subject, label, split,
+                            group, status, error, frames, file
+    claims/<entry key>.claim  who is extracting that entry right now (``claims.Claims``)
+    manifest.csv            a view of the records for people and spreadsheets, rebuilt at the end
+                            of each run; vidseq itself reads the records, never this file
     labels.json             the label map (index -> name) of the datasets extracted here
-    features/<stem>-<id>.npz   features (T, D) float32, frame_indices (T,), timestamps (T,)
 
-A video's id is a digest of its content (size plus its first and last MiB), not its file stem,
-so two videos that share a name never overwrite each other. Every write is atomic (temporary
-file, then ``os.replace``): an entry exists completely or not at all, and it counts as done only
-if it loads.
+Identity is content: a video is known by its ``video_id`` (its size and first and last MiB),
+so one file reached by a relative path, an absolute path, a symlink or a hard link is one video
+with one record (and one split), and two videos that share a name never overwrite each other.
+An entry is one ``subject`` of a video: ``"frame"`` (the whole frame) today; a tracked person
+("person-3") adds a subject, not a store. Any number of processes may write one store at once:
+each entry and record is its own file written atomically (``vidseq.atomic``), nothing is ever
+rewritten whole by whoever ends last, and claims keep two writers off the same entry.
+
+Stores of format 1 (a manifest.csv rewritten by each run, no records) are converted on first
+open: their rows become records, their entry files stay where they are.
 """
 
 from __future__ import annotations
@@ -26,18 +36,25 @@ import io
 import json
 import os
 import shutil
-import tempfile
+import warnings
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
+from vidseq import atomic
 from vidseq.errors import VidseqError
+from vidseq.features.claims import Claims, pid_alive
 
-MANIFEST_FIELDS = ("path", "label", "split", "status", "error", "frames", "file", "group")
+FORMAT = 2
+WHOLE_FRAME = "frame"
+MANIFEST_FIELDS = ("path", "label", "split", "status", "error", "frames", "file", "group", "video", "subject",
+                   "resolved")
 _FINGERPRINT_BYTES = 1 << 20
+_ID_CACHE: dict[tuple, str] = {}
 
 
 class FeatureStoreError(VidseqError):
@@ -46,7 +63,7 @@ class FeatureStoreError(VidseqError):
 
 @dataclass(frozen=True)
 class VideoFeatures:
-    """What the store holds for one video."""
+    """What the store holds for one entry."""
 
     features: np.ndarray  # (T, D) float32
     frame_indices: np.ndarray  # (T,) int64, indices into the source video
@@ -61,68 +78,150 @@ def key_digest(key: dict[str, Any]) -> str:
 
 
 def video_id(path: str | Path) -> str:
-    """A content digest of a video: its size and its first and last MiB (cheap, path-free)."""
+    """A content digest of a video: its size and its first and last MiB (cheap, path-free).
+    Cached per process by (inode, size, mtime): a file changed in place gets a new id."""
     path = Path(path)
-    size = path.stat().st_size
+    stat = path.stat()
+    cache_key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if cache_key in _ID_CACHE:
+        return _ID_CACHE[cache_key]
+    size = stat.st_size
     digest = hashlib.sha1(str(size).encode())
     with path.open("rb") as fh:
         digest.update(fh.read(_FINGERPRINT_BYTES))
         if size > 2 * _FINGERPRINT_BYTES:
             fh.seek(size - _FINGERPRINT_BYTES)
             digest.update(fh.read())
-    return digest.hexdigest()[:16]
+    _ID_CACHE[cache_key] = digest.hexdigest()[:16]
+    return _ID_CACHE[cache_key]
+
+
+def entry_key(video: str, subject: str = WHOLE_FRAME) -> str:
+    """The name of an entry's record and claim: the video id, plus ``~subject`` for a part of it."""
+    return video if subject == WHOLE_FRAME else f"{video}~{_slug(subject)}"
+
+
+def note_key(path: str | Path) -> str:
+    """The record name of a path with no content to identify (missing, or not a video)."""
+    return "path-" + hashlib.sha1(resolved(path).encode()).hexdigest()[:16]
+
+
+def resolved(path: str | Path) -> str:
+    """``path`` absolute, with symlinks resolved (the same for every spelling of one file)."""
+    return str(Path(path).expanduser().resolve())
 
 
 class FeatureStore:
-    """A folder of per-video feature files for one extraction key."""
+    """A folder of entries and their records for one extraction key."""
 
     def __init__(self, directory: Path, key: dict[str, Any], recipe: dict[str, Any] | None = None, *,
                  stream: str = "appearance", links: dict[str, str] | None = None) -> None:
-        self.directory = Path(directory)
+        self.directory = Path(directory).absolute()
         self.key = key
         self.recipe = recipe or {}
         self.stream = stream  # what its vectors are: "appearance" (a backbone) or "motion" (flow)
         self.links = dict(links or {})  # stream -> folder name (a sibling) of the same videos
         self.features_dir = self.directory / "features"
+        self.records_dir = self.directory / "records"
+        self.claims = Claims(self.directory / "claims")
+        self._legacy: list[dict[str, str]] | None = None  # a format-1 store that could not be converted
 
     @classmethod
     def open(
         cls, root: str | Path, key: dict[str, Any], *, name: str = "features", recipe: dict[str, Any] | None = None,
         stream: str = "appearance",
-    ) -> "FeatureStore":
+    ) -> FeatureStore:
         """Open (or create) the store for ``key`` under ``root``; its folder is ``<name>-<digest>``.
 
         ``recipe`` is the config that rebuilds the extraction (backbone, sampling and io
         sections): not part of the key, recorded so a trained model can extract new videos the
-        same way (``vidseq.predict``). A store made before recipes were recorded gets one.
-        ``stream`` names what the vectors are (appearance: a backbone's; motion: optical flow).
+        same way (``vidseq.predict``). ``stream`` names what the vectors are.
         """
         directory = Path(root) / f"{_slug(name)}-{key_digest(key)}"
         store = cls(directory, key, recipe, stream=stream)
         store.features_dir.mkdir(parents=True, exist_ok=True)
-        key_file = directory / "store.json"
-        recorded = json.loads(key_file.read_text()) if key_file.exists() else None
+        recorded = store._read_record_file()
         if recorded is not None:
             if _plain(recorded.get("key")) != _plain(key):
                 raise FeatureStoreError(f"{directory}: made for another config (store.json differs)")
             store.recipe = recorded.get("recipe") or store.recipe
             store.links = recorded.get("streams") or {}
+            store._convert(recorded)
         if recorded is None or (recipe and not recorded.get("recipe")):
+            store.records_dir.mkdir(exist_ok=True)
             store._write_record()
         return store
 
-    def _write_record(self) -> None:
-        record = {"key": self.key, "recipe": self.recipe, "stream": self.stream, "streams": self.links}
-        atomic_write_text(self.directory / "store.json", json.dumps(record, indent=2, sort_keys=True, default=str))
+    @classmethod
+    def load_existing(cls, directory: str | Path) -> FeatureStore:
+        """Open a store folder that an extraction wrote (reads its key from store.json)."""
+        directory = Path(directory)
+        if not (directory / "store.json").is_file():
+            raise FeatureStoreError(f"{directory}: not a feature store (no store.json); run `vidseq extract` first")
+        recorded = cls(directory, {})._read_record_file() or {}
+        store = cls(directory, recorded.get("key") or {}, recorded.get("recipe"),
+                    stream=recorded.get("stream") or "appearance", links=recorded.get("streams"))
+        store._convert(recorded)
+        return store
 
-    def link_streams(self, stores: Iterable["FeatureStore"]) -> None:
+    def _read_record_file(self) -> dict[str, Any] | None:
+        path = self.directory / "store.json"
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise FeatureStoreError(f"{path}: unreadable store record ({exc})") from None
+
+    def _write_record(self) -> None:
+        record = {"key": self.key, "recipe": self.recipe, "stream": self.stream, "streams": self.links,
+                  "format": FORMAT}
+        atomic.write_text(self.directory / "store.json", json.dumps(record, indent=2, sort_keys=True, default=str))
+
+    def _convert(self, recorded: dict[str, Any]) -> None:
+        """A format-1 store: its manifest rows become records (kept in memory if it is read-only)."""
+        if recorded.get("format", 1) >= FORMAT:
+            return
+        rows = self._legacy_rows()
+        try:
+            for row in rows:
+                if not self.record_path(row["key"]).exists():
+                    self.put_record(row)
+            self._write_record()
+        except OSError:
+            self._legacy = rows
+
+    def _legacy_rows(self) -> list[dict[str, Any]]:
+        path = self.directory / "manifest.csv"
+        if not path.is_file():
+            return []
+        with path.open(newline="") as fh:
+            rows = [{**dict.fromkeys(MANIFEST_FIELDS, ""), **row} for row in csv.DictReader(fh, restval="")]
+        for row in rows:
+            row["subject"] = row["subject"] or WHOLE_FRAME
+            stem = Path(row["file"]).stem if row["file"] else ""
+            row["video"] = row["video"] or (stem[-16:] if len(stem) > 17 else self._identify_or_blank(row["path"]))
+            row["resolved"] = row["resolved"] or (resolved(row["path"]) if Path(row["path"]).exists() else "")
+            row["key"] = entry_key(row["video"], row["subject"]) if row["video"] else note_key(row["path"])
+        return rows
+
+    @staticmethod
+    def _identify_or_blank(path: str) -> str:
+        try:
+            return video_id(path)
+        except OSError:
+            return ""
+
+    # -- streams ---------------------------------------------------------------------------
+
+    def link_streams(self, stores: Iterable[FeatureStore]) -> None:
         """Record the stores of the other streams extracted with this one (siblings under one root)."""
         links = {**self.links, **{s.stream: s.directory.name for s in stores if s.directory != self.directory}}
         if links != self.links:
             self.links = links
             self._write_record()
 
-    def stream_store(self, stream: str) -> "FeatureStore":
+    def stream_store(self, stream: str) -> FeatureStore:
         """The store of ``stream`` for the same videos: this one, or a linked sibling."""
         if stream == self.stream:
             return self
@@ -134,28 +233,24 @@ class FeatureStore:
             )
         return FeatureStore.load_existing(self.directory.parent / name)
 
-    @classmethod
-    def load_existing(cls, directory: str | Path) -> "FeatureStore":
-        """Open a store folder that an extraction wrote (reads its key from store.json)."""
-        directory = Path(directory)
-        key_file = directory / "store.json"
-        if not key_file.is_file():
-            raise FeatureStoreError(f"{directory}: not a feature store (no store.json); run `vidseq extract` first")
-        recorded = json.loads(key_file.read_text())
-        return cls(directory, recorded["key"], recorded.get("recipe"), stream=recorded.get("stream") or "appearance",
-                   links=recorded.get("streams"))
+    # -- entries ---------------------------------------------------------------------------
 
-    def entry_path(self, video: str | Path) -> Path:
-        """Where the features of ``video`` live (named by stem for people, by content id for safety)."""
+    def entry_path(self, video: str | Path, subject: str = WHOLE_FRAME, *, vid: str | None = None) -> Path:
+        """Where an entry of ``video`` lives (named by stem for people, by content id for safety)."""
         video = Path(video)
-        return self.features_dir / f"{_slug(video.stem)[:40]}-{video_id(video)}.npz"
+        suffix = "" if subject == WHOLE_FRAME else f"~{_slug(subject)}"
+        return self.features_dir / f"{_slug(video.stem)[:40]}-{vid or video_id(video)}{suffix}.npz"
 
-    def is_done(self, video: str | Path) -> bool:
-        """True when the video's entry exists and loads."""
+    def is_done(self, video: str | Path, subject: str = WHOLE_FRAME) -> bool:
+        """True when the entry of ``video`` exists and loads."""
         try:
-            entry = self.entry_path(video)
+            entry = self.entry_path(video, subject)
         except OSError:
             return False
+        return self.loads(entry)
+
+    def loads(self, entry: Path) -> bool:
+        """Whether ``entry`` is a file that loads."""
         if not entry.is_file():
             return False
         try:
@@ -164,9 +259,9 @@ class FeatureStore:
             return False
         return True
 
-    def write(self, video: str | Path, item: VideoFeatures) -> Path:
-        """Write one video's features atomically; returns the entry path."""
-        entry = self.entry_path(video)
+    def write(self, video: str | Path, item: VideoFeatures, subject: str = WHOLE_FRAME) -> Path:
+        """Write one entry atomically; returns its path."""
+        entry = self.entry_path(video, subject)
         write_entry(entry, item)
         return entry
 
@@ -184,18 +279,18 @@ class FeatureStore:
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
             raise FeatureStoreError(f"{entry}: unreadable feature file ({exc})") from None
 
-    def load(self, video: str | Path) -> VideoFeatures:
+    def load(self, video: str | Path, subject: str = WHOLE_FRAME) -> VideoFeatures:
         """The stored features of a video (by its path)."""
-        return self.read(self.entry_path(video))
+        return self.read(self.entry_path(video, subject))
 
-    def adopt(self, video: str | Path, root: str | Path) -> bool:
+    def adopt(self, video: str | Path, root: str | Path, subject: str = WHOLE_FRAME) -> bool:
         """Take ``video``'s finished entry from the store of the same key under another ``root``.
 
         Hard-linked where the file system allows (no copy, no extra space), else copied; only
         an entry that loads is taken. True when this store now has the video.
         """
         try:
-            entry = self.entry_path(video)
+            entry = self.entry_path(video, subject)
         except OSError:
             return False
         other = Path(root) / self.directory.name / "features" / entry.name
@@ -215,14 +310,17 @@ class FeatureStore:
         return True
 
     def remove_stale_temporaries(self) -> int:
-        """Delete temporary files left by runs that were killed (their process is gone)."""
-        removed = 0
-        for tmp in self.features_dir.glob(".tmp-*"):
-            pid = tmp.name.split("-")[1]
-            if pid.isdigit() and not _alive(int(pid)):
-                tmp.unlink(missing_ok=True)
-                removed += 1
+        """Delete temporary files and claims left by writers that were killed (their process is gone)."""
+        removed = self.claims.remove_stale()
+        for folder in (self.features_dir, self.records_dir, self.directory):
+            for tmp in folder.glob(".tmp-*") if folder.is_dir() else ():
+                pid = tmp.name.split("-")[1]
+                if pid.isdigit() and not pid_alive(int(pid)):
+                    tmp.unlink(missing_ok=True)
+                    removed += 1
         return removed
+
+    # -- labels ----------------------------------------------------------------------------
 
     @property
     def labels(self) -> list[str]:
@@ -231,81 +329,97 @@ class FeatureStore:
         return json.loads(path.read_text()) if path.is_file() else []
 
     def add_labels(self, labels: list[str]) -> None:
-        """Extend the label map with new names (existing indices never move)."""
+        """Extend the label map with new names (existing indices never move).
+
+        Concurrent writers may each add names; a name lost to a race is re-added by the next
+        writer that needs it, and ``load_sequences`` appends any label a record has that the map
+        lacks, so a lost name never loses a video."""
         known = self.labels
         merged = known + [name for name in labels if name not in known]
         if merged != known:
-            atomic_write_text(self.directory / "labels.json", json.dumps(merged, indent=1))
+            atomic.write_text(self.directory / "labels.json", json.dumps(merged, indent=1))
+
+    # -- records and the manifest view ---------------------------------------------------------
+
+    def record_path(self, key: str) -> Path:
+        return self.records_dir / f"{key}.json"
+
+    def put_record(self, row: dict[str, Any]) -> None:
+        """Write one entry's record (or a note about a path) atomically; ``row["key"]`` names it."""
+        record = {name: _cell(row.get(name)) for name in MANIFEST_FIELDS}
+        atomic.write_text(self.record_path(row["key"]), json.dumps(record, sort_keys=True))
+
+    def get_record(self, key: str) -> dict[str, str] | None:
+        """The record ``key``, or None when there is none (or it cannot be read)."""
+        try:
+            return json.loads(self.record_path(key).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def read_manifest(self) -> list[dict[str, str]]:
+        """Every record, sorted by path: entries, failures, and notes about missing or skipped
+        files (a note whose file has since been extracted is left out)."""
+        if self._legacy is not None:
+            return [{k: str(row.get(k, "")) for k in MANIFEST_FIELDS} for row in self._legacy]
+        rows = []
+        for path in sorted(self.records_dir.glob("*.json")) if self.records_dir.is_dir() else ():
+            try:
+                rows.append({**dict.fromkeys(MANIFEST_FIELDS, ""), **json.loads(path.read_text())})
+            except (OSError, ValueError) as exc:
+                warnings.warn(f"{path}: unreadable record, left out ({exc})", stacklevel=2)
+        known = {row["resolved"] for row in rows if row["video"]}
+        rows = [row for row in rows if row["video"] or row["resolved"] not in known]
+        return sorted(rows, key=lambda row: (row["path"], row["subject"]))
+
+    def write_manifest(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Record ``rows`` (each identified by its ``video``, its entry ``file`` or its path's
+        content) and rebuild the manifest view. For stores built by hand (tests, converters)."""
+        for row in rows:
+            row = {key: _cell(value) for key, value in row.items()}
+            row["subject"] = row.get("subject") or WHOLE_FRAME
+            stem = Path(row["file"]).stem if row.get("file") else ""
+            row["video"] = row.get("video") or (stem[-16:] if len(stem) > 17 else self._identify_or_blank(row["path"]))
+            row["resolved"] = row.get("resolved") or resolved(row["path"])
+            row["key"] = entry_key(row["video"], row["subject"]) if row["video"] else note_key(row["path"])
+            self.put_record(row)
+        self.write_manifest_view()
 
     @property
     def manifest_path(self) -> Path:
         return self.directory / "manifest.csv"
 
-    def read_manifest(self) -> list[dict[str, str]]:
-        """The manifest rows, or an empty list before the first run; a field the file lacks
-        (an older manifest: no ``group``) reads as ""."""
-        if not self.manifest_path.is_file():
-            return []
-        with self.manifest_path.open(newline="") as fh:
-            return [{**dict.fromkeys(MANIFEST_FIELDS, ""), **row} for row in csv.DictReader(fh, restval="")]
-
-    def write_manifest(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Replace the manifest atomically."""
+    def write_manifest_view(self) -> Path:
+        """Rebuild manifest.csv from the records (atomically; any writer may, at any time)."""
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=MANIFEST_FIELDS, extrasaction="ignore")
         writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in MANIFEST_FIELDS})
-        atomic_write_text(self.manifest_path, buffer.getvalue())
+        writer.writerows(self.read_manifest())
+        return atomic.write_text(self.manifest_path, buffer.getvalue(), fsync=False)
 
 
 def write_entry(entry: Path, item: VideoFeatures) -> None:
     """Write an .npz atomically: to a temporary file beside it, then rename over."""
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=".npz", dir=entry.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(
-                fh,
-                features=np.asarray(item.features, dtype=np.float32),
-                frame_indices=np.asarray(item.frame_indices, dtype=np.int64),
-                timestamps=np.asarray(item.timestamps, dtype=np.float64),
-                meta=np.array(json.dumps(item.meta, default=str)),
-            )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, entry)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic.write_with(entry, lambda fh: np.savez(
+        fh,
+        features=np.asarray(item.features, dtype=np.float32),
+        frame_indices=np.asarray(item.frame_indices, dtype=np.int64),
+        timestamps=np.asarray(item.timestamps, dtype=np.float64),
+        meta=np.array(json.dumps(item.meta, default=str)),
+    ))
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write a text file atomically (``vidseq.atomic.write_text``)."""
+    atomic.write_text(path, text)
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _plain(obj: Any) -> Any:
     """``obj`` as JSON would give it back (tuples -> lists, paths -> strings), for comparisons."""
     return json.loads(json.dumps(obj, default=str))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _slug(text: str) -> str:

@@ -1,0 +1,58 @@
+"""Atomic file writes: a file appears whole or not at all, with the permissions the umask gives.
+
+Place in the data flow: the bottom layer (imports nothing of vidseq); every module that writes a
+file a reader may open at any moment (feature entries and records, manifests, checkpoints,
+reports, bundles) writes it through here. The data goes to a temporary file in the same folder
+(``.tmp-<pid>-...``: a killed writer's leftovers are recognisable), is flushed and fsynced, gets
+mode ``0o666 & ~umask`` (``mkstemp`` alone gives 0600, which made a team's shared store unreadable
+to the others), and is renamed over the target with ``os.replace`` (atomic on POSIX file systems,
+NFS included). On any error the temporary file is removed and the error propagates.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+_UMASK: int | None = None
+
+
+def file_mode() -> int:
+    """The mode a new file gets here: ``0o666`` less this process's umask (read once)."""
+    global _UMASK
+    if _UMASK is None:
+        _UMASK = os.umask(0)
+        os.umask(_UMASK)
+    return 0o666 & ~_UMASK
+
+
+def write_with(path: str | Path, write: Callable[[IO[bytes]], None], *, fsync: bool = True) -> Path:
+    """Call ``write(binary file)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=path.suffix, dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return write_with(path, lambda fh: fh.write(data), fsync=fsync)
+
+
+def write_text(path: str | Path, text: str, *, fsync: bool = True) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_bytes(path, text.encode("utf-8"), fsync=fsync)

@@ -1,0 +1,382 @@
+"""What both extraction engines share before and after the work: store keys, the plan of a run,
+its rounds (waiting for other writers), its result, and a clean stop on SIGTERM or Ctrl-C.
+
+Place in the data flow: datasets -> **plan** -> an engine (``extraction``: local, ``ray_engine``:
+Ray) -> ``FeatureStore``. ``plan_run`` opens each stream's store, identifies every video by its
+content (one record per video however its path is spelled), reuses entries that load, claims the
+rest (``claims.Claims``) and leaves videos that another live writer holds for a later round.
+``extract_rounds`` runs an engine over what this process claimed, then waits for the videos other
+writers hold and takes over those whose writer died, until every video has a record.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidseq.backbones import Backbone, BackboneSpec, create_backbone
+from vidseq.config import BackboneConfig, IOConfig, MotionConfig, SamplingConfig
+from vidseq.datasets import Dataset, VideoItem
+from vidseq.errors import Interrupted
+from vidseq.features._engine import RunProgress, VideoSink
+from vidseq.features.store import WHOLE_FRAME, FeatureStore, entry_key, note_key, resolved, video_id
+from vidseq.motion import motion_dim, motion_key
+
+FEATURE_KEY_VERSION = 2  # bump when this loop changes which features a config gives (2: opencv upscaling)
+WAIT_POLL_SECONDS = 0.5
+
+ItemsLike = list[VideoItem] | Dataset
+Roots = list[str | Path] | tuple[str | Path, ...]
+
+
+@dataclass
+class ExtractResult:
+    """What a run did: counts, the store, and the rows of videos that failed.
+
+    ``motion``: the same for the motion stream's store when the run made it (else None); ``ok``
+    is about this store's videos only (a video too short for the motion stream is a failed row
+    there, not here). ``duplicates``: items that were another item's content under another path.
+    """
+
+    store: FeatureStore
+    extracted: int = 0
+    reused: int = 0
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+    motion: ExtractResult | None = None
+    duplicates: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def merge(self, later: ExtractResult) -> ExtractResult:
+        """This round's result followed by a later round's (videos that waited for other writers)."""
+        self.extracted += later.extracted
+        self.reused += later.reused
+        self.failed = [*self.failed, *later.failed]
+        self.frames += later.frames
+        self.seconds += later.seconds
+        if self.motion is not None and later.motion is not None:
+            self.motion.merge(later.motion)
+        return self
+
+    def summary(self) -> str:
+        rate = self.frames / self.seconds if self.seconds else 0.0
+        text = (
+            f"{self.extracted} extracted, {self.reused} already done, {len(self.failed)} failed "
+            f"({self.frames} frames in {self.seconds:.1f} s, {rate:.0f} frames/s) -> {self.store.directory}"
+        )
+        if self.duplicates:
+            text += f"\n{self.duplicates} paths were the same content as another path (one video each)"
+        if self.motion is not None:
+            motion = self.motion
+            text += (f"\nmotion stream: {motion.extracted} extracted, {motion.reused} already done, "
+                     f"{len(motion.failed)} failed -> {motion.store.directory}")
+        return text
+
+
+def store_key(spec: BackboneSpec, sampling: SamplingConfig) -> dict[str, Any]:
+    """Everything that changes the stored features: backbone spec, sampling, loop version."""
+    return {
+        "backbone": spec.key(),
+        "sampling": sampling.model_dump(mode="json"),
+        "extract_version": FEATURE_KEY_VERSION,
+    }
+
+
+def motion_store_key(spec: BackboneSpec, sampling: SamplingConfig, motion: MotionConfig) -> dict[str, Any]:
+    """Everything that changes the motion stream: flow settings, the geometry of the fitted frames
+    the flow sees (the backbone's resize, input size and fit), sampling, loop version."""
+    geometry = {"resize": spec.resize, "input_size": spec.input_size, "fit": spec.fit}
+    return {
+        "motion": motion_key(motion, geometry),
+        "sampling": sampling.model_dump(mode="json"),
+        "extract_version": FEATURE_KEY_VERSION,
+    }
+
+
+def recipe_of(backbone: BackboneConfig | Backbone | None, sampling: SamplingConfig, io: IOConfig | None) -> dict:
+    """The config sections that redo this extraction on new videos (none for a prebuilt model)."""
+    if isinstance(backbone, Backbone):
+        return {}
+    return {
+        "backbone": (backbone or BackboneConfig()).model_dump(mode="json"),
+        "sampling": sampling.model_dump(mode="json"),
+        "io": (io or IOConfig()).model_dump(mode="json"),
+    }
+
+
+def build_backbone(cfg: BackboneConfig, device: torch.device) -> Backbone:
+    """The backbone a ``backbone`` config section describes, on ``device``."""
+    return create_backbone(cfg.name, weights=cfg.weights, pooling=cfg.pooling, device=device, **cfg.options())
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; anything else as torch reads it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# -- one stream's plan ----------------------------------------------------------------------
+
+
+@dataclass
+class ExtractionPlan:
+    """One stream's store in a run: its rows (by entry key), each item path's key, the videos this
+    process claimed (``todo``), the ones another live writer holds (``waiting``), and the result."""
+
+    store: FeatureStore
+    rows: dict[str, dict[str, Any]]
+    todo: list[VideoItem]
+    result: ExtractResult
+    keys: dict[str, str] = field(default_factory=dict)
+    waiting: list[VideoItem] = field(default_factory=list)
+    items: list[VideoItem] = field(default_factory=list)
+
+    def row_of(self, item: VideoItem) -> dict[str, Any]:
+        return self.rows[self.keys[str(item.path)]]
+
+    def finish(self, seconds: float) -> ExtractResult:
+        """Record the run's time, drop its claims, rebuild the manifest view: the end of a run."""
+        self.result.seconds = seconds
+        self.stop()
+        return self.result
+
+    def stop(self) -> None:
+        """Drop this process's claims and rebuild the manifest view (also on an interrupted run)."""
+        self.store.claims.release_all()
+        self.store.write_manifest_view()
+
+
+def plan_extraction(items: ItemsLike, *, out: str | Path, spec: BackboneSpec, sampling: SamplingConfig,
+                    recipe: dict[str, Any], force: bool = False, reuse_from: Roots = (),
+                    motion: MotionConfig | None = None) -> ExtractionPlan:
+    """Open the store for ``spec`` + ``sampling`` (with ``motion``: the motion stream's store made
+    beside it), give every video a record, reuse done ones, claim the rest where no one holds them."""
+    dataset = items if isinstance(items, Dataset) else None
+    if motion is None:
+        store = FeatureStore.open(out, store_key(spec, sampling), name=spec.name, recipe=recipe)
+    else:
+        store = FeatureStore.open(out, motion_store_key(spec, sampling, motion), name=f"motion-{motion.method}",
+                                  recipe={**recipe, "motion": motion.model_dump(mode="json")}, stream="motion")
+    store.remove_stale_temporaries()
+    for row in _note_rows(dataset):
+        store.put_record(row)
+    if dataset is not None and dataset.labels:
+        store.add_labels(dataset.labels)
+    plan = ExtractionPlan(store, {}, [], ExtractResult(store), items=list(items))
+    for item in items:
+        row = _row(item)
+        plan.keys[str(item.path)] = row["key"]
+        if row["key"] in plan.rows:
+            plan.result.duplicates += 1  # the same content under another path: one video
+        elif not row["video"]:
+            plan.rows[row["key"]] = row  # cannot be read: a failure now, no decode
+            store.put_record(row)
+            plan.result.failed.append(row)
+        else:
+            plan.rows[row["key"]] = row
+            if not force and _reuse(store, item, row, reuse_from):
+                plan.result.reused += 1
+            elif store.claims.acquire(row["key"]):
+                plan.todo.append(item)
+            else:
+                plan.waiting.append(item)
+    return plan
+
+
+def _note_rows(dataset: Dataset | None) -> list[dict[str, Any]]:
+    """Records of the files a dataset lists but lacks, and of those that are not videos."""
+    if dataset is None:
+        return []
+    notes = [(p, "missing", "listed but not found") for p in dataset.missing]
+    notes += [(p, "skipped", "not a video file") for p in dataset.skipped]
+    return [{"key": note_key(p), "path": str(p), "resolved": resolved(p), "status": status, "error": error,
+             "subject": WHOLE_FRAME} for p, status, error in notes]
+
+
+def _row(item: VideoItem) -> dict[str, Any]:
+    """An item's row: its path as given and resolved, its content id (blank, and failed, when the
+    file cannot be read), label, split, group."""
+    row = {"path": str(item.path), "resolved": resolved(item.path), "label": item.label, "split": item.split,
+           "group": item.group, "subject": WHOLE_FRAME, "status": "pending"}
+    try:
+        row["video"] = video_id(item.path)
+    except OSError as exc:
+        reason = "file not found" if isinstance(exc, FileNotFoundError) else f"cannot read it ({exc.strerror})"
+        return {**row, "video": "", "key": note_key(item.path), "status": "failed", "error": reason}
+    return {**row, "key": entry_key(row["video"])}
+
+
+def _reuse(store: FeatureStore, item: VideoItem, row: dict[str, Any], reuse_from: Roots = ()) -> bool:
+    """Whether the video's entry is already there (or adopted from another root); its record is
+    then brought up to date (a new path spelling, label, split or group is recorded)."""
+    entry = store.entry_path(item.path, vid=row["video"])
+    if not store.loads(entry) and not any(store.adopt(item.path, root) for root in reuse_from):
+        return False
+    row.update(status="done", error="", frames=len(store.read(entry).frame_indices),
+               file=entry.relative_to(store.directory))
+    recorded = store.get_record(row["key"])
+    if recorded is None or any(str(recorded.get(k, "")) != ("" if v is None else str(v)) for k, v in row.items()
+                               if k != "key"):
+        store.put_record(row)
+    return True
+
+
+# -- a run: every stream, in rounds -----------------------------------------------------------
+
+
+@dataclass
+class ExtractionRun:
+    """One run's streams over one list of videos: each stream's plan and sink (the motion ones
+    None when the run does not make it), and the videos any stream still needs (``todo``: what
+    the engines decode; job numbers index it)."""
+
+    appearance: ExtractionPlan
+    sink: VideoSink
+    todo: list[VideoItem]
+    progress: RunProgress
+    motion: ExtractionPlan | None = None
+    motion_sink: VideoSink | None = None
+    motion_config: MotionConfig | None = None
+
+    @property
+    def plans(self) -> list[ExtractionPlan]:
+        return [plan for plan in (self.appearance, self.motion) if plan is not None]
+
+    @property
+    def waiting(self) -> list[VideoItem]:
+        """Videos another live writer holds in some stream (this run leaves them to it for now)."""
+        paths = {str(item.path) for plan in self.plans for item in plan.waiting}
+        return [item for item in self.appearance.items if str(item.path) in paths]
+
+    def jobs(self) -> list[tuple[int, str, bool, bool]]:
+        """``(job, path, wants appearance, wants motion)`` of each video to do."""
+        sinks = (self.sink, self.motion_sink)
+        return [(job, str(item.path), *(s is not None and job not in s.closed for s in sinks))
+                for job, item in enumerate(self.todo)]
+
+    def close(self) -> None:
+        """The end of the engine's stream: videos still incomplete fail (``VideoSink.close``)."""
+        for sink in (self.sink, self.motion_sink):
+            if sink is not None:
+                sink.close()
+
+    def discard(self) -> None:
+        """Drop the unfinished videos' temporaries and this process's claims (a run that stops)."""
+        for sink in (self.sink, self.motion_sink):
+            if sink is not None:
+                sink.discard()
+        for plan in self.plans:
+            plan.stop()
+
+    def finish(self, seconds: float) -> ExtractResult:
+        """Both streams' manifests written; the appearance result, with the motion one in it."""
+        result = self.appearance.finish(seconds)
+        if self.motion is not None:
+            result.motion = self.motion.finish(seconds)
+        return result
+
+
+def plan_run(items: ItemsLike, *, out: str | Path, spec: BackboneSpec, sampling: SamplingConfig,
+             recipe: dict[str, Any], motion: MotionConfig | None = None, force: bool = False,
+             reuse_from: Roots = (), on_video_done: Callable[[dict[str, Any]], None] | None = None) -> ExtractionRun:
+    """Plan every stream of a run (the motion stream when ``motion`` is enabled; its store linked
+    to the appearance store both ways) and the union of the videos they claimed."""
+    items = items if isinstance(items, Dataset) else list(items)
+    plans = [plan_extraction(items, out=out, spec=spec, sampling=sampling, recipe=recipe, force=force,
+                             reuse_from=reuse_from)]
+    motion = motion if motion is not None and motion.enabled else None
+    if motion is not None:
+        plans.append(plan_extraction(items, out=out, spec=spec, sampling=sampling, recipe=recipe, force=force,
+                                     reuse_from=reuse_from, motion=motion))
+        plans[0].store.link_streams([plans[1].store])
+        plans[1].store.link_streams([plans[0].store])
+    wanted = [{str(item.path) for item in plan.todo} for plan in plans]
+    todo = [item for item in items if any(str(item.path) in paths for paths in wanted)]
+    progress = RunProgress([sum(str(item.path) in paths for paths in wanted) for item in todo],
+                           on_video_done=on_video_done)
+    dims = [spec.feature_dim] + ([motion_dim(motion)] if motion is not None else [])
+    sinks = [VideoSink(plan, dim, items=todo, progress=progress,
+                       jobs=[job for job, item in enumerate(todo) if str(item.path) in paths])
+             for plan, dim, paths in zip(plans, dims, wanted)]
+    if motion is None:
+        return ExtractionRun(plans[0], sinks[0], todo, progress)
+    return ExtractionRun(plans[0], sinks[0], todo, progress, plans[1], sinks[1], motion)
+
+
+def extract_rounds(items: ItemsLike, plan: Callable[[ItemsLike, bool], ExtractionRun],
+                   engine: Callable[[ExtractionRun], ExtractResult], *, force: bool = False) -> ExtractResult:
+    """Run ``engine`` over what this process claimed; then, while other writers hold some videos,
+    wait until each is recorded or its writer is gone, plan those again (reusing what the others
+    wrote, claiming what they left) and run again. SIGTERM and Ctrl-C stop it cleanly: claims
+    dropped, the manifest view rebuilt, ``Interrupted`` raised with what is kept."""
+    run = None
+    with _signals_interrupt():
+        try:
+            run = plan(items, force)
+            result = engine(run)
+            while waiting := run.waiting:
+                _wait_for_others(run)
+                run = plan(waiting, False)
+                result.merge(engine(run))
+            return result
+        except KeyboardInterrupt as exc:
+            if run is not None:
+                run.discard()
+            done = sum(1 for row in run.appearance.rows.values() if row.get("status") == "done") if run else 0
+            raise Interrupted(
+                f"extraction stopped by {getattr(exc, 'signal_name', 'Ctrl-C')}: the store is consistent "
+                f"({done} videos of this round recorded as done); run the same command again to finish",
+                signum=getattr(exc, "signum", signal.SIGINT),
+            ) from None
+        except BaseException:
+            if run is not None:
+                run.discard()  # temporaries of unfinished videos, this process's claims
+            raise
+
+
+def _wait_for_others(run: ExtractionRun) -> None:
+    """Block until no live writer holds any of the run's waiting videos."""
+    keys = [(plan.store, plan.keys[str(item.path)]) for plan in run.plans for item in plan.waiting]
+    while any(not store.claims.is_free(key) for store, key in keys):
+        time.sleep(WAIT_POLL_SECONDS)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so that the same clean stop runs."""
+
+    signal_name, signum = "SIGTERM", signal.SIGTERM
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``_Terminated`` in the main thread while the block runs (where nobody else
+    handles SIGTERM); the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        yield  # someone (a pipeline, a host program) handles SIGTERM already
+        return
+
+    def raise_terminated(signum, frame):  # noqa: ARG001 - the signal-handler signature
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

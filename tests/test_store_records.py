@@ -144,3 +144,27 @@ def test_claims_are_exclusive_and_a_dead_or_silent_owners_claim_is_taken_over(tm
     assert other.acquire("v3")
     mine.release_all()
     assert not (tmp_path / "v1.claim").exists() and (tmp_path / "v2.claim").exists()
+
+
+def test_a_failed_video_is_a_record_and_a_rerun_retries_it(tmp_path):
+    """A broken file is recorded as failed; once it is a real video, the rerun extracts it."""
+    from vidseq.config import BackboneConfig, ExtractConfig, SamplingConfig
+    from vidseq.datasets import VideoItem
+    from vidseq.features import extract
+    from vidseq.io import write_video
+    from vidseq.synth import render_clip
+
+    good, bad = tmp_path / "good.mp4", tmp_path / "bad.mp4"
+    write_video(good, render_clip("grow", np.random.default_rng(0), num_frames=8, size=32), fps=10.0)
+    bad.write_text("not a video")
+    options = dict(out=tmp_path / "f", backbone=BackboneConfig(input_size=64), sampling=SamplingConfig(count=2),
+                   config=ExtractConfig(num_workers=0), progress=False)
+    first = extract([VideoItem(good, "grow"), VideoItem(bad, "grow")], **options)
+    assert [row["path"] for row in first.failed] == [str(bad)]
+    statuses = {Path(r["path"]).name: r["status"] for r in first.store.read_manifest()}
+    assert statuses == {"good.mp4": "done", "bad.mp4": "failed"}
+    write_video(bad, render_clip("shrink", np.random.default_rng(1), num_frames=8, size=32), fps=10.0)
+    again = extract([VideoItem(good, "grow"), VideoItem(bad, "grow")], **options)
+    assert (again.extracted, again.reused, again.failed) == (1, 1, [])
+    rows = again.store.read_manifest()
+    assert sorted(r["status"] for r in rows) == ["done", "done"] and len(rows) == 2

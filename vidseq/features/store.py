@@ -358,18 +358,24 @@ class FeatureStore:
 
     def read_manifest(self) -> list[dict[str, str]]:
         """Every record, sorted by path: entries, failures, and notes about missing or skipped
-        files (a note whose file has since been extracted is left out)."""
+        files; one per file and subject (the newest; a note whose file has since been read, or the
+        record of a file's earlier content, is left out)."""
         if self._legacy is not None:
             return [{k: str(row.get(k, "")) for k in MANIFEST_FIELDS} for row in self._legacy]
-        rows = []
+        latest: dict[tuple[str, str], tuple[int, dict[str, str]]] = {}
         for path in sorted(self.records_dir.glob("*.json")) if self.records_dir.is_dir() else ():
             try:
-                rows.append({**dict.fromkeys(MANIFEST_FIELDS, ""), **json.loads(path.read_text())})
+                written = path.stat().st_mtime_ns
+                row = {**dict.fromkeys(MANIFEST_FIELDS, ""), **json.loads(path.read_text())}
             except (OSError, ValueError) as exc:
                 warnings.warn(f"{path}: unreadable record, left out ({exc})", stacklevel=2)
-        known = {row["resolved"] for row in rows if row["video"]}
-        rows = [row for row in rows if row["video"] or row["resolved"] not in known]
-        return sorted(rows, key=lambda row: (row["path"], row["subject"]))
+                continue
+            # one row per file and subject: the newest record wins (a file whose content changed,
+            # or a missing file that has since been extracted, leaves its older record behind)
+            slot = (row["resolved"] or row["path"], row["subject"] or WHOLE_FRAME)
+            if slot not in latest or (bool(row["video"]), written) > (bool(latest[slot][1]["video"]), latest[slot][0]):
+                latest[slot] = (written, row)
+        return sorted((row for _, row in latest.values()), key=lambda row: (row["path"], row["subject"]))
 
     def write_manifest(self, rows: Iterable[dict[str, Any]]) -> None:
         """Record ``rows`` (each identified by its ``video``, its entry ``file`` or its path's

@@ -18,10 +18,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vidseq"
 LAYERS = {
     "vidseq": 0,  # __init__: version only
     "vidseq.errors": 0,
+    "vidseq.atomic": 0,  # atomic file writes (imports nothing of vidseq)
     "vidseq.config": 1,
     "vidseq.io": 2,
     "vidseq.sampling": 2,
     "vidseq.datasets": 2,
+    "vidseq.splits_report": 2,  # split sizes and data warnings over plain lists (imports nothing)
     "vidseq.synth_camera": 2.5,  # camera renderer: reads sources via io, synth writes its clips
     "vidseq.synth": 3,
     "vidseq.backbones": 4,

@@ -139,9 +139,12 @@ def test_cli_predicts_a_folder_of_real_clips_with_bad_files_and_resumes(motion_m
 
     (clip_folder / clip_paths[5].name).symlink_to(clip_paths[5])  # one more clip, then run again
     again = vidseq("predict", str(clip_folder), "--model", str(motion_model), "--out", str(out), "-q")
-    assert "1 predicted, 7 already in" in again.stdout, again.stdout + again.stderr
-    rows_after = read_csv(out)
-    assert rows_after[:7] == rows and len(rows_after) == 8 and Path(rows_after[7]["path"]).name == clip_paths[5].name
+    assert again.returncode == 1, again.stderr  # the two bad files are tried again and fail again
+    assert "1 predicted, 5 already in" in again.stdout and "2 failed" in again.stdout, again.stdout + again.stderr
+    rows_after = read_csv(out)  # the done rows kept; the failed ones replaced by their retries
+    assert rows_after[:5] == [r for r in rows if not r["error"]] and len(rows_after) == 8
+    new_names = sorted(Path(r["path"]).name for r in rows_after[5:])
+    assert new_names == sorted(["broken.mp4", "truncated.mp4", clip_paths[5].name])
 
 
 @pytest.mark.slow

@@ -70,7 +70,11 @@ class PyfuncModel:
         for row in rows:  # a video that failed: an empty label (the column stays all strings)
             row["label"] = row["label"] or ""
         columns = ["path", "label", "probability", "probabilities", "frames", "seconds", "error"]
-        return pd.DataFrame(rows, columns=columns)
+        frame = pd.DataFrame(rows, columns=columns)
+        missing = frame["probability"].isna()
+        if missing.any():  # None, not NaN: MLflow's scoring server writes NaN, which is not JSON
+            frame["probability"] = frame["probability"].astype(object).where(~missing, None)
+        return frame
 
 
 def _input_paths(model_input: Any) -> list[str]:

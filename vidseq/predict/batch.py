@@ -3,14 +3,18 @@
 Place in the data flow: inputs -> the videos they name (``vidseq.datasets.discover_videos``)
 -> ``Predictor.predict`` in chunks (parallel decode, batched backbone) or, with a window, one
 ``Timeline`` per video -> rows appended to the output after each chunk. An existing output is
-read first and its videos are skipped, so a killed run continues where it stopped. A file that
-cannot be read gets a row with its error; the run goes on.
+read first: its videos that were predicted are skipped, so a killed run continues where it
+stopped; its videos that failed are retried (their old rows are dropped from the file first, in
+one atomic rewrite, so it never holds two results for one video). A file that cannot be read
+gets a row with its error; the run goes on.
 
 Rows: without a window, one per video (``path, label, probability, top_labels,
 top_probabilities, frames, seconds, error``). With a window, in CSV one row per window and per
 segment (``path, kind, start, end, label, probability, frames, seconds, error``; ``kind`` is
 ``window``, ``segment`` or ``video`` for a video that failed); in JSON lines one object per
-video with its ``windows`` and ``segments`` lists.
+video with its ``windows`` and ``segments`` lists. JSON lines use JSON types: numbers, lists
+and null (``probability`` null and ``top_labels``/``top_probabilities`` empty for a failed
+video; never NaN, never a number written as a string).
 """
 
 from __future__ import annotations
@@ -18,11 +22,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
+import stat
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from vidseq.datasets import discover_videos
 from vidseq.errors import VidseqError
@@ -40,10 +49,11 @@ class BatchResult:
 
     out: Path | None
     predicted: int = 0
-    skipped: int = 0  # already in the output
+    skipped: int = 0  # already predicted in the output
     failed: int = 0
+    retried: int = 0  # had failed in the output; tried again (counted in predicted or failed too)
     passed_over: list[str] = field(default_factory=list)  # non-video files found in folders
-    rows: list[dict[str, Any]] = field(default_factory=list)  # this run's rows (video or window mode)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # this run's rows, as written
     timelines: list[Timeline] = field(default_factory=list)
 
 
@@ -77,20 +87,24 @@ def predict_batch(predictor: Predictor, inputs: Iterable[str | Path], *, out: st
                   top_k: int = 1, window: float | None = None, hop: float | None = None,
                   smooth: int = 1, carry_state: bool = False, progress: bool = True,
                   on_row: Callable[[dict[str, Any]], None] | None = None) -> BatchResult:
-    """Predict every video of ``inputs``; append rows to ``out`` (``.csv`` or ``.jsonl``)."""
+    """Predict every video of ``inputs``; append rows to ``out`` (``.csv`` or ``.jsonl``).
+
+    Videos already predicted in ``out`` are skipped; those that failed there are tried again."""
     out = Path(out) if out is not None else None
     windowed = window is not None
     writer = _Writer(out, windowed) if out is not None else None
     done = writer.done if writer else set()
     paths, bad, passed_over = collect_inputs(inputs)
+    retried = writer.forget_failed([*paths, *bad]) if writer is not None else set()
     todo = [p for p in paths if p not in done]
     result = BatchResult(out, skipped=len(paths) - len(todo) + sum(1 for p in bad if p in done),
-                         passed_over=passed_over)
+                         retried=len(retried), passed_over=passed_over)
     emit = _emitter(result, writer, on_row)
     for path, error in bad.items():
         if path not in done:
             result.failed += 1
-            emit(path, _error_rows(path, error, windowed))
+            failed = Timeline(path, error=error) if windowed else _failed_prediction(path, error)
+            emit(_error_rows(path, error, windowed), [_json_record(failed)])
     with _bar(len(todo), progress) as bar:
         if windowed:
             for path in todo:
@@ -98,19 +112,23 @@ def predict_batch(predictor: Predictor, inputs: Iterable[str | Path], *, out: st
                                             carry_state=carry_state)
                 result.timelines.append(timeline)
                 _count(result, not timeline.error)
-                emit(path, _timeline_rows(timeline) if writer is None or writer.csv else [_timeline_object(timeline)])
+                emit(_timeline_rows(timeline), [_json_record(timeline)])
                 bar.update(1)
         else:
             for first in range(0, len(todo), CHUNK_VIDEOS):
                 for pred in predictor.predict(todo[first : first + CHUNK_VIDEOS], top_k=top_k):
                     _count(result, not pred.error)
-                    emit(pred.path, [_video_row(pred)])
+                    emit([_video_row(pred)], [_json_record(pred)])
                     bar.update(1)
     return result
 
 
 def _emitter(result: BatchResult, writer: _Writer | None, on_row):
-    def emit(path: str, rows: list[dict[str, Any]]) -> None:
+    """``emit(csv_rows, json_records)``: one video's rows, written in the output's format (CSV
+    rows when there is no output) and kept in ``result.rows``."""
+
+    def emit(csv_rows: list[dict[str, Any]], json_records: list[dict[str, Any]]) -> None:
+        rows = json_records if writer is not None and not writer.csv else csv_rows
         if writer is not None:
             writer.write(rows)
         result.rows.extend(rows)
@@ -146,14 +164,49 @@ def _timeline_rows(timeline: Timeline) -> list[dict[str, Any]]:
     return rows
 
 
-def _timeline_object(timeline: Timeline) -> dict[str, Any]:
-    return {"path": timeline.path, "duration": round(timeline.duration, 3), "frames": timeline.frames,
-            "seconds": round(timeline.seconds, 3), "error": timeline.error,
-            "windows": [_plain(w) for w in timeline.windows], "segments": [_plain(s) for s in timeline.segments]}
+def _failed_prediction(path: str, error: str) -> Prediction:
+    """The result of a video that was never read (a missing or non-video input)."""
+    return Prediction(path, None, None, None, [], 0, 0.0, error)
+
+
+def _json_record(result: Prediction | Timeline) -> dict[str, Any]:
+    """One video's JSON-lines object with JSON types: numbers, lists, null for what is missing."""
+    if isinstance(result, Timeline):
+        record = {"path": result.path, "duration": round(result.duration, 3),
+                  "frames": result.frames, "seconds": round(result.seconds, 3),
+                  "error": result.error, "windows": [_plain(w) for w in result.windows],
+                  "segments": [_plain(s) for s in result.segments]}
+    else:  # the CSV columns, in order
+        record = {"path": result.path, "label": result.label,
+                  "probability": _rounded(result.probability),
+                  "top_labels": [label for label, _ in result.top],
+                  "top_probabilities": [_rounded(p) for _, p in result.top],
+                  "frames": result.frames, "seconds": round(result.seconds, 3),
+                  "error": result.error}
+    return _jsonable(record)
+
+
+def _rounded(value: float | None) -> float | None:
+    """A probability for JSON: a number to 4 decimals, or None when there is none."""
+    return None if value is None else round(float(value), 4)
 
 
 def _plain(obj: Any) -> dict[str, Any]:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(obj).items()}
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with JSON types only: numpy scalars as numbers, tuples as lists, paths as
+    strings, NaN and infinities as None (strict JSON has no NaN; a reader would reject it)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return str(value) if isinstance(value, Path) else value
 
 
 def _error_rows(path: str, error: str, windowed: bool) -> list[dict[str, Any]]:
@@ -167,32 +220,68 @@ def _round(value: float | None) -> float | str:
 
 
 class _Writer:
-    """Appends rows to a CSV or JSON-lines file; knows which videos it already holds."""
+    """Appends rows to a CSV or JSON-lines file; knows which videos it holds as predicted
+    (``done``) and as failed (``failed``), and drops the failed ones' rows before a retry."""
 
     def __init__(self, out: Path, windowed: bool) -> None:
         if out.suffix.lower() not in (".csv", ".jsonl"):
             raise PredictError(f"{out}: the output must end in .csv or .jsonl")
         self.out, self.csv = out, out.suffix.lower() == ".csv"
         self.columns = WINDOW_COLUMNS if windowed else VIDEO_COLUMNS
-        self.done = self._read_done()
+        self.done, self.failed = self._read_held()
 
-    def _read_done(self) -> set[str]:
+    def _read_held(self) -> tuple[set[str], set[str]]:
+        """Videos with a row without an error (done), and videos with only error rows (failed)."""
+        done: set[str] = set()
+        errored: set[str] = set()
+        for path, error in self._results():
+            (errored if error else done).add(path)
+        return done, errored - done
+
+    def _results(self) -> list[tuple[str, str]]:
+        """``(path, error)`` of every readable row of the output ("" error: predicted)."""
         if not self.out.is_file() or self.out.stat().st_size == 0:
-            return set()
-        text = self.out.read_text()
+            return []
+        text = self._text()
         if self.csv:
             reader = csv.DictReader(io.StringIO(text))
             if reader.fieldnames != self.columns:
                 raise PredictError(f"{self.out} holds other columns ({', '.join(reader.fieldnames or [])}): "
                                    "it was written with or without --window; use another --out")
-            return {row["path"] for row in reader}
-        done = set()
-        for line in text.splitlines():
-            try:
-                done.add(json.loads(line)["path"])
-            except (ValueError, KeyError, TypeError):
-                continue  # a line cut short by a kill: that video is done again
-        return done
+            return [(row["path"], row["error"] or "") for row in reader]
+        results = []
+        for line in io.StringIO(text):
+            record = _json_object(line)
+            if record is not None:  # else a line cut short by a kill: that video is done again
+                results.append((str(record["path"]), str(record.get("error") or "")))
+        return results
+
+    def _text(self) -> str:
+        """The output as written (CSV line ends kept: csv parses them itself)."""
+        with self.out.open(newline="" if self.csv else None) as fh:
+            return fh.read()
+
+    def forget_failed(self, paths: Iterable[str]) -> set[str]:
+        """Drop the rows of those of ``paths`` that failed in the output, so that they are
+        predicted again and their new rows replace the old (one atomic rewrite, so a kill leaves
+        the old file or the new one). Returns the videos dropped."""
+        drop = self.failed.intersection(paths)
+        if not drop:
+            return drop
+        text = self._text()
+        if self.csv:
+            header, *rows = csv.reader(io.StringIO(text))
+            at = header.index("path")
+            buffer = io.StringIO()
+            kept_rows = [r for r in rows if len(r) <= at or r[at] not in drop]
+            csv.writer(buffer).writerows([header, *kept_rows])
+            kept = buffer.getvalue()
+        else:
+            lines = io.StringIO(text)
+            kept = "".join(line for line in lines if _json_path(line) not in drop)
+        _replace(self.out, kept)
+        self.failed -= drop
+        return drop
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         """Append one video's rows in one write, flushed to disk (a kill loses at most it)."""
@@ -204,11 +293,42 @@ class _Writer:
                 writer.writeheader()
             writer.writerows(rows)
         else:
-            buffer.writelines(json.dumps(row, default=str) + "\n" for row in rows)
+            buffer.writelines(json.dumps(_jsonable(row), allow_nan=False) + "\n" for row in rows)
         with self.out.open("a", newline="") as fh:
             fh.write(buffer.getvalue())
             fh.flush()
             os.fsync(fh.fileno())
+
+
+def _json_object(line: str) -> dict[str, Any] | None:
+    """The object of one JSON line that names a path, else None (blank, cut short, not ours)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "path" in record else None
+
+
+def _json_path(line: str) -> str | None:
+    """The path a JSON line names, else None."""
+    record = _json_object(line)
+    return None if record is None else record["path"]
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file beside it, synced, then renamed
+    over it), keeping the file's permissions."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _bar(total: int, enabled: bool):

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -29,8 +30,10 @@ def file_mode() -> int:
     return 0o666 & ~_UMASK
 
 
-def write_with(path: str | Path, write: Callable[[IO[bytes]], None], *, fsync: bool = True) -> Path:
-    """Call ``write(binary file)`` on a temporary file beside ``path``, then rename it over ``path``."""
+def write_with(path: str | Path, write: Callable[[IO[bytes]], None], *, fsync: bool = True,
+               mode: int | None = None) -> Path:
+    """Call ``write(binary file)`` on a temporary file beside ``path``, then rename it over ``path``.
+    ``mode``: the new file's permissions (default ``file_mode()``; e.g. an older file's, to keep them)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=path.suffix, dir=path.parent)
@@ -40,7 +43,7 @@ def write_with(path: str | Path, write: Callable[[IO[bytes]], None], *, fsync: b
             fh.flush()
             if fsync:
                 os.fsync(fh.fileno())
-        os.chmod(tmp, file_mode())
+        os.chmod(tmp, file_mode() if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -48,11 +51,28 @@ def write_with(path: str | Path, write: Callable[[IO[bytes]], None], *, fsync: b
     return path
 
 
-def write_bytes(path: str | Path, data: bytes, *, fsync: bool = True) -> Path:
+def write_bytes(path: str | Path, data: bytes, *, fsync: bool = True, mode: int | None = None) -> Path:
     """Write ``data`` to ``path`` atomically."""
-    return write_with(path, lambda fh: fh.write(data), fsync=fsync)
+    return write_with(path, lambda fh: fh.write(data), fsync=fsync, mode=mode)
 
 
-def write_text(path: str | Path, text: str, *, fsync: bool = True) -> Path:
+def write_text(path: str | Path, text: str, *, fsync: bool = True, mode: int | None = None) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return write_bytes(path, text.encode("utf-8"), fsync=fsync)
+    return write_bytes(path, text.encode("utf-8"), fsync=fsync, mode=mode)
+
+
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` for a writer that needs a file name (a video encoder,
+    ``torch.save``): renamed over ``path`` when the block ends, removed if it raises."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.stem}.partial{path.suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

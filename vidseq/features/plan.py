@@ -372,7 +372,7 @@ def _signals_interrupt() -> Iterator[None]:
         yield  # someone (a pipeline, a host program) handles SIGTERM already
         return
 
-    def raise_terminated(signum, frame):  # noqa: ARG001 - the signal-handler signature
+    def raise_terminated(signum, frame):  # the signal-handler signature
         raise _Terminated()
 
     signal.signal(signal.SIGTERM, raise_terminated)

@@ -51,7 +51,13 @@ from vidseq.backbones import Backbone, BackboneSpec
 from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
 from vidseq.datasets import Dataset, VideoItem
 from vidseq.errors import VidseqError
-from vidseq.features._engine import BatchForward, VideoSink, _progress_bar, flow_pooler, video_chunks
+from vidseq.features._engine import (
+    BatchForward,
+    VideoSink,
+    _progress_bar,
+    flow_pooler,
+    video_chunks,
+)
 from vidseq.features.plan import (
     ExtractionRun,
     ExtractResult,

@@ -2,7 +2,7 @@
 
 Place in the data flow: the far end of io, used by whatever writes videos (``vidseq.synth``'s
 datasets, ``vidseq.predict.render``'s annotated copies). Imports nothing else of vidseq but
-``errors``; PyAV and OpenCV are imported on first use.
+``errors`` and ``atomic``; PyAV and OpenCV are imported on first use.
 
 Reproducible bytes: the same frames give byte-identical files in any process on one machine.
 x264 runs on one thread (its output depends on the thread count) and without MB-tree rate
@@ -15,12 +15,12 @@ fresh processes that import torch.
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
+from vidseq import atomic
 from vidseq.errors import VidseqError
 
 CRF = 18  # visually lossless on vidseq's clips
@@ -54,7 +54,7 @@ class VideoWriter:
         self._container = self._stream = self._cv_writer = None
         self.pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
 
-    def __enter__(self) -> VideoWriter:
+    def __enter__(self) -> VideoWriter:  # noqa: PYI034 - subclasses (render) return self too
         if self.codec == "libx264":
             self._open_pyav()
         else:
@@ -109,13 +109,8 @@ class VideoWriter:
 def write_video(path: str | Path, frames: np.ndarray, *, fps: float, encoder: str | None = None) -> None:
     """Encode ``(T, H, W, 3)`` uint8 RGB to a video file atomically (temporary file + os.replace).
     ``encoder``: 'libx264' (PyAV, crf 18), 'mp4v' (OpenCV), None: ``encoder_name()``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
     height, width = frames.shape[1:3]
-    try:
-        with VideoWriter(tmp, width=width, height=height, fps=fps, codec=encoder) as writer:
-            for rgb in frames:
-                writer.write(rgb)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic.replacing(path) as tmp, VideoWriter(tmp, width=width, height=height, fps=fps,
+                                                    codec=encoder) as writer:
+        for rgb in frames:
+            writer.write(rgb)

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import stat
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from vidseq import atomic
 from vidseq.datasets import discover_videos
 from vidseq.errors import VidseqError
 from vidseq.predict._predictor import PredictError, Prediction, Predictor
@@ -316,19 +316,8 @@ def _json_path(line: str) -> str | None:
 
 
 def _replace(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary file beside it, synced, then renamed
-    over it), keeping the file's permissions."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` atomically (``vidseq.atomic``), keeping the file's permissions."""
+    atomic.write_text(path, text, mode=stat.S_IMODE(path.stat().st_mode))
 
 
 def _bar(total: int, enabled: bool):

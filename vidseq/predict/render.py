@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from vidseq import atomic
 from vidseq.io import CONTAINERS, VideoWriter, encoder_name, iter_frames, probe
 from vidseq.predict._predictor import PredictError
 
@@ -65,19 +66,13 @@ def render_video(
     info = probe(path, backend=backend)
     fps = info.fps if info.fps and math.isfinite(info.fps) and info.fps > 0 else DEFAULT_FPS
     starts = [entry.start for entry in entries]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.partial{out.suffix}")
-    try:
-        with _Encoder(tmp, width=info.width, height=info.height, fps=fps) as encoder:
-            for first, frames in iter_frames(path, backend=backend, chunk_size=16):
-                for index, frame in enumerate(frames, start=first):
-                    entry = _entry_at(entries, starts, index / fps)
-                    if entry is not None:
-                        frame = draw_label(frame, entry.label, entry.probability)
-                    encoder.write(frame)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic.replacing(out) as tmp, _Encoder(tmp, width=info.width, height=info.height, fps=fps) as encoder:
+        for first, frames in iter_frames(path, backend=backend, chunk_size=16):
+            for index, frame in enumerate(frames, start=first):
+                entry = _entry_at(entries, starts, index / fps)
+                if entry is not None:
+                    frame = draw_label(frame, entry.label, entry.probability)
+                encoder.write(frame)
     return RenderResult(out, encoder.count, fps)
 
 

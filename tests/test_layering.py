@@ -19,13 +19,13 @@ LAYERS = {
     "vidseq": 0,  # __init__: version only
     "vidseq.errors": 0,
     "vidseq.atomic": 0,  # atomic file writes (imports nothing of vidseq)
+    "vidseq.progress": 0,  # progress bars on a terminal, plain lines in logs (imports nothing of vidseq)
     "vidseq.config": 1,
     "vidseq.io": 2,
     "vidseq.sampling": 2,
     "vidseq.datasets": 2,
     "vidseq.splits_report": 2,  # split sizes and data warnings over plain lists (imports nothing)
-    "vidseq.synth_camera": 2.5,  # camera renderer: reads sources via io, synth writes its clips
-    "vidseq.synth": 3,
+    "vidseq.synth": 3,  # shapes, camera (reads sources via io) and the dataset writer
     "vidseq.backbones": 4,
     "vidseq.motion": 4,  # frame pairs -> pooled optical flow (the motion stream), beside the backbones
     "vidseq.features": 5,
@@ -33,6 +33,7 @@ LAYERS = {
     "vidseq.metrics": 6,
     "vidseq.distributed": 6,  # process groups for DDP training (torch only)
     "vidseq.sequences": 7,
+    "vidseq.plots": 7,  # confusion and training-curve PNGs: draws what metrics computes (imports it)
     "vidseq.evaluate": 8,
     "vidseq.fusion": 8.5,  # late fusion: stream weights chosen on val (evaluates the stream models)
     "vidseq.runs": 8.5,  # the run folder: checkpoint record, reports, atomic writes (evaluates the best model)

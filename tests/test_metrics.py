@@ -27,14 +27,13 @@ from vidseq.metrics import (
     average_views,
     classification_metrics,
     format_report,
-    plot_confusion,
-    plot_training_curves,
     scalar_metrics,
     softmax,
     write_confusion_csv,
     write_json,
     write_per_class_report,
 )
+from vidseq.plots import plot_confusion, plot_training_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidseq import synth
 from vidseq.config import SYNTH_CLASSES, SynthConfig
 from vidseq.errors import ConfigError, DatasetError, VidseqError
 from vidseq.synth import SynthResult, generate_dataset, render_clip, split_names, video_rng
+from vidseq.synth import shapes as synth  # the shapes renderer's private _render and _Clip
 
 SMALL = {"videos_per_class": 3, "num_frames": 8, "size": 48, "noise": 0.03, "seed": 0}
 PAIRS = [("move_right", "move_left"), ("grow", "shrink"), ("rotate_cw", "rotate_ccw"),
@@ -143,7 +143,7 @@ def test_odd_size_and_mp4v_fallback_decode(tmp_path: Path, monkeypatch: pytest.M
     odd = generate_dataset(tmp_path / "odd", SynthConfig(classes=["grow"], videos_per_class=1,
                                                          num_frames=5, size=33))
     assert decode_cv2(odd.paths[0]).shape == decode_pyav(odd.paths[0]).shape == (5, 33, 33, 3)
-    monkeypatch.setattr(synth, "encoder_name", lambda: "mp4v")
+    monkeypatch.setattr("vidseq.synth._dataset.encoder_name", lambda: "mp4v")
     res = generate_dataset(tmp_path / "mp4v", SynthConfig(classes=["grow"], videos_per_class=1,
                                                           num_frames=5, size=48))
     assert res.encoder == "mp4v"

@@ -12,11 +12,12 @@ import cv2
 import numpy as np
 import pytest
 
-from vidseq import synth_camera
 from vidseq.config import SYNTH_CLASSES, SynthConfig, load_config
 from vidseq.errors import ConfigError, DatasetError
-from vidseq.synth import SynthResult, generate_dataset, video_rng, write_video
-from vidseq.synth_camera import CAMERA_CLASSES, find_sources, render_camera_clip
+from vidseq.io import write_video
+from vidseq.synth import SynthResult, generate_dataset, video_rng
+from vidseq.synth import camera as synth_camera
+from vidseq.synth.camera import CAMERA_CLASSES, find_sources, render_camera_clip
 
 T, S = 10, 64
 SMALL = {"kind": "camera", "videos_per_class": 3, "num_frames": T, "size": S, "seed": 0}

@@ -20,6 +20,7 @@ from vidseq.config import EvaluateConfig
 from vidseq.errors import VidseqError
 from vidseq.features import key_digest
 from vidseq.models import load_model, pad_sequences
+from vidseq.plots import plot_confusion
 from vidseq.sequences import SequenceSet, length_batches, load_sequences, views
 
 EVAL_BATCH = 128
@@ -89,7 +90,7 @@ def write_report(result: dict[str, Any], out: str | Path, *, prefix: str = "") -
     out = Path(out)
     labels = [row["label"] for row in result["per_class"]]
     M.write_confusion_csv(out / f"{prefix}confusion.csv", result["confusion"], labels)
-    M.plot_confusion(out / f"{prefix}confusion.png", result["confusion"], labels)
+    plot_confusion(out / f"{prefix}confusion.png", result["confusion"], labels)
     M.write_per_class_report(out / f"{prefix}per_class.csv", result)
     M.write_json(out / f"{prefix}metrics.json", M.scalar_metrics(result))
     return out

@@ -1,9 +1,9 @@
-"""Classification metrics and report files: class scores + targets -> numbers, tables, plots.
+"""Classification metrics and report files: class scores + targets -> numbers and tables.
 
 Place in the data flow: videos -> frames -> features -> sequences -> logits -> **metrics** ->
-artifacts. Pure numpy (no torch, no scikit-learn); matplotlib is imported inside the plotting
-functions only, so importing this module stays cheap. The evaluation loop calls
-``classification_metrics``; tracking logs ``scalar_metrics`` and the files written here.
+artifacts. Pure numpy (no torch, no scikit-learn, no matplotlib: the plots of these numbers
+are ``vidseq.plots``). The evaluation loop calls ``classification_metrics``; tracking logs
+``scalar_metrics`` and the files written here.
 
 Definitions (N samples, C classes; ``confusion[i, j]`` = samples of true class i predicted j):
 - ``accuracy``: top-1; the prediction is the arg-max, ties going to the lowest class index.
@@ -34,22 +34,13 @@ import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import numpy as np
 
 from vidseq.errors import VidseqError
 
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
-
-# Size: ~440 lines, above STYLE's ~400, because the brief keeps the numbers, the report files
-# and the plots in this one module; the plots (everything below "plots") are the cut to make.
 TOP_K = 5
-_ANNOTATE_MAX_CLASSES = 30  # above this, cell annotations are unreadable
-_TICK_LABELS_MAX_CLASSES = 100
-_ACCURACY_WORDS = ("accuracy", "top5", "f1")
 
 
 # ------------------------------------------------------------------ probabilities
@@ -114,8 +105,8 @@ def classification_metrics(
     confusion = _confusion_matrix(targets, predictions, num_classes=len(labels))
     tp = np.diag(confusion).astype(np.float64)
     support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
-    precision, recall = _ratio(tp, predicted), _ratio(tp, support)
-    f1 = _ratio(2 * tp, support + predicted)  # = harmonic mean of precision and recall
+    precision, recall = ratio(tp, predicted), ratio(tp, support)
+    f1 = ratio(2 * tp, support + predicted)  # = harmonic mean of precision and recall
     in_targets, seen = support > 0, (support > 0) | (predicted > 0)
     return {
         "accuracy": float(tp.sum() / len(targets)),
@@ -160,7 +151,7 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
             if isinstance(value, numbers) and not isinstance(value, bool)}
 
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """``numerator / denominator`` with 0.0 (and no warning) where the denominator is 0."""
     out = np.zeros(np.shape(numerator), dtype=np.float64)
     return np.divide(numerator, denominator, out=out, where=np.asarray(denominator) > 0)
@@ -223,7 +214,7 @@ def write_per_class_report(path: str | Path, metrics: Mapping[str, Any]) -> Path
 
 def write_confusion_csv(path: str | Path, confusion: np.ndarray, labels: Sequence[str]) -> Path:
     """CSV of counts: header ``true\\predicted,<predicted labels>``, then one row per true label."""
-    counts = _check_confusion(confusion, labels)
+    counts = check_confusion(confusion, labels)
     header = ["true\\predicted", *map(str, labels)]
     body = [[str(name), *row] for name, row in zip(labels, counts.tolist())]
     return _write_csv(path, [header, *body])
@@ -232,7 +223,7 @@ def write_confusion_csv(path: str | Path, confusion: np.ndarray, labels: Sequenc
 def write_json(path: str | Path, obj: Any) -> Path:
     """Pretty JSON; numpy arrays/scalars and paths converted, NaN/inf written as ``null``."""
     text = json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
-    return _atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def _macro_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -242,7 +233,8 @@ def _macro_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
             "f1": metrics["macro_f1"]}
 
 
-def _check_confusion(confusion: Any, labels: Sequence[str]) -> np.ndarray:
+def check_confusion(confusion: Any, labels: Sequence[str]) -> np.ndarray:
+    """``confusion`` as an array, checked to be ``(C, C)`` with one label per class."""
     counts = np.asarray(confusion)
     if counts.ndim != 2 or counts.shape != (len(labels), len(labels)) or counts.size == 0:
         raise VidseqError(f"confusion of shape {counts.shape} does not match {len(labels)} "
@@ -272,10 +264,10 @@ def _write_csv(path: str | Path, rows: list[list[Any]]) -> Path:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     data = buffer.getvalue().encode("utf-8")
-    return _atomic_write(path, lambda fh: fh.write(data))
+    return atomic_write(path, lambda fh: fh.write(data))
 
 
-def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """Write through ``write(binary file)`` to a temporary sibling, then ``os.replace`` it.
 
     The temporary file is opened with ``open(mode="xb")`` rather than ``mkstemp``, so the
@@ -291,152 +283,3 @@ def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-# ------------------------------------------------------------------ plots
-
-
-def plot_confusion(path: str | Path, confusion: np.ndarray, labels: Sequence[str], *,
-                   normalize: bool = True, title: str | None = None) -> Path:
-    """A heatmap PNG of the confusion matrix (rows true, columns predicted).
-
-    ``normalize``: colour by the share of each true class (rows sum to 100 %); cells show the
-    percent and the count. Otherwise colour and cells show counts. Cells are annotated up to
-    30 classes; tick labels are dropped above 100 classes.
-    """
-    counts = _check_confusion(confusion, labels)
-    n = len(labels)
-    shown = _ratio(counts, counts.sum(axis=1, keepdims=True)) if normalize else counts * 1.0
-    vmax = 1.0 if normalize else max(1.0, float(shown.max()))
-    side = min(4.0 + 0.4 * n, 20.0)
-    fig = _new_figure((side + 1.5, side))
-    ax = fig.add_subplot()
-    image = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04,
-                 label="share of the true class" if normalize else "samples")
-    _label_confusion_axes(ax, [str(name) for name in labels])
-    if n <= _ANNOTATE_MAX_CLASSES:
-        _annotate_cells(ax, counts, shown / vmax, normalize=normalize)
-    default = "Confusion matrix (row-normalised)" if normalize else "Confusion matrix (counts)"
-    ax.set_title(title or default)
-    return _save_png(fig, path)
-
-
-def plot_training_curves(path: str | Path, history: Sequence[Mapping[str, Any]]) -> Path:
-    """Two panels by epoch: every ``*loss*`` key, and every accuracy/top5/f1 key.
-
-    Rows may miss keys or hold None/NaN (points are skipped); ``epoch`` defaults to the row's
-    1-based position. ``lr``, when present, is drawn dashed on a second (log) axis of the
-    accuracy panel, where a step in the schedule lines up with the jump in accuracy it causes.
-    """
-    if len(history) == 0:
-        raise VidseqError("plot_training_curves: the history is empty; "
-                          "it needs one row (dict) per epoch")
-    epochs = [_epoch(row, i) for i, row in enumerate(history)]
-    fig = _new_figure((11.0, 4.2))
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    _plot_series(loss_ax, history, epochs, lambda key: "loss" in key, ylabel="loss")
-    _plot_series(acc_ax, history, epochs,
-                 lambda key: any(word in key for word in _ACCURACY_WORDS), ylabel="accuracy")
-    _plot_lr(acc_ax, history, epochs)
-    return _save_png(fig, path)
-
-
-def _new_figure(size: tuple[float, float]) -> Figure:
-    """A Figure on its own Agg canvas: Agg is chosen here, per figure, not by ``matplotlib.use``
-    (which would switch a notebook's backend too), and without pyplot (which keeps figures
-    alive until closed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save_png(fig: Figure, path: str | Path) -> Path:
-    return _atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
-
-
-def _label_confusion_axes(ax: Axes, labels: list[str]) -> None:
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    if len(labels) > _TICK_LABELS_MAX_CLASSES:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        return
-    size = float(np.clip(14 - 0.1 * len(labels), 5, 10))
-    ticks = np.arange(len(labels))
-    ax.set_xticks(ticks, labels, rotation=45, ha="right", rotation_mode="anchor", fontsize=size)
-    ax.set_yticks(ticks, labels, fontsize=size)
-
-
-def _annotate_cells(ax: Axes, counts: np.ndarray, shade: np.ndarray, *, normalize: bool) -> None:
-    """Write each cell's count (and row percent) in a colour readable on its shade."""
-    cell_points = ax.figure.get_figheight() * 72 * 0.75 / len(counts)  # the axes' share
-    size = float(np.clip(cell_points / 4, 5, 10))  # two lines of text fit in a cell
-    for (i, j), count in np.ndenumerate(counts):
-        text = f"{100 * shade[i, j]:.0f}%\n{count:g}" if normalize and count else f"{count:g}"
-        colour = "white" if shade[i, j] > 0.5 else ("0.6" if count == 0 else "black")
-        ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=size)
-
-
-def _plot_series(ax: Axes, history: Sequence[Mapping[str, Any]], epochs: list[float],
-                 wanted: Callable[[str], bool], *, ylabel: str) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    keys = [key for key in dict.fromkeys(k for row in history for k in row) if wanted(key)]
-    drawn = [_plot_key(ax, history, epochs, key) for key in keys]
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)  # also a sane axis for a single epoch
-    ax.grid(alpha=0.3)
-    if not any(drawn):
-        ax.text(0.5, 0.5, f"no {ylabel} values", transform=ax.transAxes, ha="center",
-                color="0.5")
-    _legend_below(ax, ax)
-
-
-def _plot_key(ax: Axes, history: Sequence[Mapping[str, Any]], epochs: list[float], key: str,
-              **style: Any) -> bool:
-    points = [(x, _number(row.get(key))) for x, row in zip(epochs, history)]
-    points = [(x, y) for x, y in points if y is not None]
-    if points:
-        xs, ys = zip(*points)
-        ax.plot(xs, ys, marker="o", markersize=3, label=key, **style)
-    return bool(points)
-
-
-def _plot_lr(ax: Axes, history: Sequence[Mapping[str, Any]], epochs: list[float]) -> None:
-    values = [_number(row.get("lr")) for row in history]
-    if all(v is None for v in values):
-        return
-    lr_ax = ax.twinx()
-    _plot_key(lr_ax, history, epochs, "lr", color="0.5", linestyle="--")
-    if all(v is None or v > 0 for v in values):
-        lr_ax.set_yscale("log")
-    lr_ax.set_ylabel("learning rate")
-    if ax.get_legend() is not None:
-        ax.get_legend().remove()  # replaced by one legend for both axes
-    _legend_below(lr_ax, ax, lr_ax)
-
-
-def _legend_below(target: Axes, *sources: Axes) -> None:
-    """One legend under the panel (never over the curves) for the lines of ``sources``."""
-    handles = [h for source in sources for h in source.get_legend_handles_labels()[0]]
-    if handles:
-        target.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14),
-                      ncol=min(3, len(handles)), fontsize=8, frameon=False)
-
-
-def _epoch(row: Mapping[str, Any], position: int) -> float:
-    epoch = _number(row.get("epoch"))
-    return position + 1 if epoch is None else epoch
-
-
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float, or None (missing, None, NaN, inf, not a number, bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return None
-    return float(value) if math.isfinite(value) else None

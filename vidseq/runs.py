@@ -25,6 +25,7 @@ from vidseq.config import STREAMS, EvaluateConfig, ModelConfig, TrainConfig
 from vidseq.errors import VidseqError
 from vidseq.evaluate import evaluate_sequences, write_report
 from vidseq.features import FeatureStore, FeatureStoreError
+from vidseq.plots import plot_training_curves
 from vidseq.sequences import SequenceSet
 
 
@@ -40,7 +41,7 @@ def write_reports(out: Path, model: nn.Module, data: SequenceSet, history: list[
         test = evaluate_sequences(model, test_set, device=device, num_views=evaluate_config.views,
                                   view_fraction=evaluate_config.view_fraction)
         write_report(test, out, prefix="test_")
-    M.plot_training_curves(out / "curves.png", history)
+    plot_training_curves(out / "curves.png", history)
     M.write_json(out / "history.json", history)
     return val, test
 

@@ -1,10 +1,11 @@
 """Synthetic camera motion over real photos: source image + seed -> a clip filmed by a virtual camera.
 
-Place in the data flow: a *source* of videos, like ``vidseq.synth`` (which writes these clips:
-``generate_dataset`` with ``synth.kind: camera`` plans them here and writes them with the shapes
-generator's files, marker and ``labels.csv``). This module renders only; it reads photos (from
-``synth.images`` or scikit-image's bundled ones) and, for video sources, one frame via
-``vidseq.io``. It sits between io and synth in tests/test_layering.py: synth imports it.
+Place in the data flow: a *source* of videos, like ``vidseq.synth.shapes`` (the dataset writer,
+``vidseq.synth._dataset``, writes these clips: ``generate_dataset`` with ``synth.kind: camera``
+plans them here and writes them with the shapes generator's files, marker and ``labels.csv``).
+This module renders only; it reads photos (from ``synth.images`` or scikit-image's bundled ones)
+and, for video sources, one frame via ``vidseq.io`` (so ``vidseq.synth`` is above io in
+tests/test_layering.py).
 
 A virtual camera looks at a square window of the photo; per frame the window's centre, side and
 roll give an affine map (output pixel -> photo pixel) rendered by ``cv2.warpAffine``. Classes come

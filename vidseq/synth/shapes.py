@@ -1,45 +1,24 @@
-"""Synthetic labelled action videos: seed -> rendered clips -> ``<class>/<class>_NNNN.mp4`` files.
+"""Moving shapes: seed -> a clip of one shape moving, growing, turning or fading over a scene.
 
-Place in the data flow: a *source* of videos, upstream of everything else (``vidseq synth``
-writes a folder that ``vidseq.datasets`` reads like a real dataset: a folder per class, plus
-``labels.csv`` with splits). Imports ``config``, ``errors`` and the camera renderer: with
-``synth.kind: camera`` the clips come from ``vidseq.synth_camera`` (camera motion over real
-photos; ``labels.csv`` then has a ``group`` column, the source photo) and are written here.
+Place in the data flow: a *source* of videos (``synth.kind: shapes``, the default); the dataset
+writer (``vidseq.synth._dataset``) plans the clips, renders them here and writes the files.
 
 Classes differ by motion and temporal order alone. Each pair (move_right/move_left, grow/shrink,
 rotate_cw/rotate_ccw, appear/disappear) is one forward renderer and its exact time reversal: the
 partner class draws scene and trajectory from the same distribution and returns the clip reversed.
 So the *set* of frames of a video has one distribution for both classes of a pair, and a model
 that ignores frame order (mean of frame features) is at chance within a pair.
-
-All randomness comes from a ``numpy.random.Generator`` seeded from (seed, class name, index), so
-a video does not depend on which other classes or counts were asked for. The files are encoded
-by ``vidseq.io.write_video``, whose bytes are reproducible: one seed writes byte-identical files
-on one machine (another machine's FFmpeg/x264 build may encode the same frames differently).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
-import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from vidseq import synth_camera
-from vidseq.config import SYNTH_CLASSES, SynthConfig
-from vidseq.errors import ConfigError, DatasetError
-from vidseq.io import encoder_name, write_video
-
-MARKER = "synth.json"
-LABELS = "labels.csv"
-GENERATOR = "vidseq.synth"
-VAL_FRACTION = TEST_FRACTION = 0.15  # the rest is train
+from vidseq.config import SYNTH_CLASSES
+from vidseq.errors import ConfigError
+from vidseq.synth.camera import CAMERA_CLASSES
 
 # class -> (renderer, reversed in time?)
 _CLASS_RENDER: dict[str, tuple[str, bool]] = {
@@ -49,20 +28,6 @@ _CLASS_RENDER: dict[str, tuple[str, bool]] = {
     "appear": ("appear", False), "disappear": ("appear", True),
 }  # fmt: skip
 assert set(_CLASS_RENDER) == set(SYNTH_CLASSES), "every synth class needs a renderer"
-
-
-@dataclass(frozen=True)
-class SynthResult:
-    """What ``generate_dataset`` wrote: paths (under out_dir), labels, splits, counts per class,
-    and (kind camera) the group of each video, its source photo."""
-
-    out_dir: Path
-    paths: list[Path]
-    labels: list[str]
-    splits: list[str]
-    counts: dict[str, int]
-    encoder: str = "libx264"
-    groups: list[str] | None = None
 
 
 # ---------------------------------------------------------------- shapes and scenes
@@ -243,9 +208,10 @@ _TRACKS = {"move": _track_move, "grow": _track_grow, "rotate": _track_rotate,
 # ---------------------------------------------------------------- rendering
 
 
-def _check_class(class_name: str) -> None:
+def check_class(class_name: str) -> None:
+    """Raise ConfigError (naming the valid classes) unless ``class_name`` is a shapes class."""
     if class_name not in _CLASS_RENDER:
-        hint = " (a camera class: set synth.kind=camera)" if class_name in synth_camera.CAMERA_CLASSES else ""
+        hint = " (a camera class: set synth.kind=camera)" if class_name in CAMERA_CLASSES else ""
         raise ConfigError(
             f"unknown synth class {class_name!r}; valid classes are: {', '.join(SYNTH_CLASSES)}{hint}"
         )
@@ -254,7 +220,7 @@ def _check_class(class_name: str) -> None:
 def _render(class_name: str, rng: np.random.Generator, *, num_frames: int, size: int,
             noise: float) -> _Clip:
     """Draw a scene and a forward trajectory, render, add noise; reverse for the partner class."""
-    _check_class(class_name)
+    check_class(class_name)
     kind, reverse = _CLASS_RENDER[class_name]
     dark = bool(rng.random() < 0.5)
     background = _background(rng, size, dark)
@@ -286,150 +252,3 @@ def render_clip(class_name: str, rng: np.random.Generator, *, num_frames: int = 
     if num_frames < 1 or size < 8:
         raise ConfigError(f"render_clip needs num_frames >= 1 and size >= 8: {num_frames}, {size}")
     return _render(class_name, rng, num_frames=num_frames, size=size, noise=noise).frames
-
-
-def video_rng(seed: int, class_name: str, index: int) -> np.random.Generator:
-    """The generator of video ``index`` of ``class_name`` (index 2**32: the class's splits).
-    Zigzag maps any int seed one-to-one onto the non-negative ints numpy takes."""
-    zigzag = 2 * seed if seed >= 0 else -2 * seed - 1
-    return np.random.default_rng([zigzag, zlib.crc32(class_name.encode()), index])
-
-
-def split_names(count: int, seed: int, class_name: str) -> list[str]:
-    """Deterministic train/val/test of ``count`` videos of a class: ~70/15/15, all three from 3."""
-    n_val, n_test = int(VAL_FRACTION * count + 0.5), int(TEST_FRACTION * count + 0.5)
-    if count >= 3:
-        n_val, n_test = max(n_val, 1), max(n_test, 1)
-    names = np.array(["val"] * n_val + ["test"] * n_test + ["train"] * (count - n_val - n_test))
-    return [str(s) for s in video_rng(seed, class_name, 2**32).permutation(names)]
-
-
-# ---------------------------------------------------------------- encoding and files
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")  # atomic, like the videos
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------- the dataset
-
-
-def _check_config(config: SynthConfig) -> None:
-    for name in config.classes:
-        _check_class(name)
-    if not config.classes:
-        raise ConfigError(f"synth.classes is empty; choose from: {', '.join(SYNTH_CLASSES)}")
-    if len(set(config.classes)) != len(config.classes):
-        raise ConfigError(f"synth.classes lists a class twice: {config.classes}")
-
-
-def _read_marker(out_dir: Path) -> dict | None:
-    try:
-        marker = json.loads((out_dir / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) and marker.get("generator") == GENERATOR else None
-
-
-def _prepare_dir(out_dir: Path, overwrite: bool) -> None:
-    """Refuse a foreign non-empty folder; in a synth folder remove what the last run wrote."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DatasetError(f"{out_dir}: exists and is not a folder")
-    marker = _read_marker(out_dir) if out_dir.is_dir() else None
-    if out_dir.is_dir() and any(out_dir.iterdir()) and marker is None and not overwrite:
-        raise DatasetError(
-            f"{out_dir}: folder is not empty and was not written by vidseq synth; choose an "
-            "empty or new folder, or pass overwrite=True (--overwrite) to write into it anyway"
-        )
-    if marker is not None:
-        _remove_listed(out_dir, [*marker.get("files", []), LABELS])
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _remove_listed(out_dir: Path, files: list[str]) -> None:
-    """Delete what a previous synth run listed (only inside out_dir), then emptied class folders."""
-    root = out_dir.resolve()
-    for rel in files:
-        target = (out_dir / str(rel)).resolve()
-        if target.is_relative_to(root) and target.suffix in (".mp4", ".csv"):
-            target.unlink(missing_ok=True)
-            folder = target.parent
-            if folder != root and folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-
-
-def _marker_text(config: SynthConfig, encoder: str, files: list[str], complete: bool) -> str:
-    from vidseq import __version__
-
-    body = {"generator": GENERATOR, "version": __version__, "seed": config.seed,
-            "config": config.model_dump(mode="json"), "encoder": encoder, "complete": complete,
-            "files": files}  # fmt: skip
-    return json.dumps(body, indent=2) + "\n"
-
-
-def _labels_text(rows: list[tuple[str, ...]]) -> str:
-    """path,label,split rows, with a 4th column ``group`` where the rows have one."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerows([("path", "label", "split", "group")[: len(rows[0]) if rows else 3], *rows])
-    return buffer.getvalue()
-
-
-@dataclass(frozen=True)
-class _Job:
-    """One shapes video to write (``synth_camera.CameraClip`` is the camera kind's job)."""
-
-    class_name: str
-    index: int
-    split: str
-    config: SynthConfig
-
-    def render(self) -> np.ndarray:
-        c = self.config
-        return render_clip(self.class_name, video_rng(c.seed, self.class_name, self.index),
-                           num_frames=c.num_frames, size=c.size, noise=c.noise)
-
-
-def _plan(config: SynthConfig) -> list[_Job] | list[synth_camera.CameraClip]:
-    """The videos to write, class by class (checks the classes, and the sources of kind camera)."""
-    if config.kind == "camera":
-        return synth_camera.plan_clips(config, splits=lambda n, name: split_names(n, config.seed, name),
-                                       rng_of=lambda name, index: video_rng(config.seed, name, index))
-    _check_config(config)
-    return [_Job(name, i, split, config) for name in config.classes
-            for i, split in enumerate(split_names(config.videos_per_class, config.seed, name))]
-
-
-def generate_dataset(out_dir: str | Path, config: SynthConfig, *,
-                     progress: Callable[[int, int], None] | None = None,
-                     overwrite: bool = False) -> SynthResult:
-    """Write ``config.videos_per_class`` videos per class to ``out_dir/<class>/<class>_NNNN.mp4``.
-
-    Also ``labels.csv`` (path relative to ``out_dir``, label, split; kind camera: and group) and
-    ``synth.json`` (config, seed, encoder, file list). ``config.kind`` picks the generator: moving
-    shapes, or camera motion over real photos (``vidseq.synth_camera``; its default classes are
-    every camera class). A folder synth wrote is rewritten (identically for the same config);
-    another non-empty folder is refused unless ``overwrite``, which writes into it and leaves the
-    files synth did not write alone. ``progress(done, total)`` follows each video.
-    """
-    jobs = _plan(config)
-    out_dir = Path(out_dir)
-    _prepare_dir(out_dir, overwrite)
-    encoder = encoder_name()
-    rows = [(f"{j.class_name}/{j.class_name}_{j.index:04d}.mp4", j.class_name, j.split)
-            + ((j.group,) if config.kind == "camera" else ()) for j in jobs]
-    files = [row[0] for row in rows]
-    _write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=False))
-    for done, (job, rel) in enumerate(zip(jobs, files), start=1):
-        (out_dir / job.class_name).mkdir(exist_ok=True)
-        write_video(out_dir / rel, job.render(), fps=config.fps, encoder=encoder)
-        if progress is not None:
-            progress(done, len(jobs))
-    _write_text(out_dir / LABELS, _labels_text(rows))
-    _write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=True))
-    counts = {name: config.videos_per_class for name in dict.fromkeys(j.class_name for j in jobs)}
-    groups = [row[3] for row in rows] if config.kind == "camera" else None
-    return SynthResult(out_dir, [out_dir / rel for rel in files], [r[1] for r in rows],
-                       [r[2] for r in rows], counts, encoder, groups)

@@ -322,7 +322,9 @@ def test_failed_replace_leaves_no_temporary_file(tmp_path, monkeypatch):
     def broken(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(vm.os, "replace", broken)
+    import vidseq.atomic
+
+    monkeypatch.setattr(vidseq.atomic.os, "replace", broken)
     with pytest.raises(OSError, match="disk full"):
         write_json(tmp_path / "a.json", {"ok": 1})
     assert list(tmp_path.iterdir()) == []

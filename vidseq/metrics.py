@@ -30,14 +30,13 @@ import csv
 import io
 import json
 import math
-import os
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 
+from vidseq import atomic
 from vidseq.errors import VidseqError
 
 TOP_K = 5
@@ -115,7 +114,7 @@ def classification_metrics(
         "macro_f1": float(f1[seen].mean()),
         "macro_precision": float(precision[seen].mean()),
         "macro_recall": float(recall[seen].mean()),
-        "num_samples": int(len(targets)),
+        "num_samples": len(targets),
         "confusion": confusion,
         "per_class": [
             {"label": name, "support": int(s), "precision": float(p), "recall": float(r),
@@ -195,7 +194,7 @@ def format_report(metrics: Mapping[str, Any]) -> str:
     for row in rows:
         if row is rows[-1]:
             lines.append("-" * len(lines[0]))
-        lines.append(f"{str(row['label']):<{width}}  {row['support']:>7d}  "
+        lines.append(f"{row['label']!s:<{width}}  {row['support']:>7d}  "
                      f"{row['precision']:>9.3f}  {row['recall']:>6.3f}  {row['f1']:>6.3f}")
     k = min(TOP_K, len(metrics["per_class"]))
     lines.append(f"accuracy {metrics['accuracy']:.4f}   top-{k} {metrics['top5']:.4f}   "
@@ -223,7 +222,7 @@ def write_confusion_csv(path: str | Path, confusion: np.ndarray, labels: Sequenc
 def write_json(path: str | Path, obj: Any) -> Path:
     """Pretty JSON; numpy arrays/scalars and paths converted, NaN/inf written as ``null``."""
     text = json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n"
-    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+    return atomic.write_text(path, text)
 
 
 def _macro_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -264,22 +263,4 @@ def _write_csv(path: str | Path, rows: list[list[Any]]) -> Path:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     data = buffer.getvalue().encode("utf-8")
-    return atomic_write(path, lambda fh: fh.write(data))
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Write through ``write(binary file)`` to a temporary sibling, then ``os.replace`` it.
-
-    The temporary file is opened with ``open(mode="xb")`` rather than ``mkstemp``, so the
-    report gets the umask's usual permissions instead of mkstemp's owner-only 0600.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")
-    try:
-        with open(tmp, "xb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic.write_bytes(path, data)

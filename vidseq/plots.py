@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vidseq import atomic
 from vidseq.errors import VidseqError
-from vidseq.metrics import atomic_write, check_confusion, ratio
+from vidseq.metrics import check_confusion, ratio
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -86,7 +87,7 @@ def _new_figure(size: tuple[float, float]) -> Figure:
 
 
 def _save_png(fig: Figure, path: str | Path) -> Path:
-    return atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
+    return atomic.write_with(path, lambda fh: fig.savefig(fh, format="png", dpi=120))
 
 
 def _label_confusion_axes(ax: Axes, labels: list[str]) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vidseq import atomic
 from vidseq.config import SYNTH_CLASSES, SynthConfig
 from vidseq.errors import ConfigError, DatasetError
 from vidseq.io import encoder_name, write_video
@@ -68,12 +68,6 @@ def split_names(count: int, seed: int, class_name: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- encoding and files
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial")  # atomic, like the videos
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- the dataset
@@ -184,14 +178,14 @@ def generate_dataset(out_dir: str | Path, config: SynthConfig, *,
     rows = [(f"{j.class_name}/{j.class_name}_{j.index:04d}.mp4", j.class_name, j.split)
             + ((j.group,) if config.kind == "camera" else ()) for j in jobs]
     files = [row[0] for row in rows]
-    _write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=False))
+    atomic.write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=False))
     for done, (job, rel) in enumerate(zip(jobs, files), start=1):
         (out_dir / job.class_name).mkdir(exist_ok=True)
         write_video(out_dir / rel, job.render(), fps=config.fps, encoder=encoder)
         if progress is not None:
             progress(done, len(jobs))
-    _write_text(out_dir / LABELS, _labels_text(rows))
-    _write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=True))
+    atomic.write_text(out_dir / LABELS, _labels_text(rows))
+    atomic.write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=True))
     counts = {name: config.videos_per_class for name in dict.fromkeys(j.class_name for j in jobs)}
     groups = [row[3] for row in rows] if config.kind == "camera" else None
     return SynthResult(out_dir, [out_dir / rel for rel in files], [r[1] for r in rows],

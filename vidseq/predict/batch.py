@@ -321,6 +321,6 @@ def _replace(path: Path, text: str) -> None:
 
 
 def _bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
+    from vidseq.progress import progress_bar
 
-    return tqdm(total=total, unit="video", desc="predict", disable=not enabled, dynamic_ncols=True)
+    return progress_bar(total, desc="predict", unit="video", enabled=enabled)

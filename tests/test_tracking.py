@@ -137,6 +137,10 @@ def test_resolve_tracking_uri_order(monkeypatch):
 def test_ui_hint():
     assert ui_hint("sqlite:///mlflow.db") == "mlflow ui --backend-store-uri sqlite:///mlflow.db"
     assert ui_hint("http://127.0.0.1:5000") == "open http://127.0.0.1:5000"
+    # the training runs' page: MLflow 3.17's UI opens on GenAI pages without workflowType
+    page = "/#/experiments/7/runs?workflowType=machine_learning"
+    assert ui_hint("http://h:5000/", "7") == f"open http://h:5000{page}"
+    assert ui_hint("sqlite:///m.db", "7") == f"mlflow ui --backend-store-uri sqlite:///m.db, then open http://127.0.0.1:5000{page}"
 
 
 def test_flatten_nested_config():

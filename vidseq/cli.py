@@ -18,7 +18,8 @@ from rich.table import Table
 
 from vidseq import __version__
 from vidseq.config import VidseqConfig, load_config, to_yaml
-from vidseq.errors import VidseqError
+from vidseq.errors import Interrupted, VidseqError
+from vidseq.tracking import exit_on_interrupt  # cheap: no mlflow until a run starts
 
 app = typer.Typer(
     help="vidseq: action recognition in video with per-frame CNN/YOLO features and LSTM/GRU "
@@ -51,8 +52,9 @@ def _friendly(func: Callable) -> Callable:
         except VidseqError as exc:
             if os.environ.get("VIDSEQ_DEBUG"):
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
-            raise typer.Exit(2) from None
+            stopped = isinstance(exc, Interrupted)
+            err_console.print(f"[bold red]{'stopped' if stopped else 'error'}:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(128 + exc.signum if stopped else 2) from None
 
     return wrapper
 
@@ -97,11 +99,7 @@ def probe(
             rows.append({"path": str(path), **_info_dict(info), "error": ""})
         except VidseqError as exc:
             rows.append({"path": str(path), "error": getattr(exc, "reason", str(exc))})
-    if as_json:
-        for row in rows:
-            typer.echo(json.dumps(row))
-    else:
-        console.print(_probe_table(rows))
+    _print_probe(rows, as_json=as_json)
     failed = sum(1 for row in rows if row["error"])
     if failed:
         err_console.print(f"{failed} of {len(rows)} file(s) could not be read.")
@@ -133,20 +131,20 @@ def synth(
     Pairs such as move_left/move_right are time-reversals of each other: a model that
     ignores frame order cannot tell them apart; a recurrent model can.
     """
-    from rich.progress import Progress
-
+    from vidseq.progress import progress_bar
     from vidseq.synth import generate_dataset
 
     flags = {"videos_per_class": videos_per_class, "num_frames": num_frames, "size": size, "seed": seed,
              "kind": kind, "images": images}
     extra = [f"synth.{key}={value}" for key, value in flags.items() if value is not None]
     cfg = _config(config, [*override, *extra]).synth
-    with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task("writing videos", total=None)
-        result = generate_dataset(
-            out, cfg, overwrite=overwrite,
-            progress=lambda done, total: bar.update(task, completed=done, total=total)
-        )
+    with progress_bar(None, desc="synth", unit="video") as bar:
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = generate_dataset(out, cfg, overwrite=overwrite, progress=advance)
     console.print(
         f"wrote {len(result.paths)} videos in {len(result.counts)} classes to {out} "
         f"(labels: {out / 'labels.csv'})"
@@ -185,6 +183,21 @@ def dataset(
         allow_split_leak=allow_split_leak,
     )
     console.print(found.summary(), highlight=False)
+    _show_splits(found, group_pattern)
+
+
+def _show_splits(found, group_pattern: Optional[str]) -> None:
+    """Clips per class and split, where the groups came from, and what would make scores mislead."""
+    from rich.markup import escape
+
+    from vidseq.splits_report import groups_source, split_report
+
+    labels, splits, groups = ([getattr(i, key) for i in found.items] for key in ("label", "split", "group"))
+    source = groups_source([i.path.name for i in found.items], groups, format=found.format, group_pattern=group_pattern)
+    report = split_report(labels, splits, groups, classes=found.labels, groups_from=source)
+    console.print(report.text(), highlight=False, markup=False)
+    for line in report.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
 
 
 @app.command()
@@ -251,6 +264,7 @@ def extract(
 
 @app.command()
 @_friendly
+@exit_on_interrupt  # SIGTERM / Ctrl-C: the MLflow run ends KILLED, one line, exit 143 / 130
 def train(
     features: Optional[Path] = typer.Argument(
         None, help="Feature store folder from `vidseq extract` (or its --out root if it holds one) (train.features)."
@@ -310,6 +324,9 @@ def train(
     if tracking and holds_run(cfg.train.out) and not (resume or overwrite):
         raise VidseqError(f"{cfg.train.out} already holds a training run: pass --resume to continue it "
                           "or --overwrite to start again")
+    if stale := tracker.close_stale_runs():  # runs a killed (kill -9) earlier process left RUNNING here
+        console.print(f"marked KILLED {len(stale)} MLflow run(s) left RUNNING by a process that is gone: "
+                      + ", ".join(f"{r.name} {r.run_id} ({r.owner})" for r in stale), highlight=False, markup=False)
     params = flatten(cfg.model_dump(mode="json", include={"model", "train", "evaluate"}))
     tags = standard_tags()
     with tracker.run("train", params=params, tags=tags) as run:
@@ -327,7 +344,7 @@ def train(
         weights = ", ".join(f"{s} {w:.2f}" for s, w in zip(result.extra.get("streams", {}), result.extra["fusion"]["weights"]))
         console.print(f"  late fusion weights (chosen on val): {weights}")
     if tracking:
-        console.print(f"MLflow run {run.run_id}; results: {ui_hint(tracker.uri)}", highlight=False, markup=False)
+        console.print(f"MLflow run {run.run_id}; results: {ui_hint(tracker.uri, tracker.experiment_id)}", highlight=False, markup=False)
     console.print("validation:\n" + format_report(result.val), highlight=False)
     if result.test is not None:
         console.print("test:\n" + format_report(result.test), highlight=False)
@@ -385,7 +402,8 @@ def predict(
         help="best.pt of `vidseq train`, a model folder, or an MLflow model URI (models:/NAME/1, runs:/ID/model).",
     ),
     out: Optional[Path] = typer.Option(
-        None, "--out", help="Write rows to FILE.csv or FILE.jsonl; an existing file is appended to and its videos skipped."
+        None, "--out", help="Write rows to FILE.csv or FILE.jsonl; an existing file is appended to: its predicted videos are "
+        "skipped, its failed ones tried again."
     ),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Labels (with probabilities) per video."),
     window: Optional[float] = typer.Option(
@@ -506,6 +524,7 @@ def _predict_render(predictor, inputs, render: Path, window: float, hop: Optiona
 
 @app.command("run")
 @_friendly
+@exit_on_interrupt  # SIGTERM / Ctrl-C: the MLflow runs end KILLED, one line, exit 143 / 130
 def run_pipeline_command(
     pipeline: Path = typer.Argument(..., help="A pipeline file, e.g. pipelines/quickstart.yaml."),
     override: list[str] = typer.Option(
@@ -551,7 +570,8 @@ def run_pipeline_command(
         console.print(f"model: {result.model_uri}  (mlflow.pyfunc.load_model(uri).predict([video paths]))", markup=False,
                       highlight=False)
     if result.tracking_uri:
-        console.print(f"results: {ui_hint(result.tracking_uri)}", highlight=False)
+        console.print(f"results: {ui_hint(result.tracking_uri, result.experiment_id)}", highlight=False,
+                      markup=False)
 
 
 @config_app.command("show")
@@ -596,12 +616,49 @@ def _info_dict(info) -> dict:
     }
 
 
+_PROBE_COLUMNS = ["path", "frames", "fps", "duration_s", "width", "height", "codec", "backend", "error"]
+
+
+def _print_probe(rows: list[dict], *, as_json: bool) -> None:
+    """JSON lines; on a terminal a table, or where it is too narrow for one each path on a line of
+    its own; to a file or a pipe tab-separated lines. Never a path cut short."""
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+    elif console.file.isatty() and _probe_table_fits(rows, console.width):
+        console.print(_probe_table(rows))
+    elif console.file.isatty():  # the path unbroken (the terminal wraps it), its details below
+        for row in rows:
+            details = "  ".join(f"{col} {row[col]}" for col in _PROBE_COLUMNS[1:] if row.get(col, "") != "")
+            console.print(f"{row['path']}\n  {details}", style="red" if row["error"] else None,
+                          markup=False, highlight=False)
+    else:  # grep, cut and awk get whole paths
+        for line in _probe_lines(rows):
+            typer.echo(line)
+
+
 def _probe_table(rows: list[dict]) -> Table:
-    columns = ["path", "frames", "fps", "duration_s", "width", "height", "codec", "backend", "error"]
-    table = Table(*columns, show_lines=False)
+    table = Table(show_lines=False)
+    for col in _PROBE_COLUMNS:  # a narrow terminal folds paths and errors onto more lines, never cuts them
+        long = col in ("path", "error")
+        table.add_column(col, overflow="fold" if long else "ellipsis", no_wrap=not long)
     for row in rows:
-        table.add_row(*(str(row.get(col, "")) for col in columns), style="red" if row["error"] else None)
+        table.add_row(*(str(row.get(col, "")) for col in _PROBE_COLUMNS), style="red" if row["error"] else None)
     return table
+
+
+def _probe_table_fits(rows: list[dict], width: int) -> bool:
+    """Whether the table leaves its path column 30 characters (each column: its text + 3 of border)."""
+    others = sum(min(20, max(len(col), *(len(str(row.get(col, ""))) for row in rows))) + 3
+                 for col in _PROBE_COLUMNS[1:])
+    return width - others - 4 >= 30
+
+
+def _probe_lines(rows: list[dict]) -> list[str]:
+    """A header and one tab-separated line per file; an error's own tabs and newlines become spaces."""
+    cells = [[" ".join(str(row.get(col, "")).split()) if col == "error" else str(row.get(col, ""))
+              for col in _PROBE_COLUMNS] for row in rows]
+    return ["\t".join(line) for line in [_PROBE_COLUMNS, *cells]]
 
 
 def main() -> None:

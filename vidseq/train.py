@@ -63,6 +63,7 @@ from vidseq.sequences import (
     load_sequences,
     stream_stores,
 )
+from vidseq.splits_report import split_report
 
 EpochHook = Callable[[dict[str, float]], None]
 
@@ -116,12 +117,35 @@ def train(
     stores = stream_stores(FeatureStore.load_existing(features_dir(features or config.features)), config.streams)
     with distributed.process_group(resolve_device(config.device)) as device:
         check_out(out, resume=resume, overwrite=overwrite)
-        data = assign_splits(load_sequences(stores), val_fraction=config.val_fraction,
+        given = load_sequences(stores)
+        data = assign_splits(given, val_fraction=config.val_fraction,
                              test_fraction=config.test_fraction, seed=config.seed)
+        if distributed.is_main():
+            _report_splits(given, data, out, table=progress)
         job = _Job(model_config, config, evaluate_config, device, resume, progress)
         if len(stores) > 1 and config.fusion == "late":
             return _train_late(job, out, stores, data, on_epoch_end)
         return _train_run(job, out, stores, data, on_epoch_end)
+
+
+def _report_splits(given: SequenceSet, data: SequenceSet, out: Path, *, table: bool) -> None:
+    """Print the clips per class and split (``table``) and, always, one line per warning of
+    ``vidseq.splits_report`` (stderr); keep them in ``out/data_warnings.json``."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from vidseq.metrics import write_json
+
+    found = split_report([data.labels[t] for t in data.targets], data.splits, data.groups or None,
+                         classes=data.labels, made=[not split for split in given.splits],
+                         groups_from="the feature store's manifest")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "data_warnings.json", found.to_dict())
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
+    if table:
+        console.print(found.text(), markup=False)
+    for line in found.warnings:
+        console.print(f"[yellow]warning:[/] {escape(line)}")
 
 
 @dataclass(frozen=True)
@@ -401,6 +425,6 @@ def _final_reports(run: _Run, evaluate_config: EvaluateConfig) -> tuple[dict[str
 
 
 def _epoch_bar(total: int, initial: int, enabled: bool, desc: str = "train"):
-    from tqdm.auto import tqdm
+    from vidseq.progress import progress_bar
 
-    return tqdm(total=total, initial=initial, unit="epoch", desc=desc, disable=not enabled, dynamic_ncols=True)
+    return progress_bar(total, initial=initial, desc=desc, unit="epoch", enabled=enabled)

@@ -8,7 +8,9 @@ writes ``failed.json`` beside its partial outputs and stops the run; the next ru
 finished stage and starts again at the failed one (training resumes from its ``last.pt``).
 
 MLflow: one parent run per pipeline run, one nested run per stage (reused stages too, tagged
-``vidseq.reused`` with the run that made them). The tracking store is checked before any work.
+``vidseq.reused`` with the run that made them), all tagged ``vidseq.pipeline``. The tracking store
+is checked before any work. A run stopped by SIGTERM or Ctrl-C ends KILLED; runs that a killed
+(kill -9) earlier run of the pipeline left RUNNING are ended KILLED, with one line, before starting.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class PipelineResult:
     parent_run_id: str | None
     model_uri: str | None
     metrics: dict[str, float] = field(default_factory=dict)
+    experiment_id: str | None = None
 
     def record(self, name: str) -> StageRecord:
         return next(r for r in self.stages if r.name == name)
@@ -101,6 +104,8 @@ def run_pipeline(
         pipeline.stage(from_stage)  # an unknown name is an error before any work
     fingerprint_stages(pipeline.stages, _data_fingerprints(pipeline))
     tracker = T.open_tracker(uri=tracking_uri, experiment=experiment or pipeline.experiment, enabled=tracking)
+    if stale := tracker.close_stale_runs({"vidseq.pipeline": pipeline.name}):
+        echo(_stale_line(pipeline.name, stale))
     pipeline.workdir.mkdir(parents=True, exist_ok=True)
     records: list[StageRecord] = []
     redo = force
@@ -126,7 +131,7 @@ def _run_stage(stage: Stage, pipeline: Pipeline, done: list[StageRecord], tracke
     directory = pipeline.workdir / stage.name / stage.short_key
     upstream = {r.name: {"outputs": r.outputs, "metrics": r.metrics} for r in done}
     marker = _read_marker(directory, stage.key)
-    tags = {"vidseq.stage": stage.name, "vidseq.stage_key": stage.key}
+    tags = {"vidseq.pipeline": pipeline.name, "vidseq.stage": stage.name, "vidseq.stage_key": stage.key}
     params = _stage_params(stage)
     if marker is not None and not redo:
         return _reuse(stage, directory, marker, tracker, params, tags, echo)
@@ -141,6 +146,8 @@ def _run_stage(stage: Stage, pipeline: Pipeline, done: list[StageRecord], tracke
             write_stage_config(ctx)
             outcome = STAGE_FUNCTIONS[stage.name](ctx)
         except Exception as exc:
+            if getattr(exc, "signum", None) is not None:  # stopped by a signal, not failed: the run ends KILLED
+                raise
             _write_failure(directory, stage, exc)
             raise PipelineError(_failure_message(stage, pipeline, directory, exc)) from exc
         run.log_metrics(outcome.metrics)
@@ -150,6 +157,16 @@ def _run_stage(stage: Stage, pipeline: Pipeline, done: list[StageRecord], tracke
         _write_marker(record, stage, tracker.uri)
     echo(f"[{stage.name}] done in {seconds:.1f} s: {outcome.summary}")
     return record
+
+
+def _stale_line(name: str, stale: list) -> str:
+    """One line on the runs a killed earlier run of pipeline ``name`` left RUNNING, now KILLED."""
+    owners = sorted({run.owner for run in stale})
+    parents = [run for run in stale if run.parent_run_id is None or run.parent_run_id not in {r.run_id for r in stale}]
+    runs = ", ".join(f"{run.name} {run.run_id}" for run in parents)
+    children = len(stale) - len(parents)
+    return (f"marked KILLED {len(stale)} MLflow run(s) that an earlier run of {name} left RUNNING "
+            f"({'; '.join(owners)}: gone): {runs}" + (f" and {children} stage run(s)" if children else ""))
 
 
 def _reuse(stage: Stage, directory: Path, marker: dict[str, Any], tracker, params, tags,
@@ -244,7 +261,8 @@ def _result(pipeline: Pipeline, records: list[StageRecord], tracker, parent) -> 
             metrics.update({k: v for k, v in record.metrics.items() if k.startswith(("test_", "best_val_"))})
     model_uri = next((r.model_uri for r in reversed(records) if r.model_uri), None)
     uri = tracker.uri if parent.run_id is not None else None  # None: tracking was off
-    return PipelineResult(pipeline, records, uri, parent.run_id, model_uri, metrics)
+    return PipelineResult(pipeline, records, uri, parent.run_id, model_uri, metrics,
+                          getattr(tracker, "experiment_id", None))
 
 
 def _write_last_run(result: PipelineResult) -> None:

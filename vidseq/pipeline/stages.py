@@ -135,16 +135,22 @@ def tracked_train(config: VidseqConfig, *, features: str | Path | None, out: str
     out = Path(out)
     store = str(features_dir(features or config.train.features))
 
+    logged: set[tuple[str, int]] = set()  # (metric, epoch) already in this run: each is logged once
+
     def log_epoch(row: dict[str, float]) -> None:
-        run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+        step = int(row["epoch"])
+        values = {k: v for k, v in row.items() if k != "epoch" and (k, step) not in logged}
+        if values:
+            run.log_metrics(values, step=step)
+            logged.update((k, step) for k in values)
 
     result = train(model_config=config.model, config=config.train, evaluate_config=config.evaluate,
                    features=store, out=out, resume=resume, overwrite=overwrite, progress=progress,
                    on_epoch_end=log_epoch)
     if not is_main_process():  # under DDP, rank 0 alone logs and writes the model folder
         return result, StageOutcome({"checkpoint": str(result.best_checkpoint)})
-    if resume:  # epochs of the interrupted attempt went to its own run: record the whole curve here
-        for row in result.history:
+    if resume:  # the epochs before the resume point went to the interrupted attempt's run: add them
+        for row in result.history:  # here too, so this run holds the whole curve, each epoch once
             log_epoch(row)
     metrics = {"best_epoch": float(result.best_epoch), "epochs": float(len(result.history))}
     # The best model's validation metrics: named apart from the per-epoch val_* curves.
@@ -153,7 +159,7 @@ def tracked_train(config: VidseqConfig, *, features: str | Path | None, out: str
         metrics.update({f"test_{k}": v for k, v in M.scalar_metrics(result.test).items()})
     metrics.update(_stream_metrics(result.extra))
     run.log_dataset(_training_rows(result.best_checkpoint, store), name="features", source=store, context="training")
-    for name in ("config.yaml", "labels.json", "curves.png", "history.json"):
+    for name in ("config.yaml", "labels.json", "curves.png", "history.json", "data_warnings.json"):
         run.log_artifact(out / name)
     run.log_artifacts(_reports(out), artifact_path="reports")
     for stream in result.extra.get("streams", {}):  # late fusion: each stream's own run folder

@@ -6,8 +6,12 @@ mlflow, and it does so inside functions, so ``import vidseq.tracking`` stays che
 
 ``open_tracker`` checks the store before any work: an unreachable server fails in seconds with
 the fix, not in MLflow's minutes-long retry loop after a training run. Runs are context managers
-that end FINISHED, FAILED (the body raised) or KILLED (Ctrl-C). Every call names its run id, so
-a parent run can be written to while a nested one is active. The model is logged as a pyfunc
+that end FINISHED, FAILED (the body raised) or KILLED (Ctrl-C, SIGTERM). Every call names its run
+id, so a parent run can be written to while a nested one is active. Runs carry the host and pid
+of their process; ``Tracker.close_stale_runs`` ends those whose process is gone (kill -9, a
+crash), ``exit_on_interrupt`` gives a CLI command the exit of an interrupted one (see
+``_lifecycle``). Experiments are tagged ``mlflow.experimentKind = custom_model_development``
+so the MLflow UI opens them on their training runs, not on its GenAI pages. The model is logged as a pyfunc
 loaded by ``vidseq.predict._load_pyfunc`` from the bundle folder, never as a pickled class
 (which breaks when the class moves, mlflow/mlflow#9514).
 """
@@ -23,6 +27,7 @@ import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,17 @@ from vidseq.tracking._common import (
     git_commit,
     standard_tags,
 )
+from vidseq.tracking._lifecycle import (
+    END_REASON_TAG,
+    Terminated,
+    exit_on_interrupt,
+    interruption,
+    owner_gone,
+    owner_tags,
+    run_ended,
+    run_started,
+    signal_name,
+)
 from vidseq.tracking._model import (
     MODEL_REQUIREMENTS,
     _pandas_dataset,
@@ -43,13 +59,16 @@ from vidseq.tracking._model import (
 )
 
 __all__ = [
-    "DEFAULT_TRACKING_URI", "MODEL_REQUIREMENTS", "NullRunHandle", "NullTracker", "RunHandle", "Tracker",
-    "TrackingError", "default_requirements", "download_model", "flatten", "git_commit", "model_signature", "open_tracker",
-    "resolve_tracking_uri", "standard_tags", "ui_hint",
+    "DEFAULT_TRACKING_URI", "EXPERIMENT_KIND", "MODEL_REQUIREMENTS", "NullRunHandle", "NullTracker", "RunHandle",
+    "StaleRun", "Terminated", "Tracker", "TrackingError", "default_requirements", "download_model", "exit_on_interrupt",
+    "flatten", "git_commit", "model_signature", "open_tracker", "resolve_tracking_uri", "standard_tags", "ui_hint",
 ]  # fmt: skip
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # MLflow's own default, in the working directory
 HEALTH_TIMEOUT_S = 5.0
+# The MLflow UI (3.x) opens an experiment on its GenAI pages (traces, prompts) unless this tag says
+# it holds model training; the values are the UI's own.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 _LOCAL_FIX = (
     f"or unset MLFLOW_TRACKING_URI / drop --tracking-uri to log to the local {DEFAULT_TRACKING_URI}"
 )
@@ -74,11 +93,16 @@ def download_model(model_uri: str, *, tracking_uri: str | None = None, dst: str 
     return Path(local)
 
 
-def ui_hint(uri: str) -> str:
-    """The command that shows the runs logged to ``uri``."""
+def ui_hint(uri: str, experiment_id: str | None = None) -> str:
+    """The command that shows the runs logged to ``uri`` and, given the experiment, the page of
+    its training runs: MLflow 3.17's UI opens on its GenAI pages unless the URL (or its own
+    GenAI / Model training toggle) says ``workflowType=machine_learning``; the experiment tag
+    ``mlflow.experimentKind`` that vidseq sets is not enough for that UI version."""
+    page = f"/#/experiments/{experiment_id}/runs?workflowType=machine_learning" if experiment_id else ""
     if uri.startswith(("http://", "https://")):
-        return f"open {uri}"
-    return f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
+        return f"open {uri.rstrip('/')}{page}"
+    command = f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
+    return f"{command}, then open http://127.0.0.1:5000{page}" if page else command
 
 
 def open_tracker(
@@ -143,12 +167,14 @@ def _check_sqlite(uri: str) -> None:
 
 
 def _experiment_id(client: Any, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created if missing; either way tagged as model training
+    (an existing one keeps a kind chosen in the UI; a kind the UI only inferred is replaced)."""
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(name)
     if found is None:
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:  # created meanwhile by another process
             if (found := client.get_experiment_by_name(name)) is None:
                 raise
@@ -158,7 +184,20 @@ def _experiment_id(client: Any, name: str, uri: str) -> str:
             f"mlflow experiments restore --experiment-id {found.experiment_id}) or choose "
             "another experiment name"
         )
+    kind = (found.tags or {}).get(EXPERIMENT_KIND_TAG)
+    if kind is None or kind.endswith("_inferred") or kind == "no_inferred_type":
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     return found.experiment_id
+
+
+@dataclass(frozen=True)
+class StaleRun:
+    """A run left RUNNING by a process that is gone, now ended by ``close_stale_runs``."""
+
+    run_id: str
+    name: str
+    owner: str  # "pid 1234 on host"
+    parent_run_id: str | None
 
 
 class Tracker:
@@ -173,33 +212,81 @@ class Tracker:
         tags: Mapping[str, Any] | None = None, nested: bool = False,
     ) -> Iterator[RunHandle]:  # fmt: skip
         """A run named ``name`` (a child of the active run when ``nested``) that ends FINISHED,
-        FAILED when the body raises, KILLED on KeyboardInterrupt; the exception is re-raised."""
+        FAILED when the body raises, KILLED on Ctrl-C or SIGTERM (and on an error that carries the
+        ``signum`` that stopped the work); the exception is re-raised."""
         mlflow = _use_uri(self.uri)
         if (active := mlflow.active_run()) is not None and not nested:
             raise TrackingError(
                 f"run {name!r} started while run {active.info.run_id} is active: pass nested=True"
             )
-        with _mlflow_errors(f"starting run {name!r}", self.uri):
-            run = mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested)
+        with _mlflow_errors(f"starting run {name!r}", self.uri):  # owned by this process from the start
+            run = mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested,
+                                   tags=owner_tags())
         handle, status = RunHandle(run.info.run_id, self.uri), "FAILED"
+        run_started(handle.run_id, name, self.uri)  # SIGTERM now ends it KILLED (see _lifecycle)
+        ended = False
         try:
             handle.set_tags(tags or {})
             handle.log_params(params or {})
             yield handle
             status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
         except BaseException as error:
+            if interruption(error) is not None:  # Ctrl-C, SIGTERM (see _lifecycle)
+                status, tags = "KILLED", {END_REASON_TAG: f"stopped by {signal_name(error)}"}
+            else:
+                tags = {"vidseq.error": f"{type(error).__name__}: {error}"}
             with contextlib.suppress(Exception):  # never hide the body's error behind a logging one
-                handle.set_tags({"vidseq.error": f"{type(error).__name__}: {error}"})
+                handle.set_tags(tags)
             raise
         finally:
-            _end_run(mlflow, handle.run_id, status, quiet_failure=status != "FINISHED")
+            try:
+                ended = _end_run(mlflow, handle.run_id, status, quiet_failure=status != "FINISHED")
+            finally:
+                run_ended(handle.run_id, status, ended=ended)
+
+    def close_stale_runs(self, tags: Mapping[str, str] | None = None, *, status: str = "KILLED") -> list[StaleRun]:
+        """End as ``status`` the RUNNING runs of this experiment (those with all of ``tags``) whose
+        process is gone: one on this host whose pid is no longer alive (kill -9, a crash), and the
+        RUNNING children of such runs. Each gets an end time (now) and ``vidseq.end_reason``.
+        Runs of a live process, of another host, or without vidseq's owner tags are left alone."""
+        from mlflow.entities import ViewType
+
+        client = _mlflow().MlflowClient(self.uri)
+        with _mlflow_errors("looking for runs left RUNNING", self.uri):
+            running, token = [], None
+            while True:
+                page = client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
+                                          run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+                running.extend(page)
+                if not (token := page.token):
+                    break
+        wanted = dict(tags or {})
+        stale = {r.info.run_id: r for r in running
+                 if all(r.data.tags.get(k) == v for k, v in wanted.items()) and owner_gone(r.data.tags)}
+        for run in running:  # children of a stale run (stage runs) go with it, unless their own process lives
+            parent = run.data.tags.get("mlflow.parentRunId")
+            if parent in stale and run.info.run_id not in stale and not _owner_alive(run.data.tags):
+                stale[run.info.run_id] = run
+        closed = []
+        for run in stale.values():
+            tags_ = run.data.tags
+            owner = f"pid {tags_.get('vidseq.pid', '?')} on {tags_.get('vidseq.host', '?')}"
+            reason = f"left RUNNING by {owner}, which is gone; ended by a later vidseq process (pid {os.getpid()})"
+            with _mlflow_errors(f"ending stale run {run.info.run_id}", self.uri):
+                client.set_tag(run.info.run_id, END_REASON_TAG, reason)
+                client.set_terminated(run.info.run_id, status)
+            closed.append(StaleRun(run.info.run_id, run.info.run_name or "", owner, tags_.get("mlflow.parentRunId")))
+        return closed
 
 
-def _end_run(mlflow: Any, run_id: str, status: str, *, quiet_failure: bool) -> None:
-    """End ``run_id`` without MLflow printing its URL to stdout (``ui_hint`` says where to look)."""
+def _owner_alive(tags: Mapping[str, str]) -> bool:
+    """Whether a run names an owner process that may still run (tagged and not certainly gone)."""
+    return "vidseq.pid" in tags and not owner_gone(tags)
+
+
+def _end_run(mlflow: Any, run_id: str, status: str, *, quiet_failure: bool) -> bool:
+    """End ``run_id`` without MLflow printing its URL to stdout (``ui_hint`` says where to look);
+    whether it ended (a failure is raised unless ``quiet_failure``)."""
     with _environ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true"):
         try:
             active = mlflow.active_run()
@@ -210,6 +297,8 @@ def _end_run(mlflow: Any, run_id: str, status: str, *, quiet_failure: bool) -> N
         except Exception as error:
             if not quiet_failure:  # the body's own exception is already on its way
                 raise TrackingError(f"cannot end run {run_id}: {error}") from error
+            return False
+    return True
 
 
 class RunHandle:
@@ -367,6 +456,9 @@ class NullTracker:
         tags: Mapping[str, Any] | None = None, nested: bool = False,
     ) -> Iterator[NullRunHandle]:  # fmt: skip
         yield NullRunHandle()
+
+    def close_stale_runs(self, tags: Mapping[str, str] | None = None, *, status: str = "KILLED") -> list[StaleRun]:
+        return []
 
 
 class NullRunHandle:

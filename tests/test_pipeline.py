@@ -189,12 +189,20 @@ def test_folder_pipeline_trains_on_a_labelled_folder_and_notices_new_videos(tmp_
     again = run_pipeline(FOLDER, [*small, f"data.source={data}"], workdir=tmp_path / "w", tracking=False,
                          progress=False)
     assert set(statuses(again).values()) == {"reused"}
+    import numpy as np
+
+    from vidseq.io import write_video
+    from vidseq.synth import render_clip
+
+    copy = data / "grow" / "copy_of_a_clip.mp4"  # the same content under a new name: the same video
+    copy.write_bytes(next((data / "grow").glob("*.mp4")).read_bytes())
     extra = data / "grow" / "new_clip.mp4"
-    extra.write_bytes(next((data / "grow").glob("*.mp4")).read_bytes())
+    write_video(extra, render_clip("grow", np.random.default_rng(99), num_frames=8, size=64), fps=25.0)
     grown = run_pipeline(FOLDER, [*small, f"data.source={data}"], workdir=tmp_path / "w", tracking=False,
                          progress=False)
     assert statuses(grown)["extract"] == "ran"
     assert grown.record("extract").metrics["reused"] == 12 and grown.record("extract").metrics["extracted"] == 1
+    assert grown.record("extract").metrics["duplicates"] == 1
 
 
 # -- MLflow --------------------------------------------------------------------------------

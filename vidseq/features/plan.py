@@ -222,8 +222,10 @@ def _row(item: VideoItem) -> dict[str, Any]:
 def _reuse(store: FeatureStore, item: VideoItem, row: dict[str, Any], reuse_from: Roots = ()) -> bool:
     """Whether the video's entry is already there (or adopted from another root); its record is
     then brought up to date (a new path spelling, label, split or group is recorded)."""
-    entry = store.entry_path(item.path, vid=row["video"])
-    if not store.loads(entry) and not any(store.adopt(item.path, root) for root in reuse_from):
+    entry = store.find_entry(item.path, row["video"])
+    for root in reuse_from if entry is None else ():
+        entry = entry or store.adopt(item.path, root, vid=row["video"])
+    if entry is None:
         return False
     row.update(status="done", error="", frames=len(store.read(entry).frame_indices),
                file=entry.relative_to(store.directory))

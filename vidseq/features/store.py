@@ -241,6 +241,19 @@ class FeatureStore:
         suffix = "" if subject == WHOLE_FRAME else f"~{_slug(subject)}"
         return self.features_dir / f"{_slug(video.stem)[:40]}-{vid or video_id(video)}{suffix}.npz"
 
+    def find_entry(self, video: str | Path, vid: str, subject: str = WHOLE_FRAME) -> Path | None:
+        """The entry of content ``vid`` that loads, whatever path spelling wrote it: the one its
+        record names, the one ``video``'s name gives, or any ``*-<vid>`` file (a writer killed
+        before its record); None when there is none."""
+        suffix = "" if subject == WHOLE_FRAME else f"~{_slug(subject)}"
+        record = self.get_record(entry_key(vid, subject)) or {}
+        named = [self.directory / record["file"]] if record.get("file") else []
+        named.append(self.entry_path(video, subject, vid=vid))
+        for entry in [*named, *sorted(self.features_dir.glob(f"*-{vid}{suffix}.npz"))]:
+            if self.loads(entry):
+                return entry
+        return None
+
     def is_done(self, video: str | Path, subject: str = WHOLE_FRAME) -> bool:
         """True when the entry of ``video`` exists and loads."""
         try:
@@ -283,31 +296,36 @@ class FeatureStore:
         """The stored features of a video (by its path)."""
         return self.read(self.entry_path(video, subject))
 
-    def adopt(self, video: str | Path, root: str | Path, subject: str = WHOLE_FRAME) -> bool:
+    def adopt(self, video: str | Path, root: str | Path, subject: str = WHOLE_FRAME, *,
+              vid: str | None = None) -> Path | None:
         """Take ``video``'s finished entry from the store of the same key under another ``root``.
 
-        Hard-linked where the file system allows (no copy, no extra space), else copied; only
-        an entry that loads is taken. True when this store now has the video.
-        """
+        Found by content (``find_entry``: any path spelling that wrote it there); hard-linked where
+        the file system allows (no copy, no extra space), else copied; only an entry that loads is
+        taken. Returns this store's entry, or None."""
         try:
-            entry = self.entry_path(video, subject)
+            vid = vid or video_id(video)
         except OSError:
-            return False
-        other = Path(root) / self.directory.name / "features" / entry.name
-        if other.resolve() == entry.resolve() or not other.is_file():
-            return False
+            return None
+        other_dir = Path(root) / self.directory.name
+        if not other_dir.is_dir() or other_dir.resolve() == self.directory.resolve():
+            return None
+        other = FeatureStore(other_dir, self.key).find_entry(video, vid, subject)
+        if other is None:
+            return None
+        entry = self.entry_path(video, subject, vid=vid)
+        tmp = entry.with_name(f".tmp-{os.getpid()}-{entry.name}")
         try:
-            self.read(other)
-            tmp = entry.with_name(f".tmp-{os.getpid()}-{entry.name}")
             tmp.unlink(missing_ok=True)
             try:
                 os.link(other, tmp)
             except OSError:
                 shutil.copyfile(other, tmp)
             os.replace(tmp, entry)
-        except (FeatureStoreError, OSError):
-            return False
-        return True
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            return None
+        return entry
 
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files and claims left by writers that were killed (their process is gone)."""

@@ -102,6 +102,7 @@ def run_extract(ctx: StageContext) -> StageOutcome:
     ctx.run.log_artifact(result.store.directory / "store.json")
     metrics = {"videos": float(done), "extracted": float(result.extracted), "reused": float(result.reused),
                "failed": float(len(result.failed)), "frames": float(result.frames),
+               "duplicates": float(result.duplicates),
                "frames_per_s": result.frames / result.seconds if result.seconds else 0.0}
     outputs = {"store": str(result.store.directory)}
     if result.motion is not None:

@@ -1,11 +1,13 @@
 """Frame -> feature models: each a spec (preprocessing, feature size) and a module.
 
-Place in the data flow: sampled frames ``uint8 (N, H, W, 3)`` RGB -> ``Backbone.features`` ->
-``(N, D)`` per-frame features for ``vidseq.features`` (the extraction loop and its store).
+Place in the data flow: sampled frames ``uint8 (N, H, W, 3)`` RGB -> ``fit_frames`` (fitted
+``(N, S, S, 3)``) -> ``FrameEncoder`` -> ``(N, D)`` per-frame features for ``vidseq.features``
+(the extraction loop and its store) and ``vidseq.predict``: the one frames -> features path.
 
     backbone = create_backbone("efficientnet_lite0", pooling="grid2", device="cuda")
-    features = backbone.features(frames)           # (N, backbone.spec.feature_dim)
-    cache_key = backbone.spec.key()                # everything that changes the features
+    encoder = FrameEncoder(backbone, precision="auto", channels_last=True)
+    features = encoder(fit_frames(frames, backbone.spec))  # numpy (N, backbone.spec.feature_dim)
+    cache_key = backbone.spec.key()                        # everything that changes the features
 
 Importing this package registers the table (``list_backbones()``) but imports neither
 torchvision models nor ultralytics nor timm: builders import them when called.
@@ -21,9 +23,15 @@ from vidseq.backbones.base import (
     BackboneSpec,
     normalize_frames,
     pool_maps,
-    preprocess_frames,
 )
 from vidseq.backbones.efficientnet_lite import EfficientNetLite0Backbone, imagenet_classes
+from vidseq.backbones.encode import (
+    FrameEncoder,
+    autocast_dtype,
+    decode_size,
+    fit_frames,
+    preprocess_frames,
+)
 from vidseq.backbones.registry import (
     BACKBONES,
     DEFAULT_BACKBONE,
@@ -42,7 +50,11 @@ __all__ = [
     "BackboneError",
     "BackboneSpec",
     "EfficientNetLite0Backbone",
+    "FrameEncoder",
+    "autocast_dtype",
     "create_backbone",
+    "decode_size",
+    "fit_frames",
     "imagenet_classes",
     "list_backbones",
     "normalize_frames",

@@ -1,10 +1,11 @@
 """What every backbone is: a spec (preprocessing + feature size) and a module frames -> features.
 
 Place in the data flow: frames (``uint8 (N, H, W, 3)`` RGB, from ``vidseq.io`` + ``sampling``)
--> ``Backbone.preprocess`` (resize, crop or letterbox, scale, normalise; on the frames' device)
--> ``Backbone.forward`` (feature maps -> pooled, concatenated) -> ``features (N, D)`` for
+-> fitted to ``S x S`` and normalised (``encode.fit_frames``, ``normalize_frames``) ->
+``Backbone.forward`` (feature maps -> pooled, concatenated) -> ``features (N, D)`` for
 ``vidseq.features``. Subclasses only produce feature maps (``forward_maps``); pooling, and with it
-the removal of every classifier head, happens here in one place.
+the removal of every classifier head, happens here in one place. ``encode.FrameEncoder`` is the
+one function that runs a backbone on frames (device, channels_last, autocast).
 """
 
 from __future__ import annotations
@@ -129,51 +130,6 @@ def frames_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    """Antialiased resize of ``uint8 (N, 3, H, W)``: uint8 on the CPU, float32 elsewhere.
-
-    On the CPU the uint8 kernel is ~7x faster than float and differs by < 1 grey level; other
-    devices resize in float32 (clamped to 0..255: bicubic overshoots).
-    """
-    if tuple(x.shape[-2:]) == size:
-        return x
-    if x.device.type == "cpu":
-        return F.interpolate(x, size=size, mode=mode, antialias=True)
-    out = F.interpolate(x.float(), size=size, mode=mode, antialias=True, align_corners=False)
-    return out.clamp_(0, 255)
-
-
-def _resize_crop(x: torch.Tensor, spec: BackboneSpec) -> torch.Tensor:
-    height, width = x.shape[-2:]
-    scale = spec.resize / min(height, width)
-    size = (max(spec.resize, int(height * scale)), max(spec.resize, int(width * scale)))
-    x = _resize(x, size, spec.interpolation)
-    top = (size[0] - spec.input_size) // 2
-    left = (size[1] - spec.input_size) // 2
-    return x[..., top : top + spec.input_size, left : left + spec.input_size]
-
-
-def _letterbox(x: torch.Tensor, spec: BackboneSpec, fill: int = 114) -> torch.Tensor:
-    height, width = x.shape[-2:]
-    scale = spec.input_size / max(height, width)
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    x = _resize(x, size, spec.interpolation)
-    pad_h, pad_w = spec.input_size - size[0], spec.input_size - size[1]
-    padding = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
-    return F.pad(x, padding, value=fill)
-
-
-def preprocess_frames(frames: np.ndarray | torch.Tensor, spec: BackboneSpec) -> torch.Tensor:
-    """Frames ``uint8 (N, H, W, 3)`` RGB -> normalised ``float32 (N, 3, S, S)`` on their device.
-
-    Resize, crop/pad and the layout change happen on uint8 where the device allows (4x less
-    memory traffic than float32).
-    """
-    x = frames_tensor(frames).permute(0, 3, 1, 2)  # a channels-last view: no copy
-    x = _resize_crop(x, spec) if spec.fit == "crop" else _letterbox(x, spec)
-    return _normalize(x.contiguous().float(), spec)
-
-
 def normalize_frames(frames: np.ndarray | torch.Tensor, spec: BackboneSpec) -> torch.Tensor:
     """Frames already fitted to ``(N, S, S, 3)`` uint8 (resized and cropped elsewhere, e.g. by
     the extraction's decode workers) -> normalised ``float32 (N, 3, S, S)``, channels-last in
@@ -223,18 +179,21 @@ class Backbone(nn.Module):
 
     def preprocess(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Frames ``uint8 (N, H, W, 3)`` RGB -> ``float32 (N, 3, S, S)``, on the frames' device."""
+        from vidseq.backbones.encode import preprocess_frames  # encode builds on this module
+
         return preprocess_frames(frames, self.spec)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Preprocessed ``(N, 3, S, S)`` -> ``float32 (N, spec.feature_dim)`` pooled features."""
         return pool_maps(self.forward_maps(x), self.spec.pooling)
 
-    @torch.inference_mode()
     def features(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Frames ``uint8 (N, H, W, 3)`` RGB -> ``(N, D)`` features, on the module's device.
-
-        The uint8 frames are moved to the module's device first (4x less to copy than floats),
-        so a GPU also does the preprocessing.
+        """Frames ``uint8 (N, H, W, 3)`` RGB of any size -> ``float32 (N, D)`` features, on the
+        module's device: ``fit_frames`` then a ``FrameEncoder`` at the extraction's defaults
+        (precision "auto", channels_last: the module is converted in place), i.e. the features
+        ``vidseq extract`` stores for frames its decoder gave at this size.
         """
-        x = frames_tensor(frames).to(self.device, non_blocking=True)
-        return self(self.preprocess(x))
+        from vidseq.backbones.encode import FrameEncoder, fit_frames  # encode builds on this module
+
+        fitted = fit_frames(frames_tensor(frames).cpu().numpy(), self.spec)
+        return FrameEncoder(self).encode(fitted)

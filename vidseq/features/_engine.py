@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from vidseq import __version__
-from vidseq.backbones import Backbone, BackboneSpec, normalize_frames
+from vidseq.backbones import Backbone, BackboneSpec, FrameEncoder, decode_size, fit_frames
 from vidseq.config import ExtractConfig, MotionConfig, SamplingConfig
 from vidseq.features.store import VideoFeatures, write_entry
 from vidseq.io import VideoReader, open_video
@@ -119,50 +119,15 @@ def _describe_error(exc: Exception) -> str:
     return reason if hasattr(exc, "reason") else f"{type(exc).__name__}: {reason}"
 
 
-def decode_size(height: int, width: int, spec: BackboneSpec) -> int | tuple[int, int]:
-    """The size to decode (or resize) a ``height x width`` video at for the backbone: its short
-    side (crop), or the letterboxed ``(h, w)``; a ``vidseq.io`` size argument."""
-    if spec.fit == "crop":
-        return spec.resize
-    scale = spec.input_size / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def fit_frames(frames: np.ndarray, spec: BackboneSpec) -> np.ndarray:
-    """Centre-crop (or pad with grey, for letterbox) decoded frames to ``S x S``."""
-    size = spec.input_size
-    height, width = frames.shape[1:3]
-    if spec.fit == "crop":
-        top, left = (height - size) // 2, (width - size) // 2
-        return np.ascontiguousarray(frames[:, top : top + size, left : left + size])
-    out = np.full((len(frames), size, size, 3), 114, dtype=np.uint8)
-    top, left = (size - height) // 2, (size - width) // 2
-    out[:, top : top + height, left : left + width] = frames
-    return out
-
-
 # -- the model side ------------------------------------------------------------------------
 
 
-class BatchForward:
-    """Both engines' forward: ``uint8 (N, S, S, 3)`` frames -> device -> normalised (channels_last,
-    autocast as configured) -> ``(N, D)`` float32."""
+class BatchForward(FrameEncoder):
+    """Both engines' forward: the one ``FrameEncoder`` (``uint8 (N, S, S, 3)`` fitted frames ->
+    ``(N, D)`` float32 numpy), set from the run's ``extract.precision`` and ``channels_last``."""
 
     def __init__(self, model: Backbone, config: ExtractConfig, device: torch.device) -> None:
-        self.model, self.device, self.channels_last = model, device, config.channels_last
-        self.autocast = _autocast(config.precision, device)
-        if config.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-
-    @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor) -> np.ndarray:
-        frames = frames.to(self.device, non_blocking=True)
-        x = normalize_frames(frames, self.model.spec)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with self.autocast:
-            out = self.model(x)
-        return out.float().cpu().numpy()
+        super().__init__(model, precision=config.precision, channels_last=config.channels_last, device=device)
 
 
 class _Accumulator:
@@ -328,18 +293,7 @@ def put_motion(sink: VideoSink | None, chunk: dict[str, Any]) -> None:
                  total=chunk["total"], fps=chunk["fps"])
 
 
-def _autocast(precision: str, device: torch.device):
-    if precision == "auto":
-        if device.type != "cuda":
-            return torch.autocast("cpu", enabled=False)
-        precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
 def _progress_bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
+    from vidseq.progress import progress_bar
 
-    return tqdm(total=total, unit="video", desc="extract", disable=not enabled, dynamic_ncols=True)
+    return progress_bar(total, desc="extract", unit="video", enabled=enabled)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from vidseq.backbones import Backbone, BackboneSpec, create_backbone
-from vidseq.config import BackboneConfig, IOConfig, MotionConfig, SamplingConfig
+from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
 from vidseq.datasets import Dataset, VideoItem
 from vidseq.errors import Interrupted
 from vidseq.features._engine import RunProgress, VideoSink
@@ -105,15 +105,21 @@ def motion_store_key(spec: BackboneSpec, sampling: SamplingConfig, motion: Motio
     }
 
 
-def recipe_of(backbone: BackboneConfig | Backbone | None, sampling: SamplingConfig, io: IOConfig | None) -> dict:
-    """The config sections that redo this extraction on new videos (none for a prebuilt model)."""
+def recipe_of(backbone: BackboneConfig | Backbone | None, sampling: SamplingConfig, io: IOConfig | None,
+              extract: ExtractConfig | None = None) -> dict:
+    """The config sections that redo this extraction on new videos (none for a prebuilt model):
+    backbone, sampling, io, and the forward settings of ``extract`` (precision, channels_last),
+    so prediction computes features the way training's were computed."""
     if isinstance(backbone, Backbone):
         return {}
-    return {
+    recipe = {
         "backbone": (backbone or BackboneConfig()).model_dump(mode="json"),
         "sampling": sampling.model_dump(mode="json"),
         "io": (io or IOConfig()).model_dump(mode="json"),
     }
+    if extract is not None:
+        recipe["extract"] = extract.model_dump(mode="json", include={"precision", "channels_last"})
+    return recipe
 
 
 def build_backbone(cfg: BackboneConfig, device: torch.device) -> Backbone:

@@ -4,7 +4,8 @@ Place in the data flow: videos -> the extraction loop of ``vidseq.features`` (th
 decode and batched backbone as ``vidseq extract``, into a temporary store) -> the recurrent head
 -> one row per video. The extraction settings (backbone, sampling, io) come from the recipe the
 feature store recorded at training time, so a model always sees features made the way it was
-trained on.
+trained on. Frames that arrive one by one (a live stream) go through ``embed``: the same
+``fit_frames`` and ``FrameEncoder`` (precision, channels_last) as the extraction's.
 
 A *bundle* is a folder that holds everything needed to predict (``checkpoint.pt``,
 ``vidseq.json`` and a copy of a weights file when the backbone was loaded from one). It is what
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from vidseq import __version__
-from vidseq.backbones import normalize_frames
+from vidseq.backbones import FrameEncoder, fit_frames
 from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
 from vidseq.datasets import VideoItem
 from vidseq.errors import VidseqError
@@ -41,8 +42,6 @@ from vidseq.features import (
     extract,
     resolve_device,
 )
-from vidseq.features.extraction import decode_size, fit_frames
-from vidseq.io import output_hw, resize_frame
 from vidseq.models import load_model
 from vidseq.motion import FlowPooler
 
@@ -90,10 +89,11 @@ class Predictor:
         self.backbone_config = BackboneConfig.model_validate(recipe["backbone"])
         self.sampling = SamplingConfig.model_validate(recipe.get("sampling") or {})
         self.io = IOConfig.model_validate(recipe.get("io") or {})
-        self.extract_config = (extract_config or ExtractConfig()).model_copy(update={"device": device})
+        self.extract_config = _extract_config(recipe, extract_config, device)
         self.device = resolve_device(device)
         self.model = load_model(state["model"]).to(self.device)
         self._backbone = None
+        self._encoder: FrameEncoder | None = None
         self._flow = None
 
     @classmethod
@@ -109,7 +109,8 @@ class Predictor:
         return cls(state, recipe, device=device, extract_config=extract_config)
 
     @classmethod
-    def from_bundle(cls, directory: str | Path, *, device: str = "auto") -> Predictor:
+    def from_bundle(cls, directory: str | Path, *, device: str = "auto",
+                    extract_config: ExtractConfig | None = None) -> Predictor:
         """A predictor from a folder written by ``write_bundle`` (an MLflow model's data)."""
         directory = Path(directory)
         meta_file = directory / BUNDLE_FILE
@@ -120,7 +121,8 @@ class Predictor:
         weights = meta.get("weights_file")
         if weights:
             recipe["backbone"]["weights"] = str(directory / weights)
-        return cls(_load_checkpoint(directory / BUNDLE_CHECKPOINT), recipe, device=device)
+        return cls(_load_checkpoint(directory / BUNDLE_CHECKPOINT), recipe, device=device,
+                   extract_config=extract_config)
 
     @property
     def backbone(self):
@@ -129,12 +131,21 @@ class Predictor:
             self._backbone = build_backbone(self.backbone_config, self.device)
         return self._backbone
 
+    @property
+    def encoder(self) -> FrameEncoder:
+        """The backbone run as the extraction runs it: ``extract_config``'s precision and
+        channels_last, on this predictor's device (rebuilt if those settings change)."""
+        cfg, encoder = self.extract_config, self._encoder
+        if encoder is None or (encoder.precision, encoder.channels_last) != (cfg.precision, cfg.channels_last):
+            self._encoder = FrameEncoder(self.backbone, precision=cfg.precision, channels_last=cfg.channels_last,
+                                         device=self.device)
+        return self._encoder
+
     def embed(self, frames: np.ndarray) -> np.ndarray:
-        """Frames ``uint8 (N, H, W, 3)`` RGB of any size -> backbone features ``(N, D)``, made the
-        way the extraction makes them (short side resized, centre crop or letterbox, normalised)."""
-        with torch.inference_mode():
-            x = normalize_frames(torch.from_numpy(self._fit(frames)).to(self.device), self.backbone.spec)
-            return self.backbone(x).float().cpu().numpy()
+        """Frames ``uint8 (N, H, W, 3)`` RGB of any size -> backbone features ``float32 (N, D)``,
+        exactly as the extraction makes them: ``fit_frames`` (resized to the decode size as
+        ``vidseq.io`` resizes, centre crop or letterbox), then the extraction's ``FrameEncoder``."""
+        return self.encoder(self._fit(frames))
 
     @property
     def pair_step(self) -> int | None:
@@ -160,10 +171,7 @@ class Predictor:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
             raise PredictError(f"embed takes uint8 frames (N>=1, H, W, 3), got shape {frames.shape}")
-        spec = self.backbone.spec
-        height, width = frames.shape[1:3]
-        size = output_hw(decode_size(height, width, spec), height, width)  # as the decoders resize
-        return fit_frames(np.stack([resize_frame(f, size) for f in frames]), spec)
+        return fit_frames(frames, self.backbone.spec)
 
     def classify(self, sequences: list[np.ndarray]) -> np.ndarray:
         """Class probabilities ``(N, C)`` of feature sequences (each ``(T, D)``)."""
@@ -245,6 +253,17 @@ def _joined(parts: list[VideoFeatures]) -> VideoFeatures:
                          first.timestamps, first.meta)
 
 
+def _extract_config(recipe: dict[str, Any], given: ExtractConfig | None, device: str) -> ExtractConfig:
+    """How prediction extracts: ``given`` (default settings where None) on ``device``, with the
+    forward settings the recipe recorded (an ``extract`` section: precision, channels_last) where
+    ``given`` leaves them unset, so served features are computed as the training ones were."""
+    config = given or ExtractConfig()
+    recorded = recipe.get("extract") or {}
+    forward = {key: recorded[key] for key in ("precision", "channels_last")
+               if key in recorded and key not in config.model_fields_set}
+    return ExtractConfig.model_validate({**config.model_dump(), **forward, "device": device})
+
+
 def _motion_config(recipe: dict[str, Any]) -> MotionConfig:
     if not recipe.get("motion"):
         raise PredictError("this model reads the motion stream but its checkpoint does not record the flow "
@@ -267,10 +286,7 @@ def load_predictor(model: str | Path, *, device: str = "auto",
             raise PredictError(f"{path}: an MLflow model, but not one vidseq logged")
         path = path / flavor["data"]
     if (path / BUNDLE_FILE).is_file():
-        predictor = Predictor.from_bundle(path, device=device)
-        if extract_config is not None:
-            predictor.extract_config = extract_config.model_copy(update={"device": device})
-        return predictor
+        return Predictor.from_bundle(path, device=device, extract_config=extract_config)
     raise PredictError(f"{model}: not a checkpoint, a vidseq model folder or an MLflow model folder "
                        "(for an MLflow URI such as models:/NAME/1 use vidseq predict --model URI)")
 

@@ -1,0 +1,129 @@
+"""The one frames -> features path: fit decoded frames to the backbone, then encode them.
+
+Place in the data flow: decoded frames ``uint8 (N, H, W, 3)`` RGB (``vidseq.io``; a decoder may
+already have resized them to ``decode_size``) -> **fit_frames** -> fitted ``uint8 (N, S, S, 3)``
+-> **FrameEncoder** (to the device as uint8, normalise, channels_last, autocast per precision,
+the backbone and its pooling) -> ``float32 (N, D)`` features.
+
+Every caller goes through these two: extraction (both engines: decode workers fit, the model
+side runs a ``FrameEncoder`` set from ``extract.precision``/``channels_last``), prediction
+(``Predictor.embed`` for live streams with the same settings; files and windows run the
+extraction loop itself) and ``Backbone.features``. A second copy drifts: stream prediction once
+fitted frames its own way and skipped autocast, so on a GPU a head trained on fp16/bf16
+features was served fp32 ones.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from vidseq.backbones.base import BackboneError, BackboneSpec, frames_tensor, normalize_frames
+from vidseq.io import output_hw, resize_frame
+
+if TYPE_CHECKING:
+    from vidseq.backbones.base import Backbone
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_LETTERBOX_GREY = 114  # YOLO's padding value
+
+
+def decode_size(height: int, width: int, spec: BackboneSpec) -> int | tuple[int, int]:
+    """The size to decode (or resize) a ``height x width`` video at for the backbone: its short
+    side (crop), or the letterboxed ``(h, w)``; a ``vidseq.io`` size argument."""
+    if spec.fit == "crop":
+        return spec.resize
+    scale = spec.input_size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def fit_frames(frames: np.ndarray, spec: BackboneSpec) -> np.ndarray:
+    """Decoded frames ``uint8 (N, H, W, 3)`` RGB -> fitted ``uint8 (N, S, S, 3)``, the backbone's input.
+
+    Frames not already at ``decode_size`` are resized to it as ``vidseq.io`` resizes after a
+    decode (``resize_frame``; a no-op for frames a decoder gave at that size), then centre-cropped
+    to ``S x S`` (or padded with grey, for letterbox).
+    """
+    height, width = frames.shape[1:3]
+    size = output_hw(decode_size(height, width, spec), height, width)
+    if len(frames) and (height, width) != size:
+        frames = np.stack([resize_frame(frame, size) for frame in frames])
+    return _crop_or_pad(frames, spec)
+
+
+def _crop_or_pad(frames: np.ndarray, spec: BackboneSpec) -> np.ndarray:
+    size = spec.input_size
+    height, width = frames.shape[1:3]
+    if spec.fit == "crop":
+        top, left = (height - size) // 2, (width - size) // 2
+        return np.ascontiguousarray(frames[:, top : top + size, left : left + size])
+    out = np.full((len(frames), size, size, 3), _LETTERBOX_GREY, dtype=np.uint8)
+    top, left = (size - height) // 2, (size - width) // 2
+    out[:, top : top + height, left : left + width] = frames
+    return out
+
+
+def preprocess_frames(frames: np.ndarray | torch.Tensor, spec: BackboneSpec) -> torch.Tensor:
+    """Frames ``uint8 (N, H, W, 3)`` RGB of any size -> the network input ``float32 (N, 3, S, S)``
+    (``fit_frames``, then normalised), on the frames' device."""
+    x = frames_tensor(frames)
+    fitted = torch.from_numpy(fit_frames(x.cpu().numpy(), spec)).to(x.device)
+    return normalize_frames(fitted, spec)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The dtype the backbone runs in under ``precision`` on ``device``; None: float32.
+
+    ``"auto"``: bf16 on CUDA where supported, else fp16 there, float32 on any other device.
+    """
+    if precision not in PRECISIONS:
+        raise BackboneError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+class FrameEncoder:
+    """The one frames -> features function: fitted ``uint8 (N, S, S, 3)`` RGB -> ``float32 (N, D)``.
+
+    ``precision`` (``extract.precision``): see ``autocast_dtype``; float32 means autocast is off
+    inside, whatever autocast context the caller is in. ``channels_last``: the backbone
+    (converted in place, here) and its input in channels_last memory format. ``device``: where
+    the frames go, as uint8 (4x less to copy than floats); default: the backbone's device.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        precision: str = "auto",
+        channels_last: bool = True,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.backbone, self.precision, self.channels_last = backbone, precision, channels_last
+        self.device = backbone.device if device is None else torch.device(device)
+        self.autocast_dtype = autocast_dtype(precision, self.device)
+        if channels_last:
+            backbone.to(memory_format=torch.channels_last)
+
+    @property
+    def spec(self) -> BackboneSpec:
+        return self.backbone.spec
+
+    @torch.inference_mode()
+    def encode(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Fitted frames (numpy or torch, any device) -> ``float32 (N, D)`` on ``self.device``."""
+        x = normalize_frames(frames_tensor(frames).to(self.device, non_blocking=True), self.spec)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = self.autocast_dtype
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            return self.backbone(x).float()
+
+    def __call__(self, frames: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Fitted frames -> ``float32 (N, D)`` features as numpy (what stores and heads read)."""
+        return self.encode(frames).cpu().numpy()

@@ -109,3 +109,46 @@ def test_import_vidseq_is_cheap():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def _edges(path: Path, module: str, known: set[str]) -> set[str]:
+    """The vidseq modules ``module`` imports when it runs (``TYPE_CHECKING`` blocks left out):
+    ``from pkg import sub`` is an edge to the submodule, ``from pkg import Name`` to the package."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for child in node.body for n in ast.walk(child)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("vidseq"))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vidseq") and not node.level:
+            subs = {f"{node.module}.{a.name}" for a in node.names} & known
+            found.update(subs or {node.module})
+            if len(subs) < len(node.names):
+                found.add(node.module)
+    return {name for name in found if name in known and name != module}
+
+
+def test_no_import_cycle_anywhere():
+    """No module reaches itself through imports, inside packages too (lazy imports in functions
+    count: they run; ``TYPE_CHECKING`` imports do not)."""
+    modules = {_module_name(p): p for p in SOURCES}
+    graph = {name: _edges(path, name, set(modules)) for name, path in modules.items()}
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for nxt in sorted(graph[name]):
+            if state.get(nxt) == 1:
+                cycles.append(trail[trail.index(nxt):] + [nxt] if nxt in trail else [name, nxt])
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)

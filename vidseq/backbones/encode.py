@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from vidseq.backbones.base import BackboneError, BackboneSpec, frames_tensor, normalize_frames
+from vidseq.backbones.spec import BackboneError, BackboneSpec, frames_tensor, normalize_frames
 from vidseq.io import output_hw, resize_frame
 
 if TYPE_CHECKING:

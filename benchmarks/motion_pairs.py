@@ -16,10 +16,10 @@ import numpy as np
 
 from vidseq.config import SYNTH_CLASSES, BackboneConfig, ExtractConfig, ModelConfig, SamplingConfig, SynthConfig, TrainConfig
 from vidseq.datasets import discover
-from vidseq.evaluate import predict_proba
+from vidseq.training.evaluate import predict_proba
 from vidseq.features import extract
 from vidseq.models import load_model
-from vidseq.sequences import assign_splits, load_sequences
+from vidseq.training.sequences import assign_splits, load_sequences
 from vidseq.synth import generate_dataset
 
 PAIRS = [("move_left", "move_right"), ("grow", "shrink"), ("rotate_cw", "rotate_ccw"), ("appear", "disappear")]
@@ -55,7 +55,7 @@ def main() -> None:
                     config=ExtractConfig(), progress=False).store
     print(f"extracted {store.directory} in {time.perf_counter() - start:.0f} s")
     for name in args.models.split(","):
-        from vidseq.train import train
+        from vidseq.training.train import train
 
         cfg = TrainConfig(features=str(store.directory), epochs=args.epochs, seed=args.seed, lr=args.lr,
                           patience=args.epochs)

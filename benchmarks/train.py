@@ -68,8 +68,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--hidden", type=int, default=256)
     args = parser.parse_args()
-    import vidseq.train as vidseq_train
-    from vidseq.train import train
+    import vidseq.training.train as vidseq_train
+    from vidseq.training.train import train
 
     loop_seconds = []
     original = vidseq_train.train_one_epoch

@@ -20,7 +20,7 @@ from vidseq.config import ModelConfig, MotionConfig, SamplingConfig, SynthConfig
 from vidseq.datasets import discover
 from vidseq.features import extract
 from vidseq.synth import generate_dataset
-from vidseq.train import train
+from vidseq.training.train import train
 
 VARIANTS = {  # name -> (streams, fusion)
     "appearance": (["appearance"], "late"),

@@ -19,7 +19,7 @@ def train_small_model(root: Path, *, classes: list[str] | None = None, epochs: i
     from vidseq.datasets import discover
     from vidseq.features import extract
     from vidseq.synth import generate_dataset
-    from vidseq.train import train
+    from vidseq.training.train import train
 
     root = Path(root)
     synth = SynthConfig(classes=classes or CLASSES, videos_per_class=8, num_frames=16, size=64)

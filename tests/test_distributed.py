@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidseq import distributed
+from vidseq.training import distributed
 from vidseq.config import BackboneConfig, IOConfig, SamplingConfig
 from vidseq.features import FeatureStore, VideoFeatures
 from vidseq.models import load_model
@@ -145,7 +145,7 @@ def test_ddp_trains_like_one_process_and_only_rank_0_writes(tmp_path, store_dir)
 CUT_AFTER_EPOCH_2 = """
 import os, sys
 from vidseq.config import load_config
-from vidseq.train import train
+from vidseq.training.train import train
 
 def crash(row):  # on_epoch_end runs on rank 0 only: rank 0 dies, torchrun stops rank 1
     if row["epoch"] == 2:
@@ -213,7 +213,7 @@ def test_an_incomplete_torchrun_environment_says_how_to_start(monkeypatch):
 
 @pytest.mark.parametrize("num_batches", [1, 4, 5])
 def test_every_rank_takes_the_same_number_of_steps_and_each_batch_counts_once(monkeypatch, num_batches):
-    from vidseq.train import _shard
+    from vidseq.training.train import _shard
 
     batches = [np.array([i]) for i in range(num_batches)]
     monkeypatch.setenv("WORLD_SIZE", "2")

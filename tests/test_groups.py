@@ -24,7 +24,7 @@ from vidseq.datasets import (
 )
 from vidseq.errors import DatasetError
 from vidseq.features.store import MANIFEST_FIELDS, FeatureStore, VideoFeatures
-from vidseq.sequences import SequenceSet, assign_splits, load_sequences
+from vidseq.training.sequences import SequenceSet, assign_splits, load_sequences
 
 UCF_NAMES = ("v_YoYo_g08_c01.avi", "v_YoYo_g08_c02.avi", "v_YoYo_g09_c01.avi",
              "v_Archery_g08_c03.avi", "v_Archery_g10_c01.avi")
@@ -245,7 +245,7 @@ def test_groups_flow_from_the_dataset_through_extraction_to_the_splits(tmp_path)
     from vidseq.config import SamplingConfig, SynthConfig
     from vidseq.datasets import discover
     from vidseq.features import extract
-    from vidseq.sequences import assign_splits, load_sequences
+    from vidseq.training.sequences import assign_splits, load_sequences
     from vidseq.synth import generate_dataset
 
     generate_dataset(tmp_path / "cam", SynthConfig(kind="camera", classes=["pan_left", "pan_right"],

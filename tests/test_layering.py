@@ -31,18 +31,13 @@ LAYERS = {
     "vidseq.features": 5,
     "vidseq.models": 6,
     "vidseq.metrics": 6,
-    "vidseq.distributed": 6,  # process groups for DDP training (torch only)
-    "vidseq.sequences": 7,
     "vidseq.plots": 7,  # confusion and training-curve PNGs: draws what metrics computes (imports it)
-    "vidseq.evaluate": 8,
-    "vidseq.fusion": 8.5,  # late fusion: stream weights chosen on val (evaluates the stream models)
-    "vidseq.runs": 8.5,  # the run folder: checkpoint record, reports, atomic writes (evaluates the best model)
-    "vidseq.train": 9,  # evaluates the best model at the end
-    "vidseq.predict": 10,
-    "vidseq.tracking": 11,
-    "vidseq.pipeline": 12,
-    "vidseq.cli": 13,
-    "vidseq.__main__": 14,
+    "vidseq.training": 8,  # sequences, checkpoint, evaluate, weights, runs, distributed, train
+    "vidseq.predict": 9,
+    "vidseq.tracking": 10,
+    "vidseq.pipeline": 11,
+    "vidseq.cli": 12,
+    "vidseq.__main__": 13,
 }
 
 

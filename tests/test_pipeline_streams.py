@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from vidseq.pipeline import load_pipeline, run_pipeline
-from vidseq.runs import holds_run
+from vidseq.training.runs import holds_run
 
 from test_pipeline import QUICKSTART, SMALL, _runs  # noqa: I001 - the tests folder is on sys.path
 

@@ -27,7 +27,7 @@ def motion_model(tmp_path_factory) -> Path:
     from vidseq.datasets import discover
     from vidseq.features import extract
     from vidseq.synth import generate_dataset
-    from vidseq.train import train
+    from vidseq.training.train import train
 
     root = tmp_path_factory.mktemp("motion-model")
     generate_dataset(root / "data", SynthConfig(classes=CLASSES, videos_per_class=12, num_frames=CLIP_FRAMES,

@@ -21,7 +21,7 @@ import pytest
 
 from vidseq.config import SynthConfig
 from vidseq.features import FeatureStore
-from vidseq.sequences import load_sequences
+from vidseq.training.sequences import load_sequences
 from vidseq.synth import generate_dataset
 
 pytestmark = pytest.mark.slow

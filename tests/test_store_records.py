@@ -16,11 +16,11 @@ import pytest
 
 from vidseq.config import TrainConfig
 from vidseq.errors import VidseqError
-from vidseq.evaluate import evaluate
+from vidseq.training.evaluate import evaluate
 from vidseq.features import FeatureStore, VideoFeatures, key_digest
 from vidseq.features.claims import STALE_SECONDS, Claims
-from vidseq.sequences import load_sequences
-from vidseq.train import train
+from vidseq.training.sequences import load_sequences
+from vidseq.training.train import train
 
 SPLITS = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
 

@@ -15,11 +15,11 @@ import torch
 from vidseq.config import BackboneConfig, EvaluateConfig, ExtractConfig, ModelConfig, SamplingConfig, SynthConfig, TrainConfig
 from vidseq.datasets import discover
 from vidseq.errors import VidseqError
-from vidseq.evaluate import evaluate, predict_proba
+from vidseq.training.evaluate import evaluate, predict_proba
 from vidseq.features import extract
 from vidseq.models import load_model
 from vidseq.synth import generate_dataset
-from vidseq.train import train
+from vidseq.training.train import train
 
 PAIR_CLASSES = ["move_left", "move_right", "grow", "shrink"]
 
@@ -44,7 +44,7 @@ def _train(store_dir, out, name="gru", **train_options):
 
 def _pair_accuracy(result_dir: Path, store_dir: Path) -> float:
     """Accuracy between the two classes of each pair, on the val+test videos (order decides)."""
-    from vidseq.sequences import load_sequences
+    from vidseq.training.sequences import load_sequences
 
     state = torch.load(result_dir / "best.pt", weights_only=True)
     model = load_model(state["model"])
@@ -109,7 +109,7 @@ def test_resume_after_sigkill(tmp_path, store_dir):
     script = f"""
 import os, signal
 from vidseq.config import ModelConfig, TrainConfig
-from vidseq.train import train
+from vidseq.training.train import train
 def kill(row):
     if row["epoch"] == 2:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -26,12 +26,12 @@ from vidseq.config import (
     TrainConfig,
 )
 from vidseq.errors import DatasetError, VidseqError
-from vidseq.evaluate import evaluate
+from vidseq.training.evaluate import evaluate
 from vidseq.features import FeatureStore, FeatureStoreError, VideoFeatures
-from vidseq.fusion import choose_weights
+from vidseq.training.weights import choose_weights
 from vidseq.models import LateFusion, load_model, pad_sequences
-from vidseq.sequences import load_sequences
-from vidseq.train import train
+from vidseq.training.sequences import load_sequences
+from vidseq.training.train import train
 
 CLASSES = ["pan_left", "pan_right"]
 GROUPS, PER_GROUP = 16, 4
@@ -299,7 +299,7 @@ def test_an_appearance_checkpoint_without_streams_still_evaluates(store, tmp_pat
 
 
 def _val_probabilities(out: Path) -> list[np.ndarray]:
-    from vidseq.evaluate import predict_proba
+    from vidseq.training.evaluate import predict_proba
 
     state = torch.load(out / "best.pt", weights_only=True)
     data = load_sequences(state["stream_stores"], state["streams"])

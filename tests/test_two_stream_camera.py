@@ -19,15 +19,15 @@ import torch
 
 from vidseq.config import ExtractConfig, ModelConfig, MotionConfig, SamplingConfig, SynthConfig, TrainConfig
 from vidseq.datasets import discover
-from vidseq.evaluate import predict_proba
+from vidseq.training.evaluate import predict_proba
 from vidseq.features import extract
 from vidseq.models import load_model
 from vidseq.predict import Predictor, write_bundle
 from vidseq.predict.stream import stream_labels
 from vidseq.predict.windows import predict_timeline
-from vidseq.sequences import load_sequences
+from vidseq.training.sequences import load_sequences
 from vidseq.synth import generate_dataset
-from vidseq.train import train
+from vidseq.training.train import train
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ Place in the data flow: **where the videos are** (after a format's reader) -> de
 CSV ``group`` column gives it; else ``group_pattern`` (a regex searched in the file name: its
 first capture group, or the whole match); the ucf101 format defaults to ``_g(\\d+)_``. An
 explicit split that puts one group on both sides is a DatasetError (``allow_split_leak=True``:
-a warning); splits vidseq makes itself keep each group on one side (``vidseq.sequences``).
+a warning); splits vidseq makes itself keep each group on one side (``vidseq.training.sequences``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Temporal classifiers: ``features (B, T, D)`` + ``lengths (B,)`` -> ``logits (B, C)``.
 
 Place in the data flow: per-video features from ``vidseq.features`` -> ``pad_sequences`` ->
-a model built by name from ``MODELS`` -> logits for ``vidseq.train`` / ``evaluate`` /
+a model built by name from ``MODELS`` -> logits for ``vidseq.training.train`` / ``evaluate`` /
 ``predict``. nn.Modules only: no training loop, no data loading, no tracking here.
 
     padded, lengths = pad_sequences([video_a, video_b])      # (2, T_max, D), (2,)

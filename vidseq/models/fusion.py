@@ -1,12 +1,12 @@
 """Late fusion: one classifier per feature stream, their class probabilities averaged with weights.
 
 Place in the data flow: ``features (B, T, D_appearance + D_motion)`` (the streams side by side
-per frame, as ``vidseq.sequences`` concatenates them) + ``lengths (B,)`` -> each member reads
+per frame, as ``vidseq.training.sequences`` concatenates them) + ``lengths (B,)`` -> each member reads
 its own slice of the dims -> softmax per member -> weighted average ``p`` -> ``log p (B, C)``.
 
 The output is the *log* of the fused probability, so ``softmax(model(x, lengths))`` is exactly
 ``sum_i w_i softmax(member_i(x_i, lengths))``: every caller that turns logits into probabilities
-(evaluation, prediction) works unchanged. The members are trained apart (``vidseq.train``) and
+(evaluation, prediction) works unchanged. The members are trained apart (``vidseq.training.train``) and
 fused afterwards; a fused model is for inference, not for further training.
 """
 

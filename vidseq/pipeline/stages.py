@@ -2,7 +2,7 @@
 
 Place in the data flow: the pipeline runner hands each stage its resolved config, its output
 folder and the outputs of the stages it reads; the stage calls ``vidseq.synth``,
-``vidseq.features.extract``, ``vidseq.train``, ``vidseq.evaluate`` or ``vidseq.predict`` and
+``vidseq.features.extract``, ``vidseq.training.train``, ``vidseq.training.evaluate`` or ``vidseq.predict`` and
 logs what it made to its MLflow run (a ``RunHandle`` of ``vidseq.tracking``; a null one when
 tracking is off). Stages know nothing of caching: the runner decides whether one runs at all.
 """
@@ -17,8 +17,8 @@ from typing import Any
 from vidseq import metrics as M
 from vidseq.config import VidseqConfig, to_yaml, wants_motion
 from vidseq.datasets import Dataset, discover_videos
-from vidseq.distributed import is_main_process
 from vidseq.errors import VidseqError
+from vidseq.training.distributed import is_main_process
 
 
 class StageError(VidseqError):
@@ -116,7 +116,7 @@ def run_extract(ctx: StageContext) -> StageOutcome:
 
 
 def run_train(ctx: StageContext) -> StageOutcome:
-    from vidseq.runs import holds_run
+    from vidseq.training.runs import holds_run
 
     resume = holds_run(ctx.out) and not ctx.force  # late fusion: the streams' own run folders
     _, outcome = tracked_train(ctx.config, features=ctx.output("extract", "store"), out=ctx.out, run=ctx.run,
@@ -127,11 +127,11 @@ def run_train(ctx: StageContext) -> StageOutcome:
 def tracked_train(config: VidseqConfig, *, features: str | Path | None, out: str | Path, run: Any,
                   resume: bool = False, overwrite: bool = False, progress: bool = True,
                   register: str | None = None) -> tuple[Any, StageOutcome]:
-    """``vidseq.train.train`` with its epochs, metrics, reports, dataset and model logged to
+    """``vidseq.training.train.train`` with its epochs, metrics, reports, dataset and model logged to
     ``run`` (a tracking RunHandle, or the null one); returns the TrainResult and the outcome."""
     from vidseq.predict import write_bundle
-    from vidseq.runs import features_dir
-    from vidseq.train import train
+    from vidseq.training.runs import features_dir
+    from vidseq.training.train import train
 
     out = Path(out)
     store = str(features_dir(features or config.train.features))
@@ -193,10 +193,10 @@ def _stream_metrics(extra: dict[str, Any]) -> dict[str, float]:
 
 def _training_rows(checkpoint: Path, store: str) -> list[dict[str, Any]]:
     """The videos a model was trained on: path, label and the split recorded at training time."""
-    from vidseq.evaluate import _load_checkpoint
     from vidseq.features import FeatureStore
+    from vidseq.training import checkpoint as checkpoints
 
-    splits = _load_checkpoint(checkpoint).get("splits", {})
+    splits = checkpoints.load(checkpoint).get("splits", {})
     rows = FeatureStore.load_existing(store).read_manifest()
     return [{"path": r["path"], "label": r["label"], "split": splits[r["path"]]} for r in rows if r["path"] in splits]
 
@@ -214,7 +214,7 @@ def _reports(folder: Path) -> Path:
 
 
 def run_evaluate(ctx: StageContext) -> StageOutcome:
-    from vidseq.evaluate import evaluate
+    from vidseq.training.evaluate import evaluate
 
     result = evaluate(ctx.output("train", "checkpoint"), config=ctx.config.evaluate, out=ctx.out)
     split = ctx.config.evaluate.split

@@ -33,7 +33,6 @@ from vidseq.backbones import FrameEncoder, fit_frames
 from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
 from vidseq.datasets import VideoItem
 from vidseq.errors import VidseqError
-from vidseq.evaluate import _load_checkpoint, predict_proba
 from vidseq.features import (
     FeatureStore,
     FeatureStoreError,
@@ -44,6 +43,8 @@ from vidseq.features import (
 )
 from vidseq.models import load_model
 from vidseq.motion import FlowPooler
+from vidseq.training import checkpoint as checkpoints
+from vidseq.training.evaluate import predict_proba
 
 BUNDLE_FILE = "vidseq.json"
 BUNDLE_CHECKPOINT = "checkpoint.pt"
@@ -101,7 +102,7 @@ class Predictor:
                         sampling: SamplingConfig | None = None, io: IOConfig | None = None,
                         extract_config: ExtractConfig | None = None) -> Predictor:
         """A predictor from ``best.pt`` of ``vidseq train`` (extraction as recorded, or as given)."""
-        state = _load_checkpoint(checkpoint)
+        state = checkpoints.load(checkpoint)
         recipe = dict(state.get("extraction") or {})
         for name, section in (("backbone", backbone), ("sampling", sampling), ("io", io)):
             if section is not None:
@@ -121,7 +122,7 @@ class Predictor:
         weights = meta.get("weights_file")
         if weights:
             recipe["backbone"]["weights"] = str(directory / weights)
-        return cls(_load_checkpoint(directory / BUNDLE_CHECKPOINT), recipe, device=device,
+        return cls(checkpoints.load(directory / BUNDLE_CHECKPOINT), recipe, device=device,
                    extract_config=extract_config)
 
     @property
@@ -293,7 +294,7 @@ def load_predictor(model: str | Path, *, device: str = "auto",
 
 def write_bundle(checkpoint: str | Path, directory: str | Path) -> Path:
     """Copy what prediction needs into ``directory``: the checkpoint, its recipe, a weights file."""
-    state = _load_checkpoint(checkpoint)
+    state = checkpoints.load(checkpoint)
     recipe = dict(state.get("extraction") or {})
     if not recipe.get("backbone"):
         raise PredictError(f"{checkpoint}: no extraction recipe recorded; cannot make a self-contained model")

@@ -1,6 +1,6 @@
 """Late fusion of feature streams: the weight of each stream chosen on val, and the fused model.
 
-Place in the data flow: the per-stream models that ``vidseq.train`` trained (one run folder per
+Place in the data flow: the per-stream models that ``vidseq.training.train`` trained (one run folder per
 stream, the same split for all) + the validation sequences -> **fusion** -> the weight of each
 stream, chosen on val, and the fused ``LateFusion`` model that ``train`` saves as ``best.pt``.
 Choosing is pure (probabilities in, weights out); loading and saving stay with ``train``.
@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidseq.evaluate import predict_proba
 from vidseq.models import LateFusion, Member, load_model
-from vidseq.sequences import SequenceSet
+from vidseq.training.evaluate import predict_proba
+from vidseq.training.sequences import SequenceSet
 
 WEIGHT_STEP = 0.05
 

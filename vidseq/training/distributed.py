@@ -1,6 +1,6 @@
 """Process groups for distributed data-parallel (DDP) training under ``torchrun``.
 
-Place in the data flow: beside the models; ``vidseq.train`` uses it to train one model in
+Place in the data flow: beside the models; ``vidseq.training.train`` uses it to train one model in
 several processes (``python -m torch.distributed.run --nproc-per-node N -m vidseq train ...``).
 torchrun describes the job in the environment (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR``, ``MASTER_PORT``); everything here reads it from there. Where ``WORLD_SIZE`` is
@@ -65,7 +65,7 @@ def is_main() -> bool:
     """True on rank 0 and in a single process: the one process that writes files and logs.
 
     Reads ``RANK`` from the environment, so it answers before the process group exists (a
-    caller can decide to start MLflow logging before ``vidseq.train.train`` runs).
+    caller can decide to start MLflow logging before ``vidseq.training.train.train`` runs).
     """
     return rank() == 0
 
@@ -174,3 +174,22 @@ __all__ = [
     "is_distributed", "is_main", "is_main_process", "process_group", "rank", "unwrap", "world",
     "world_size", "wrap",
 ]
+
+
+def relaunch_under_torchrun(nproc: int, argv: list[str] | None = None) -> int:
+    """Run this same ``vidseq train`` command (``argv``, default ``sys.argv``; without ``--ddp``)
+    in ``nproc`` processes under torchrun on this machine; its exit code."""
+    import subprocess
+    import sys
+
+    args, skip = [], False
+    for arg in (sys.argv if argv is None else argv)[2:]:  # [vidseq, train, ...]
+        if skip:
+            skip = False
+        elif arg == "--ddp":
+            skip = True
+        elif not arg.startswith("--ddp="):
+            args.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "vidseq", "train", *args]
+    return subprocess.run(command, check=False).returncode

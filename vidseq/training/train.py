@@ -7,7 +7,7 @@ augmentation come from ``(seed, epoch)`` and the checkpoint holds the model, opt
 scheduler and RNG states, so ``resume=True`` after a kill ends where an uninterrupted run would.
 Checkpoints hold plain types and tensors only: they load with ``torch.load(weights_only=True)``.
 
-Under torchrun (``WORLD_SIZE`` > 1, see ``vidseq.distributed``) the same loop trains one model in
+Under torchrun (``WORLD_SIZE`` > 1, see ``vidseq.training.distributed``) the same loop trains one model in
 several processes with ``DistributedDataParallel``. Every rank augments every clip and builds the
 same length-grouped batch list from ``(seed, epoch)`` (the augmentation of a clip is the one a
 single process would draw); rank r trains on batches r, r+W, ... (the list is padded by repeating
@@ -18,10 +18,10 @@ stopping decide the same everywhere), writes every file and calls ``on_epoch_end
 returns the same ``TrainResult``. Checkpoints hold the unwrapped model: they load like a single
 process's, and ``resume=True`` works with any number of processes.
 
-Streams (``config.streams``; see ``vidseq.sequences``): one stream trains as above (motion is
+Streams (``config.streams``; see ``vidseq.training.sequences``): one stream trains as above (motion is
 never centred: a pan is a constant flow vector). ``fusion: early`` trains one model on the
 streams concatenated (only the appearance dims centred). ``fusion: late`` trains a full run per
-stream in ``out/<stream>/`` (one split for all, assigned once), then ``vidseq.fusion`` chooses
+stream in ``out/<stream>/`` (one split for all, assigned once), then ``vidseq.training.weights`` chooses
 the streams' weights on val and ``out/`` gets the fused ``LateFusion`` as ``best.pt`` with the
 reports of a run. Resuming continues the unfinished stream run; a finished one is not trained
 again; the fusion is redone from the streams' ``best.pt``.
@@ -39,23 +39,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidseq import distributed
 from vidseq.config import EvaluateConfig, ModelConfig, TrainConfig
 from vidseq.errors import VidseqError
-from vidseq.evaluate import _load_checkpoint, evaluate_sequences
 from vidseq.features import FeatureStore, resolve_device
-from vidseq.fusion import fuse, merge_histories, prefixed
 from vidseq.models import build_model, load_model, make_checkpoint, model_options, pad_sequences
-from vidseq.runs import (
-    atomic_save,
+from vidseq.splits_report import split_report
+from vidseq.training import checkpoint as checkpoints
+from vidseq.training import distributed
+from vidseq.training.evaluate import evaluate_sequences
+from vidseq.training.runs import (
     check_out,
     exists_on_main,
     features_dir,
-    run_record,
     write_config,
     write_reports,
 )
-from vidseq.sequences import (
+from vidseq.training.sequences import (
     SequenceSet,
     assign_splits,
     augment,
@@ -63,7 +62,7 @@ from vidseq.sequences import (
     load_sequences,
     stream_stores,
 )
-from vidseq.splits_report import split_report
+from vidseq.training.weights import fuse, merge_histories, prefixed
 
 EpochHook = Callable[[dict[str, float]], None]
 
@@ -167,7 +166,7 @@ def _train_run(job: _Job, out: Path, stores: dict[str, FeatureStore], data: Sequ
     setup = _setup(job.model_config, config, data, job.device)
     run = _Run(out, stores, data, job.model_config, config, setup, job.device)
     if job.resume and exists_on_main(out / "last.pt"):
-        run.restore(_load_checkpoint(out / "last.pt"))
+        run.restore(checkpoints.load(out / "last.pt"))
     elif distributed.is_main():
         run.write_config(job.evaluate_config)
     return fit(run, job.evaluate_config, progress=job.progress, on_epoch_end=on_epoch_end)
@@ -195,14 +194,14 @@ def _fuse_runs(job: _Job, out: Path, stores: dict[str, FeatureStore], data: Sequ
                histories: dict[str, list[dict[str, float]]],
                ) -> tuple[list[float], dict[str, Any], dict[str, Any] | None]:
     """Fuse the streams' ``best.pt`` into ``out/best.pt`` and write the run's files (rank 0)."""
-    states = {stream: _load_checkpoint(out / stream / "best.pt") for stream in stores}
+    states = {stream: checkpoints.load(out / stream / "best.pt") for stream in stores}
     model = fuse(states, data, device=job.device)
     weights = list(model.hparams["weights"])
     history = merge_histories(histories)
-    state = {**run_record(stores, data, job.model_config, job.config),
+    state = {**checkpoints.run_record(stores, data, job.model_config, job.config),
              "model": make_checkpoint("late_fusion", model), "fusion": {"kind": "late", "weights": weights},
              "best_epoch": max(int(state["best_epoch"]) for state in states.values()), "history": history}
-    atomic_save(state, out / "best.pt")
+    checkpoints.save(state, out / "best.pt")
     write_config(out, data, model=job.model_config, train=job.config, evaluate=job.evaluate_config)
     val, test = write_reports(out, model.to(job.device), data, history, job.evaluate_config, job.device)
     return weights, val, test
@@ -281,7 +280,7 @@ class _Run:
         self.model_config, self.config, self.setup, self.device = model_config, config, setup, device
         self.epoch, self.best, self.best_epoch, self.bad_epochs = 0, None, 0, 0
         self.history: list[dict[str, float]] = []
-        self.record = run_record(stores, data, model_config, config)  # computed once: reads entries
+        self.record = checkpoints.run_record(stores, data, model_config, config)  # computed once: reads entries
 
     def write_config(self, evaluate_config: EvaluateConfig) -> None:
         write_config(self.out, self.data, model=self.model_config, train=self.config, evaluate=evaluate_config)
@@ -309,7 +308,7 @@ class _Run:
     def save(self, name: str) -> None:
         """Write a checkpoint (rank 0 only: the others hold the same state)."""
         if distributed.is_main():
-            atomic_save(self.checkpoint(), self.out / name)
+            checkpoints.save(self.checkpoint(), self.out / name)
 
 
 def fit(run: _Run, evaluate_config: EvaluateConfig, *, progress: bool = True,
@@ -420,7 +419,7 @@ def _finish(run: _Run, evaluate_config: EvaluateConfig, stopped: bool) -> TrainR
 
 
 def _final_reports(run: _Run, evaluate_config: EvaluateConfig) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    best = load_model(_load_checkpoint(run.out / "best.pt")["model"]).to(run.device)
+    best = load_model(checkpoints.load(run.out / "best.pt")["model"]).to(run.device)
     return write_reports(run.out, best, run.data, run.history, evaluate_config, run.device)
 
 

@@ -1,7 +1,7 @@
 """Feature sequences for training: load a feature store, split it, augment, batch by length.
 
 Place in the data flow: ``FeatureStore`` (per-video ``(T, D)`` features) -> **sequences** ->
-padded batches for the models in ``vidseq.train`` and ``vidseq.evaluate``. Augmentation works
+padded batches for the models in ``vidseq.training.train`` and ``vidseq.training.evaluate``. Augmentation works
 on the cached sequence (random temporal crops and sub-sampling): nothing is decoded again.
 Randomness comes only from the ``np.random.Generator`` a caller passes (or one seeded here).
 

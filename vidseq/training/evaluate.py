@@ -18,10 +18,10 @@ from torch import nn
 from vidseq import metrics as M
 from vidseq.config import EvaluateConfig
 from vidseq.errors import VidseqError
-from vidseq.features import key_digest
 from vidseq.models import load_model, pad_sequences
 from vidseq.plots import plot_confusion
-from vidseq.sequences import SequenceSet, length_batches, load_sequences, views
+from vidseq.training import checkpoint as checkpoints
+from vidseq.training.sequences import SequenceSet, length_batches, load_sequences, views
 
 EVAL_BATCH = 128
 
@@ -113,9 +113,9 @@ def evaluate(
     ``eval-<split>/``).
     """
     config = config or EvaluateConfig()
-    state = _load_checkpoint(checkpoint)
+    state = checkpoints.load(checkpoint)
     streams = list(state.get("streams") or ["appearance"])
-    source = features or recorded_stores(state, checkpoint)
+    source = features or checkpoints.recorded_stores(state, checkpoint)
     data = _with_recorded_splits(load_sequences(source, streams), state)
     subset = data.subset(config.split)
     if len(subset) == 0:
@@ -125,42 +125,6 @@ def evaluate(
     target = Path(out) if out is not None else Path(checkpoint).parent / f"eval-{config.split}"
     write_report(result, target)
     return EvalResult(config.split, result, target)
-
-
-def _load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise VidseqError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise VidseqError(f"{path}: not a readable vidseq checkpoint ({exc})") from None
-
-
-def recorded_stores(state: dict[str, Any], checkpoint: str | Path) -> dict[str, Path]:
-    """The feature store of each stream a checkpoint was trained on, wherever it is opened from.
-
-    Checkpoints record absolute store folders and each store's key; one written before that
-    (a folder relative to where training ran) is looked up from the working directory, then
-    from the checkpoint's folder and its parents. A store that is not there is an error naming
-    the folder, its key digest and the way out (``--features``)."""
-    streams = list(state.get("streams") or ["appearance"])
-    folders = state.get("stream_stores") or {streams[0]: state["features"]}
-    keys = state.get("stream_keys") or {streams[0]: state.get("feature_key")}
-    found = {}
-    for stream, folder in folders.items():
-        folder = Path(folder)
-        candidates = [folder] if folder.is_absolute() else [
-            folder, *(parent / folder for parent in Path(checkpoint).absolute().parents)]
-        hit = next((c for c in candidates if (c / "store.json").is_file()), None)
-        if hit is None:
-            digest = key_digest(keys[stream]) if keys.get(stream) else "unknown"
-            raise VidseqError(
-                f"{checkpoint}: its {stream} feature store {folder} (key {digest}) is not there: it was moved "
-                "or deleted; pass --features with the store's folder (the one whose name ends in that key)"
-            )
-        found[stream] = hit
-    return found
 
 
 def _with_recorded_splits(data: SequenceSet, state: dict[str, Any]) -> SequenceSet:

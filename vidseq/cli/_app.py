@@ -1,0 +1,87 @@
+"""The ``vidseq`` app: the typer application, shared options, and one clear line per failure.
+
+Place in the data flow: the very top; the command modules (``data``, ``model``, ``pipelines``,
+``configs``) register their commands on ``app`` and only parse, call one function and print.
+Every command turns a vidseq error into one red line and a non-zero exit code (an interrupted
+run: 128 + the signal); no Python traceback reaches the user (VIDSEQ_DEBUG=1 shows one).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from vidseq import __version__
+from vidseq.config import VidseqConfig, load_config
+from vidseq.errors import Interrupted, VidseqError
+
+app = typer.Typer(
+    help="vidseq: action recognition in video with per-frame CNN/YOLO features and LSTM/GRU "
+    "heads.\n\nvideos -> frames -> backbone features -> sequences -> LSTM/GRU -> labels.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Show and check configuration files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+CONFIG_OPTION = typer.Option(
+    None, "--config", "-c", help="YAML config file (see configs/); defaults apply where it is silent."
+)
+OVERRIDE_OPTION = typer.Option(
+    [], "--override", "-o", help="Override one config key: -o section.key=value (repeatable)."
+)
+
+
+def friendly(func: Callable) -> Callable:
+    """Run a command; report a VidseqError as one line and exit 2 (an interrupted run: 128 +
+    its signal), never a traceback (VIDSEQ_DEBUG=1 shows one)."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except VidseqError as exc:
+            if os.environ.get("VIDSEQ_DEBUG"):
+                raise
+            stopped = isinstance(exc, Interrupted)
+            err_console.print(f"[bold red]{'stopped' if stopped else 'error'}:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(128 + exc.signum if stopped else 2) from None
+
+    return wrapper
+
+
+def load(config: Path | None, override: list[str], flags: dict[str, Any] | None = None) -> VidseqConfig:
+    """The resolved config: defaults < ``config`` file < ``-o`` overrides < the command's own flags
+    (``{"section.key": value}``, None where the flag was not given)."""
+    given = [f"{key}={value}" for key, value in (flags or {}).items() if value is not None]
+    return load_config(config, [*override, *given])
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"vidseq {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """vidseq: action recognition in video."""
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

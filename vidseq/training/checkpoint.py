@@ -1,0 +1,141 @@
+"""Checkpoints: what a trained model's file holds, and the one place that saves and loads one.
+
+Place in the data flow: training writes checkpoints (``last.pt`` every epoch, ``best.pt``), and
+evaluation, prediction, the MLflow bundle and the pipeline read them. A checkpoint holds plain
+types and tensors only, so ``torch.load(weights_only=True)`` reads it; its keys:
+
+    model            ``vidseq.models.make_checkpoint``: the model's name, config and weights
+    labels           the label map (index -> name)
+    splits           video path -> train/val/test, as assigned at training time
+    split_ids        video content id (and subject) -> split: the same for any path spelling
+    features         the first stream's store folder (absolute)
+    feature_key      that store's key
+    streams          the streams the model reads, in order
+    stream_stores    stream -> absolute store folder;  stream_keys: stream -> store key
+    extraction       the recipe that extracts new videos the same way (backbone, sampling, io,
+                     extract forward settings; motion settings where the model reads motion)
+    config           the model and train sections;  clip_seconds: median training clip span
+    vidseq_version   the version that wrote it
+    (last.pt also: optimizer, scheduler, epoch, history, RNG states: ``train.Run.checkpoint``)
+
+A file that is not a vidseq checkpoint is an error that names it, never PyTorch's advice to
+load it unsafely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidseq import __version__, atomic
+from vidseq.config import ModelConfig, TrainConfig
+from vidseq.errors import VidseqError
+from vidseq.features import FeatureStore, FeatureStoreError, key_digest
+from vidseq.training.sequences import SequenceSet
+
+
+class CheckpointError(VidseqError):
+    """A checkpoint file is missing, unreadable, or not vidseq's."""
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint safely (``weights_only``); CheckpointError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise CheckpointError(f"not a vidseq checkpoint: {path}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"not a vidseq checkpoint: {path} (it holds no vidseq model)")
+    return state
+
+
+def save(state: Mapping[str, Any], path: str | Path) -> None:
+    """Write a checkpoint atomically: a killed save leaves the previous file whole."""
+    with atomic.replacing(path) as tmp:
+        torch.save(dict(state), tmp)
+
+
+def extraction_recipe(stores: Mapping[str, FeatureStore]) -> dict[str, Any]:
+    """The recipe a run's checkpoint records to extract new videos as its ``stores`` were.
+
+    The backbone, sampling and io sections of the appearance store (of the motion store where
+    no appearance store is linked), plus the motion store's ``motion`` section (the flow
+    settings) when the run reads motion.
+    """
+    first = next(iter(stores.values()))
+    base = stores.get("appearance")
+    if base is None:
+        try:
+            base = first.stream_store("appearance")
+        except FeatureStoreError:  # no appearance sibling: the motion store's own recipe
+            base = first
+    recipe = dict(base.recipe or {})
+    if "motion" in stores and stores["motion"].recipe.get("motion") is not None:
+        recipe["motion"] = stores["motion"].recipe["motion"]
+    return recipe
+
+
+def run_record(stores: dict[str, FeatureStore], data: SequenceSet, model_config: ModelConfig,
+               config: TrainConfig) -> dict[str, Any]:
+    """What every checkpoint of a run records beside the model (the keys above)."""
+    store = next(iter(stores.values()))
+    return {
+        "labels": data.labels, "splits": dict(zip(data.paths, data.splits)),
+        "split_ids": dict(zip(data.ids, data.splits)) if data.ids else {},
+        "features": str(store.directory.absolute()), "feature_key": store.key,
+        "extraction": extraction_recipe(stores), "streams": list(stores),
+        "stream_stores": {name: str(s.directory.absolute()) for name, s in stores.items()},
+        "stream_keys": {name: s.key for name, s in stores.items()},
+        "config": {"model": model_config.model_dump(mode="json"), "train": config.model_dump(mode="json")},
+        "clip_seconds": clip_seconds(store, data), "vidseq_version": __version__,
+    }
+
+
+def clip_seconds(store: FeatureStore, data: SequenceSet, *, most: int = 200) -> float | None:
+    """The median time span of the training clips (read from up to ``most`` stored entries): the
+    window a model naturally reads, which prediction uses as its default window."""
+    train = {p for p, split in zip(data.paths, data.splits) if split == "train"}
+    rows = [r for r in store.read_manifest() if r["path"] in train and r.get("file")][:most]
+    spans = []
+    for row in rows:
+        try:
+            with np.load(store.directory / row["file"], allow_pickle=False) as entry:
+                times = np.asarray(entry["timestamps"], dtype=np.float64)
+        except (OSError, ValueError, KeyError):
+            continue
+        if len(times) >= 2:
+            spans.append(float(times[-1] - times[0] + np.median(np.diff(times))))
+    return float(np.median(spans)) if spans else None
+
+
+def recorded_stores(state: dict[str, Any], checkpoint: str | Path) -> dict[str, Path]:
+    """The feature store of each stream a checkpoint was trained on, wherever it is opened from.
+
+    Checkpoints record absolute store folders and each store's key; one written before that
+    (a folder relative to where training ran) is looked up from the working directory, then
+    from the checkpoint's folder and its parents. A store that is not there is an error naming
+    the folder, its key digest and the way out (``--features``)."""
+    streams = list(state.get("streams") or ["appearance"])
+    folders = state.get("stream_stores") or {streams[0]: state["features"]}
+    keys = state.get("stream_keys") or {streams[0]: state.get("feature_key")}
+    found = {}
+    for stream, folder in folders.items():
+        folder = Path(folder)
+        candidates = [folder] if folder.is_absolute() else [
+            folder, *(parent / folder for parent in Path(checkpoint).absolute().parents)]
+        hit = next((c for c in candidates if (c / "store.json").is_file()), None)
+        if hit is None:
+            digest = key_digest(keys[stream]) if keys.get(stream) else "unknown"
+            raise CheckpointError(
+                f"{checkpoint}: its {stream} feature store {folder} (key {digest}) is not there: it was moved "
+                "or deleted; pass --features with the store's folder (the one whose name ends in that key)"
+            )
+        found[stream] = hit
+    return found

@@ -50,13 +50,13 @@ def standard_tags(*, backbone: str | None = None) -> dict[str, str]:
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested dicts -> ``{'model.hidden_size': '256', ...}``; lists/tuples as JSON, else str()."""
-    return {key: _param_text(value) for key, value in _flat_items(config, prefix)}
+    return {key: _param_text(value) for key, value in flat_items(config, prefix)}
 
 
-def _flat_items(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+def flat_items(mapping: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     for key, value in mapping.items():
         if isinstance(value, Mapping) and value:
-            yield from _flat_items(value, f"{prefix}{key}.")
+            yield from flat_items(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
 
@@ -67,7 +67,7 @@ def _param_text(value: Any) -> str:
     return "{}" if isinstance(value, Mapping) else str(value)
 
 
-def _cut(text: str, limit: int) -> str:
+def cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

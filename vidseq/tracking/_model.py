@@ -50,7 +50,7 @@ def default_requirements() -> list[str]:
     return pinned
 
 
-def _pandas_dataset(
+def pandas_dataset(
     rows: list[Mapping[str, Any]], *, name: str, source: str | Path, targets: str | None
 ) -> Any:
     import mlflow.data

@@ -155,6 +155,14 @@ class ExtractConfig(_Section):
     batch_size: int = Field(64, ge=1, description="Frames per backbone forward (several videos packed).")
     num_workers: int = Field(2, ge=0, description="Decode worker processes (0: decode in the main process).")
     chunk_frames: int = Field(64, ge=1, description="Frames a worker decodes at once (bounds memory).")
+    video_timeout: float | None = Field(
+        600.0, gt=0, description="Seconds a decode worker may spend on one video (waiting for the model not counted); "
+        "past it the video is a failed row and the worker is replaced (null: no limit; num_workers 0: none)."
+    )
+    worker_memory_gb: float | None = Field(
+        8.0, gt=0, description="Memory (GB, its own pages) a decode worker may use; past it its video is a failed "
+        "row and the worker is replaced (null: no limit; num_workers 0: none)."
+    )
     device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:N.")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         "auto", description="auto: fp16 autocast on CUDA (bf16 where supported), fp32 on CPU."
@@ -188,7 +196,7 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    """Training of the temporal model on a feature store (see vidseq.train)."""
+    """Training of the temporal model on a feature store (see vidseq.training.train)."""
 
     features: str | None = Field(None, description="The feature store folder written by `vidseq extract`.")
     out: str = Field("runs/train", description="Folder for checkpoints, curves and metrics.")
@@ -227,7 +235,7 @@ class TrainConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    """Evaluation of a trained model (see vidseq.evaluate)."""
+    """Evaluation of a trained model (see vidseq.training.evaluate)."""
 
     split: str = Field("test", description="Which split to evaluate (train, val, test, all).")
     views: int = Field(3, ge=1, description="Temporal views per video, probabilities averaged.")

@@ -124,10 +124,13 @@ def _describe_error(exc: Exception) -> str:
 
 class BatchForward(FrameEncoder):
     """Both engines' forward: the one ``FrameEncoder`` (``uint8 (N, S, S, 3)`` fitted frames ->
-    ``(N, D)`` float32 numpy), set from the run's ``extract.precision`` and ``channels_last``."""
+    ``(N, D)`` float32 numpy), set from the run's ``extract.precision``, ``channels_last`` and
+    ``batch_size`` (every forward exactly that many frames: stored features do not depend on
+    which videos shared a batch)."""
 
     def __init__(self, model: Backbone, config: ExtractConfig, device: torch.device) -> None:
-        super().__init__(model, precision=config.precision, channels_last=config.channels_last, device=device)
+        super().__init__(model, precision=config.precision, channels_last=config.channels_last, device=device,
+                         batch=config.batch_size)
 
 
 class _Accumulator:

@@ -1,12 +1,14 @@
 """The extraction loop: videos -> sampled frames -> backbone features -> the feature store.
 
 Place in the data flow: datasets + io + sampling -> **extract** -> ``FeatureStore`` -> training.
-Decode workers (a torch DataLoader over an IterableDataset) open, sample, decode and fit frames
-to the backbone's input size in parallel while the main process runs the model; frames of
-several videos are packed into one batch. A video is processed in chunks of ``chunk_frames``,
-so decoded frames never pile up, and its features go to a memory-mapped temporary file when
-they are large, so peak memory does not grow with video length. A bad video becomes a manifest
-row with its error; the run goes on.
+Decode workers (``workers.decode_videos``: forked processes, each video watched for time and
+memory) open, sample, decode and fit frames to the backbone's input size in parallel while the
+main process runs the model; frames of several videos are packed into one batch. A video is
+processed in chunks of ``chunk_frames``, so decoded frames never pile up, and its features go
+to a memory-mapped temporary file when they are large, so peak memory does not grow with video
+length. A bad video becomes a manifest
+row with its error, and so does one whose decoder hangs or leaks (``extract.video_timeout``,
+``extract.worker_memory_gb``: its worker is killed and replaced); the run goes on.
 
 With ``motion`` enabled the same run writes the motion stream (``vidseq.motion``) into a second
 store under the same root, linked to the first: the decode workers read each chunk's frames and
@@ -24,23 +26,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from vidseq.backbones import Backbone, BackboneSpec
+from vidseq.backbones import Backbone, BackboneSpec, decode_size, fit_frames
 from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
 from vidseq.datasets import Dataset, VideoItem
 from vidseq.features._engine import (
     BatchForward,
     VideoSink,
     _progress_bar,
-    decode_size,
-    fit_frames,
-    flow_pooler,
     put_motion,
     video_chunks,
 )
@@ -58,6 +57,7 @@ from vidseq.features.plan import (
     resolve_device,
     store_key,
 )
+from vidseq.features.workers import DecodeLimits, DecodeSettings, decode_videos
 
 __all__ = [  # the shared core lives in ``plan`` and ``_engine``; re-exported for their old callers
     "FEATURE_KEY_VERSION", "BatchForward", "ExtractResult", "ExtractionPlan", "ExtractionRun", "VideoSink",
@@ -103,7 +103,7 @@ def extract(
     model = backbone if isinstance(backbone, Backbone) else build_backbone(backbone or BackboneConfig(), device)
 
     def plan(videos, redo: bool) -> ExtractionRun:
-        return plan_run(videos, out=out, spec=model.spec, sampling=sampling, recipe=recipe_of(backbone, sampling, io),
+        return plan_run(videos, out=out, spec=model.spec, sampling=sampling, recipe=recipe_of(backbone, sampling, io, config),
                         motion=motion, force=redo, reuse_from=reuse_from, on_video_done=on_video_done)
 
     def engine(run: ExtractionRun) -> ExtractResult:
@@ -111,7 +111,7 @@ def extract(
         runner = _Runner(model, config, device, run.sink, run.motion_sink)
         loader = _loader(run.jobs(), model.spec, sampling, config, (io or IOConfig()).backend, device,
                          motion=run.motion_config)
-        with _progress_bar(len(run.todo), progress) as bar:
+        with _progress_bar(len(run.todo), progress) as bar, closing(loader):  # closing: workers stop
             run.progress.bar = bar
             for chunk in loader:
                 runner.add(chunk)
@@ -125,44 +125,22 @@ def extract(
 # -- decode workers ------------------------------------------------------------------------
 
 
-class _VideoChunks(IterableDataset):
-    """The local engine's decode workers: ``video_chunks`` of their share of the videos, as tensors.
+def _loader(jobs, spec: BackboneSpec, sampling: SamplingConfig, config: ExtractConfig, backend: str,
+            device: torch.device, *, motion: MotionConfig | None = None) -> Iterator[dict[str, Any]]:
+    """Decoded chunks of ``jobs`` (``ExtractionRun.jobs()``), their frames as tensors (pinned on CUDA).
 
-    ``jobs``: ``ExtractionRun.jobs()``; ``motion``: the run's motion settings (None: no motion
-    stream). Each worker builds its ``FlowPooler`` once. (``cv2.setNumThreads`` is never called
-    here: in a forked worker it frees the parent's OpenCV thread pool and hangs.)
+    ``config.num_workers`` watched decode workers (``workers.decode_videos``; 0: decoding here,
+    without limits); ``motion``: the run's motion settings (None: no motion stream).
     """
-
-    def __init__(self, jobs, spec: BackboneSpec, sampling: SamplingConfig, backend: str, chunk: int,
-                 motion: MotionConfig | None = None):
-        self.jobs, self.spec, self.sampling, self.backend, self.chunk = jobs, spec, sampling, backend, chunk
-        self.motion = motion
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        worker = get_worker_info()
-        torch.set_num_threads(1)
-        flow = flow_pooler(self.motion) if self.motion is not None else None
-        jobs = self.jobs if worker is None else self.jobs[worker.id :: worker.num_workers]
-        for job, path, appearance, motion in jobs:
-            for part in video_chunks(job, path, spec=self.spec, sampling=self.sampling, backend=self.backend,
-                                     chunk=self.chunk, appearance=appearance, flow=flow if motion else None):
-                if not part["error"]:
-                    part["frames"] = torch.from_numpy(part["frames"])
-                yield part
-
-
-def _loader(jobs, spec, sampling, config: ExtractConfig, backend: str, device, *,
-            motion: MotionConfig | None = None) -> DataLoader:
-    """Decode workers over ``jobs``: ``(job, path, wants appearance, wants motion)`` each."""
-    workers = min(config.num_workers, len(jobs))
-    return DataLoader(
-        _VideoChunks(jobs, spec, sampling, backend, config.chunk_frames, motion),
-        batch_size=None,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None,
-        persistent_workers=False,
-    )
+    settings = DecodeSettings(spec, sampling, backend, config.chunk_frames, motion)
+    pin = device.type == "cuda"
+    for part in decode_videos(jobs, settings, workers=min(config.num_workers, len(jobs)),
+                              limits=DecodeLimits.of(config)):
+        if not part["error"]:
+            part["frames"] = torch.from_numpy(part["frames"])
+            if pin:
+                part["frames"] = part["frames"].pin_memory()
+        yield part
 
 
 class _Runner:
@@ -187,19 +165,28 @@ class _Runner:
         self.frames.append(frames)
         self.chunks.append(chunk)
         if sum(len(f) for f in self.frames) >= self.batch_size:
-            self.flush()
+            self.flush(final=False)
 
-    def flush(self) -> None:
+    def flush(self, *, final: bool = True) -> None:
+        """Forward the pending frames in whole batches (all of them when ``final``; else the rest
+        waits for the next chunks) and hand each chunk's share to the sink."""
         if not self.frames:
             return
-        features = self._forward(torch.cat(self.frames))
-        offset = 0
+        frames = torch.cat(self.frames)
+        ready = len(frames) if final else len(frames) // self.batch_size * self.batch_size
+        features = self._forward(frames[:ready])
+        offset, waiting = 0, []
         for chunk in self.chunks:
             count, start = len(chunk["indices"]), chunk["start"]
-            self.sink.put(chunk["job"], slice(start, start + count), chunk["indices"],
-                          features[offset : offset + count], total=chunk["total"], fps=chunk["fps"])
+            done = max(0, min(count, ready - offset))
+            if done:
+                self.sink.put(chunk["job"], slice(start, start + done), chunk["indices"][:done],
+                              features[offset : offset + done], total=chunk["total"], fps=chunk["fps"])
+            if done < count:
+                waiting.append({**chunk, "start": start + done, "indices": chunk["indices"][done:]})
             offset += count
-        self.frames, self.chunks = [], []
+        self.frames = [frames[ready:]] if ready < len(frames) else []
+        self.chunks = waiting
 
     def _forward(self, frames: torch.Tensor) -> np.ndarray:
         return self.forward(frames)

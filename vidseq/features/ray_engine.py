@@ -25,7 +25,9 @@ chunk of ``chunk_frames`` at a time into Ray's streaming executor, which backpre
 object store: memory stays bounded on long videos. Only the driver writes to the store, so
 parallel workers never race on one folder; entries are atomic, so a killed run resumes (done
 videos are skipped on the next run, like the local engine). A bad video comes back as an error
-row and becomes a failed manifest row.
+row and becomes a failed manifest row; so does a video whose decoder hangs or leaks: with
+``extract.video_timeout`` or ``worker_memory_gb`` set, a decode task decodes its video in a child
+process that it watches and kills past a limit (``workers``, the local engine's decode workers).
 
 Ray is an optional extra (``pip install -e ".[ray]"``): it is imported only when this runs.
 Joining a cluster (``address``) ships this vidseq to its workers (``runtime_env`` py_modules), so
@@ -55,8 +57,6 @@ from vidseq.features._engine import (
     BatchForward,
     VideoSink,
     _progress_bar,
-    flow_pooler,
-    video_chunks,
 )
 from vidseq.features.plan import (
     ExtractionRun,
@@ -67,6 +67,7 @@ from vidseq.features.plan import (
     recipe_of,
     resolve_device,
 )
+from vidseq.features.workers import DecodeJob, DecodeLimits, DecodeSettings, decode_videos
 from vidseq.motion import motion_dim
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # vidseq/, shipped to a remote cluster's workers
@@ -113,7 +114,7 @@ def extract_ray(
         source = backbone or BackboneConfig()
         spec = build_backbone(source, torch.device("cpu")).spec  # the key needs the spec (weights hash)
     def plan(videos, redo: bool) -> ExtractionRun:
-        return plan_run(videos, out=out, spec=spec, sampling=sampling, recipe=recipe_of(backbone, sampling, io),
+        return plan_run(videos, out=out, spec=spec, sampling=sampling, recipe=recipe_of(backbone, sampling, io, config),
                         motion=motion, force=redo, reuse_from=reuse_from, on_video_done=on_video_done)
 
     started: list[bool] = []
@@ -156,8 +157,8 @@ def _pipeline(ray, jobs: list[tuple[int, str, bool, bool]], *, spec: BackboneSpe
     # the actors (fused, every video would be decoded serially inside the backbone actors).
     frames = videos.map_batches(
         _decode, batch_size=1, num_cpus=1, max_calls=0,
-        fn_kwargs={"spec": spec, "sampling": sampling, "backend": backend, "chunk": config.chunk_frames,
-                   "motion": motion},
+        fn_kwargs={"settings": DecodeSettings(spec, sampling, backend, config.chunk_frames, motion),
+                   "limits": DecodeLimits.of(config)},
     )
     return frames.map_batches(
         _BackboneActor, batch_size=config.batch_size, batch_format="numpy",
@@ -191,16 +192,21 @@ def _actor_plan(cluster: dict[str, float], *, config: ExtractConfig,
     return actors, {"num_cpus": share}, max(1, int(share))
 
 
-def _decode(batch: dict[str, np.ndarray], *, spec: BackboneSpec, sampling: SamplingConfig, backend: str,
-            chunk: int, motion: MotionConfig | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """A Ray task: the videos of a batch (one) -> rows of fitted frames (and flow), chunk by chunk."""
+def _decode(batch: dict[str, np.ndarray], *, settings: DecodeSettings,
+            limits: DecodeLimits) -> Iterator[dict[str, np.ndarray]]:
+    """A Ray task: the videos of a batch (one) -> rows of fitted frames (and flow), chunk by chunk.
+
+    With limits (``extract.video_timeout``, ``worker_memory_gb``) the video is decoded in a child
+    process this task forks and watches (``workers.decode_videos``, as the local engine's workers
+    are); one past a limit is killed and its video comes back as an error row, so a hung or
+    leaking decoder never holds (or grows) a Ray worker. Without limits, decoded in this task.
+    """
     torch.set_num_threads(1)
-    flow = flow_pooler(motion) if motion is not None else None  # one per worker process, reused by its tasks
-    dim = motion_dim(motion) if motion is not None else None
-    for job, path, appearance, wanted in zip(batch["job"], batch["path"], batch["appearance"], batch["motion"]):
-        for part in video_chunks(int(job), str(path), spec=spec, sampling=sampling, backend=backend, chunk=chunk,
-                                 appearance=bool(appearance), flow=flow if wanted else None):
-            yield _frame_rows(part, spec.input_size, motion_dim=dim)
+    dim = motion_dim(settings.motion) if settings.motion is not None else None
+    jobs: list[DecodeJob] = [(int(job), str(path), bool(appearance), bool(wanted)) for job, path, appearance, wanted
+                             in zip(batch["job"], batch["path"], batch["appearance"], batch["motion"])]
+    for part in decode_videos(jobs, settings, workers=1 if limits.any else 0, limits=limits):
+        yield _frame_rows(part, settings.spec.input_size, motion_dim=dim)
 
 
 def _frame_rows(part: dict[str, Any], size: int, *, motion_dim: int | None = None) -> dict[str, np.ndarray]:

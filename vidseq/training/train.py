@@ -121,10 +121,10 @@ def train(
                              test_fraction=config.test_fraction, seed=config.seed)
         if distributed.is_main():
             _report_splits(given, data, out, table=progress)
-        job = _Job(model_config, config, evaluate_config, device, resume, progress)
+        job = _TrainRequest(model_config, config, evaluate_config, device, resume, progress)
         if len(stores) > 1 and config.fusion == "late":
             return _train_late(job, out, stores, data, on_epoch_end)
-        return _train_run(job, out, stores, data, on_epoch_end)
+        return _train_one_model(job, out, stores, data, on_epoch_end)
 
 
 def _report_splits(given: SequenceSet, data: SequenceSet, out: Path, *, table: bool) -> None:
@@ -148,7 +148,7 @@ def _report_splits(given: SequenceSet, data: SequenceSet, out: Path, *, table: b
 
 
 @dataclass(frozen=True)
-class _Job:
+class _TrainRequest:
     """What every run of one ``train`` call shares."""
 
     model_config: ModelConfig
@@ -159,12 +159,12 @@ class _Job:
     progress: bool
 
 
-def _train_run(job: _Job, out: Path, stores: dict[str, FeatureStore], data: SequenceSet,
+def _train_one_model(job: _TrainRequest, out: Path, stores: dict[str, FeatureStore], data: SequenceSet,
                on_epoch_end: EpochHook | None, *, config: TrainConfig | None = None) -> TrainResult:
     """One ordinary run into ``out``: continued where ``resume`` and ``out/last.pt`` exists."""
     config = config or job.config
-    setup = _setup(job.model_config, config, data, job.device)
-    run = _Run(out, stores, data, job.model_config, config, setup, job.device)
+    setup = _optimisation(job.model_config, config, data, job.device)
+    run = _TrainingState(out, stores, data, job.model_config, config, setup, job.device)
     if job.resume and exists_on_main(out / "last.pt"):
         run.restore(checkpoints.load(out / "last.pt"))
     elif distributed.is_main():
@@ -172,14 +172,14 @@ def _train_run(job: _Job, out: Path, stores: dict[str, FeatureStore], data: Sequ
     return fit(run, job.evaluate_config, progress=job.progress, on_epoch_end=on_epoch_end)
 
 
-def _train_late(job: _Job, out: Path, stores: dict[str, FeatureStore], data: SequenceSet,
+def _train_late(job: _TrainRequest, out: Path, stores: dict[str, FeatureStore], data: SequenceSet,
                 on_epoch_end: EpochHook | None) -> TrainResult:
     """A run per stream in ``out/<stream>/`` on the same split, then their late fusion in ``out``."""
     results = {}
     for stream, store in stores.items():
         hook = None if on_epoch_end is None else (lambda row, s=stream: on_epoch_end(prefixed(row, s)))
         config = job.config.model_copy(update={"streams": [stream], "out": str(out / stream)})
-        results[stream] = _train_run(job, out / stream, {stream: store}, data.stream(stream), hook, config=config)
+        results[stream] = _train_one_model(job, out / stream, {stream: store}, data.stream(stream), hook, config=config)
     histories = {stream: r.history for stream, r in results.items()}
     fused = _fuse_runs(job, out, stores, data, histories) if distributed.is_main() else None
     weights, val, test = distributed.broadcast(fused)
@@ -190,7 +190,7 @@ def _train_late(job: _Job, out: Path, stores: dict[str, FeatureStore], data: Seq
                        data.labels, all(r.stopped_early for r in results.values()), extra)
 
 
-def _fuse_runs(job: _Job, out: Path, stores: dict[str, FeatureStore], data: SequenceSet,
+def _fuse_runs(job: _TrainRequest, out: Path, stores: dict[str, FeatureStore], data: SequenceSet,
                histories: dict[str, list[dict[str, float]]],
                ) -> tuple[list[float], dict[str, Any], dict[str, Any] | None]:
     """Fuse the streams' ``best.pt`` into ``out/best.pt`` and write the run's files (rank 0)."""
@@ -208,7 +208,9 @@ def _fuse_runs(job: _Job, out: Path, stores: dict[str, FeatureStore], data: Sequ
 
 
 @dataclass
-class _Setup:
+class _Optimisation:
+    """The model and what updates it: optimizer, schedule, loss, AMP scaler and dtype."""
+
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -217,7 +219,7 @@ class _Setup:
     autocast_dtype: torch.dtype | None
 
 
-def _setup(model_config: ModelConfig, config: TrainConfig, data: SequenceSet, device: torch.device) -> _Setup:
+def _optimisation(model_config: ModelConfig, config: TrainConfig, data: SequenceSet, device: torch.device) -> _Optimisation:
     torch.manual_seed(config.seed)
     options = model_build_options(model_config, streams=data.streams)
     model = build_model(model_config.name, input_dim=data.feature_dim, num_classes=len(data.labels), **options)
@@ -234,7 +236,7 @@ def _setup(model_config: ModelConfig, config: TrainConfig, data: SequenceSet, de
     if device.type == "cuda" and config.amp:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    return _Setup(model, optimizer, scheduler, loss_fn, scaler, dtype)
+    return _Optimisation(model, optimizer, scheduler, loss_fn, scaler, dtype)
 
 
 def model_build_options(model_config: ModelConfig, *, streams: list[tuple[str, int]] | None = None) -> dict[str, Any]:
@@ -271,11 +273,11 @@ def _class_weights(data: SequenceSet, num_classes: int) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-class _Run:
+class _TrainingState:
     """The state of one training run: what a checkpoint saves and restores."""
 
     def __init__(self, out: Path, stores: dict[str, FeatureStore], data: SequenceSet, model_config: ModelConfig,
-                 config: TrainConfig, setup: _Setup, device: torch.device) -> None:
+                 config: TrainConfig, setup: _Optimisation, device: torch.device) -> None:
         self.out, self.stores, self.data = out, stores, data
         self.model_config, self.config, self.setup, self.device = model_config, config, setup, device
         self.epoch, self.best, self.best_epoch, self.bad_epochs = 0, None, 0, 0
@@ -311,7 +313,7 @@ class _Run:
             checkpoints.save(self.checkpoint(), self.out / name)
 
 
-def fit(run: _Run, evaluate_config: EvaluateConfig, *, progress: bool = True,
+def fit(run: _TrainingState, evaluate_config: EvaluateConfig, *, progress: bool = True,
         on_epoch_end: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
     """Epochs until ``config.epochs`` or early stopping; then the best model on val and test."""
     config, train_set, val_set = run.config, run.data.subset("train"), run.data.subset("val")
@@ -338,7 +340,7 @@ def fit(run: _Run, evaluate_config: EvaluateConfig, *, progress: bool = True,
     return _finish(run, evaluate_config, stopped)
 
 
-def train_one_epoch(run: _Run, train_set: SequenceSet) -> dict[str, float]:
+def train_one_epoch(run: _TrainingState, train_set: SequenceSet) -> dict[str, float]:
     """One pass over the training sequences (augmented, batched by length; this rank's share)."""
     s, config = run.setup, run.config
     rng = np.random.default_rng([config.seed, run.epoch])
@@ -390,7 +392,7 @@ def _seed_rank(seed: int, epoch: int) -> None:
         torch.manual_seed(int(state[0]))
 
 
-def _validate(run: _Run, val_set: SequenceSet) -> dict[str, Any]:
+def _validate(run: _TrainingState, val_set: SequenceSet) -> dict[str, Any]:
     """Metrics of the model on val, computed on rank 0 and the same on every rank."""
     val = None
     if distributed.is_main():
@@ -398,7 +400,7 @@ def _validate(run: _Run, val_set: SequenceSet) -> dict[str, Any]:
     return distributed.broadcast(val)
 
 
-def _track_best(run: _Run, val: dict[str, Any]) -> None:
+def _track_best(run: _TrainingState, val: dict[str, Any]) -> None:
     """Keep best.pt at the best monitored value; on a tie of accuracy/F1 the lower val loss wins
     (a small val split saturates at 1.0 early; without the tie-break best.pt stays undertrained)."""
     monitor = run.config.monitor
@@ -410,7 +412,7 @@ def _track_best(run: _Run, val: dict[str, Any]) -> None:
         run.bad_epochs += 1
 
 
-def _finish(run: _Run, evaluate_config: EvaluateConfig, stopped: bool) -> TrainResult:
+def _finish(run: _TrainingState, evaluate_config: EvaluateConfig, stopped: bool) -> TrainResult:
     """The best model on val and test with reports, written by rank 0; the others wait for its
     metrics, so every rank returns the same result."""
     reports = _final_reports(run, evaluate_config) if distributed.is_main() else None
@@ -418,7 +420,7 @@ def _finish(run: _Run, evaluate_config: EvaluateConfig, stopped: bool) -> TrainR
     return TrainResult(run.out, run.best_epoch, run.history, val, test, run.data.labels, stopped)
 
 
-def _final_reports(run: _Run, evaluate_config: EvaluateConfig) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _final_reports(run: _TrainingState, evaluate_config: EvaluateConfig) -> tuple[dict[str, Any], dict[str, Any] | None]:
     best = load_model(checkpoints.load(run.out / "best.pt")["model"]).to(run.device)
     return write_reports(run.out, best, run.data, run.history, evaluate_config, run.device)
 

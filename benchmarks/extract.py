@@ -31,7 +31,7 @@ from vidseq.datasets import discover_videos
 from vidseq.features import extract
 from vidseq.features.extraction import _loader, decode_size, fit_frames
 from vidseq.io import open_video, probe
-from vidseq.motion import FlowPooler, pair_indices
+from vidseq.features.motion import FlowPooler, pair_indices
 from vidseq.sampling import indices_from_config
 
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "action-clips"

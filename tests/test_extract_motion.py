@@ -22,7 +22,7 @@ from vidseq.features import FeatureStore, VideoFeatures, extract, ray_engine
 from vidseq.features import extraction as extract_module
 from vidseq.features.extraction import plan_run
 from vidseq.io import VideoReader
-from vidseq.motion import FlowPooler
+from vidseq.features.motion import FlowPooler
 from vidseq.io import write_video
 from vidseq.synth import generate_dataset
 

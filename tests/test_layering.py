@@ -24,10 +24,8 @@ LAYERS = {
     "vidseq.io": 2,
     "vidseq.sampling": 2,
     "vidseq.datasets": 2,
-    "vidseq.splits_report": 2,  # split sizes and data warnings over plain lists (imports nothing)
     "vidseq.synth": 3,  # shapes, camera (reads sources via io) and the dataset writer
     "vidseq.backbones": 4,
-    "vidseq.motion": 4,  # frame pairs -> pooled optical flow (the motion stream), beside the backbones
     "vidseq.features": 5,
     "vidseq.models": 6,
     "vidseq.metrics": 6,

@@ -1,4 +1,4 @@
-"""Split sizes per class and the warnings where results would mislead (vidseq.splits_report),
+"""Split sizes per class and the warnings where results would mislead (vidseq.datasets.splits),
 on small lists and through `vidseq dataset` / `vidseq train` on tiny real videos and features."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from vidseq.config import BackboneConfig, ExtractConfig, SamplingConfig, SynthConfig
 from vidseq.datasets import discover
 from vidseq.features import extract
-from vidseq.splits_report import MIN_TRAIN, NO_GROUPS, groups_source, split_report
+from vidseq.datasets.splits import MIN_TRAIN, NO_GROUPS, groups_source, split_report
 from vidseq.synth import generate_dataset
 
 GOOD = (["a"] * 5 + ["b"] * 5, ["train", "train", "train", "val", "test"] * 2)

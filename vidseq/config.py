@@ -137,7 +137,7 @@ STREAMS = ("appearance", "motion")
 
 
 class MotionConfig(_Section):
-    """The optical-flow motion stream (see vidseq.motion), extracted beside the backbone features."""
+    """The optical-flow motion stream (see vidseq.features.motion), extracted beside the backbone features."""
 
     enabled: bool = Field(
         False, description="Extract the motion stream too (pipelines turn it on when train.streams names 'motion')."

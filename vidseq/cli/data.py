@@ -135,7 +135,7 @@ def _show_splits(found, group_pattern: str | None) -> None:
     """Clips per class and split, where the groups came from, and what would make scores mislead."""
     from rich.markup import escape
 
-    from vidseq.splits_report import groups_source, split_report
+    from vidseq.datasets.splits import groups_source, split_report
 
     labels, splits, groups = ([getattr(i, key) for i in found.items] for key in ("label", "split", "group"))
     source = groups_source([i.path.name for i in found.items], groups, format=found.format, group_pattern=group_pattern)

@@ -3,7 +3,7 @@
 Place in the data flow: frames -> backbones -> **features** -> sequences for training.
 ``extract`` runs the local engine, or the Ray engine (``extract_ray``; Ray imported only then).
 With ``motion`` enabled the same run (one decode) also writes the optical-flow motion stream
-(``vidseq.motion``) into a second store, linked to the first (``FeatureStore.stream_store``).
+(``vidseq.features.motion``) into a second store, linked to the first (``FeatureStore.stream_store``).
 """
 
 from vidseq.features.extraction import (

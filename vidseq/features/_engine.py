@@ -24,7 +24,7 @@ from vidseq.backbones import Backbone, BackboneSpec, FrameEncoder, decode_size, 
 from vidseq.config import ExtractConfig, MotionConfig, SamplingConfig
 from vidseq.features.store import VideoFeatures, write_entry
 from vidseq.io import VideoReader, open_video
-from vidseq.motion import FlowPooler, MotionError, pair_indices
+from vidseq.features.motion import FlowPooler, MotionError, pair_indices
 from vidseq.sampling import indices_from_config
 
 if TYPE_CHECKING:

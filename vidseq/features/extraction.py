@@ -10,7 +10,7 @@ length. A bad video becomes a manifest
 row with its error, and so does one whose decoder hangs or leaks (``extract.video_timeout``,
 ``extract.worker_memory_gb``: its worker is killed and replaced); the run goes on.
 
-With ``motion`` enabled the same run writes the motion stream (``vidseq.motion``) into a second
+With ``motion`` enabled the same run writes the motion stream (``vidseq.features.motion``) into a second
 store under the same root, linked to the first: the decode workers read each chunk's frames and
 their flow partners in one read and compute the pooled flow there, so the videos are decoded
 once. Each stream resumes on its own: a video is decoded when any stream lacks its entry, and

@@ -28,7 +28,7 @@ from vidseq.datasets import Dataset, VideoItem
 from vidseq.errors import Interrupted
 from vidseq.features._engine import RunProgress, VideoSink
 from vidseq.features.store import WHOLE_FRAME, FeatureStore, entry_key, note_key, resolved, video_id
-from vidseq.motion import motion_dim, motion_key
+from vidseq.features.motion import motion_dim, motion_key
 
 FEATURE_KEY_VERSION = 2  # bump when this loop changes which features a config gives (2: opencv upscaling)
 WAIT_POLL_SECONDS = 0.5

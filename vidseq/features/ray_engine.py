@@ -68,7 +68,7 @@ from vidseq.features.plan import (
     resolve_device,
 )
 from vidseq.features.workers import DecodeJob, DecodeLimits, DecodeSettings, decode_videos
-from vidseq.motion import motion_dim
+from vidseq.features.motion import motion_dim
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # vidseq/, shipped to a remote cluster's workers
 

@@ -18,7 +18,7 @@ LayerNorm: what stays is how the frames *change*, not what the scene looks like,
 small model from memorising training scenes when classes differ by motion (measured on the
 synthetic direction pairs: GRU test accuracy 0.62 -> 0.75 with 17 training videos per class).
 ``motion_dims=N``: the last ``N`` input dims are the motion stream (pooled optical flow, see
-``vidseq.motion``): they are neither centred (a constant pan is a constant vector) nor
+``vidseq.features.motion``): they are neither centred (a constant pan is a constant vector) nor
 LayerNorm'd (which maps a pan left and a pan down to one vector); both act on the other dims.
 
 Long videos: ``step(features_chunk, state)`` carries the recurrent state from chunk to chunk;

@@ -184,7 +184,7 @@ def stage_config(stage: Stage) -> dict[str, Any]:
         values = dumped[section]
         out[section] = {k: v for k, v in values.items() if f"{section}.{k}" not in EXECUTION_KEYS}
     if stage.name == "extract" and stage.config.motion.enabled:
-        from vidseq.motion import MOTION_VERSION
+        from vidseq.features.motion import MOTION_VERSION
 
         out["motion"] = {**dumped["motion"], "version": MOTION_VERSION}
     return out

@@ -42,7 +42,7 @@ from vidseq.features import (
     resolve_device,
 )
 from vidseq.models import load_model
-from vidseq.motion import FlowPooler
+from vidseq.features.motion import FlowPooler
 from vidseq.training import checkpoint as checkpoints
 from vidseq.training.evaluate import predict_proba
 

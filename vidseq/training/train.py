@@ -43,7 +43,7 @@ from vidseq.config import EvaluateConfig, ModelConfig, TrainConfig
 from vidseq.errors import VidseqError
 from vidseq.features import FeatureStore, resolve_device
 from vidseq.models import build_model, load_model, make_checkpoint, model_options, pad_sequences
-from vidseq.splits_report import split_report
+from vidseq.datasets.splits import split_report
 from vidseq.training import checkpoint as checkpoints
 from vidseq.training import distributed
 from vidseq.training.evaluate import evaluate_sequences
@@ -129,7 +129,7 @@ def train(
 
 def _report_splits(given: SequenceSet, data: SequenceSet, out: Path, *, table: bool) -> None:
     """Print the clips per class and split (``table``) and, always, one line per warning of
-    ``vidseq.splits_report`` (stderr); keep them in ``out/data_warnings.json``."""
+    ``vidseq.datasets.splits`` (stderr); keep them in ``out/data_warnings.json``."""
     from rich.console import Console
     from rich.markup import escape
 

@@ -4,6 +4,11 @@ Starts ``python -m mlflow server`` (the interpreter running the tests) on a free
 sqlite backend and served artifacts under ``tmp_path``, one worker and no job runner (two
 processes, about half a GB, up in ~6 s), waits until ``/health`` answers, yields the URI, and
 stops the whole process group on exit so no server process outlives the test.
+
+``mlflow_server(tmp_path, admin_password="...")`` starts MLflow's basic-auth app instead
+(``--app-name basic-auth``, which needs Flask-WTF: the ``test`` extra): an auth config of its own
+(``MLFLOW_AUTH_CONFIG_PATH``) with user ``admin`` (``ADMIN_USERNAME``) holding that password and a
+sqlite user database under ``tmp_path``. ``/health`` stays open; every API call needs credentials.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 STARTUP_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+ADMIN_USERNAME = "admin"
 
 
 def _free_port() -> int:
@@ -60,9 +66,25 @@ def _stop(process: subprocess.Popen) -> None:
         return
 
 
+def _auth_config(root: Path, admin_password: str) -> Path:
+    """A basic-auth config: user ``admin`` with ``admin_password`` (MLflow wants 12+ characters),
+    its own user database, READ for users on what they did not create."""
+    config = root / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{root / 'basic_auth.db'}\n"
+        f"admin_username = {ADMIN_USERNAME}\n"
+        f"admin_password = {admin_password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return config
+
+
 @contextlib.contextmanager
-def mlflow_server(tmp_path: str | Path) -> Iterator[str]:
-    """Run an MLflow server storing under ``tmp_path``; yield its URI (``http://127.0.0.1:PORT``)."""
+def mlflow_server(tmp_path: str | Path, *, admin_password: str | None = None) -> Iterator[str]:
+    """Run an MLflow server storing under ``tmp_path``; yield its URI (``http://127.0.0.1:PORT``).
+    With ``admin_password``: MLflow's basic-auth app, user ``admin`` holding that password."""
     root = Path(tmp_path) / "mlflow-server"
     root.mkdir(parents=True, exist_ok=True)
     port = _free_port()
@@ -76,6 +98,12 @@ def mlflow_server(tmp_path: str | Path) -> Iterator[str]:
     ]  # fmt: skip
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
+    if admin_password is not None:
+        command[4:4] = ["--app-name", "basic-auth"]
+        env["MLFLOW_AUTH_CONFIG_PATH"] = str(_auth_config(root, admin_password))
+        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = os.urandom(16).hex()  # CSRF key the app requires
+        for name in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+            env.pop(name, None)  # they would override the config's admin
     log = root / "server.log"
     with open(log, "wb") as log_file:
         process = subprocess.Popen(

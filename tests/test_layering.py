@@ -21,6 +21,7 @@ LAYERS = {
     "vidseq.atomic": 0,  # atomic file writes (imports nothing of vidseq)
     "vidseq.progress": 0,  # progress bars on a terminal, plain lines in logs (imports nothing of vidseq)
     "vidseq.config": 1,
+    "vidseq.outputs": 1,  # output folders checked before work, OSErrors as one line (imports errors only)
     "vidseq.io": 2,
     "vidseq.sampling": 2,
     "vidseq.datasets": 2,

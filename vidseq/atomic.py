@@ -6,7 +6,8 @@ reports, bundles) writes it through here. The data goes to a temporary file in t
 (``.tmp-<pid>-...``: a killed writer's leftovers are recognisable), is flushed and fsynced, gets
 mode ``0o666 & ~umask`` (``mkstemp`` alone gives 0600, which made a team's shared store unreadable
 to the others), and is renamed over the target with ``os.replace`` (atomic on POSIX file systems,
-NFS included). On any error the temporary file is removed and the error propagates.
+NFS included). On any error the temporary file is removed and the error propagates (an
+``OSError`` that names no file, as a full disk's does, is raised again naming the target).
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def write_with(path: str | Path, write: Callable[[IO[bytes]], None], *, fsync: b
                 os.fsync(fh.fileno())
         os.chmod(tmp, file_mode() if mode is None else mode)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a full disk fails write()/fsync(), which name no file: name the target
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -74,5 +80,9 @@ def replacing(path: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None:  # a full disk's write() names no file: name the target
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)

@@ -16,10 +16,12 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vidseq import __version__
 from vidseq.config import VidseqConfig, load_config
 from vidseq.errors import Interrupted, VidseqError
+from vidseq.outputs import os_error_line
 
 app = typer.Typer(
     help="vidseq: action recognition in video with per-frame CNN/YOLO features and LSTM/GRU "
@@ -43,8 +45,9 @@ OVERRIDE_OPTION = typer.Option(
 
 
 def friendly(func: Callable) -> Callable:
-    """Run a command; report a VidseqError as one line and exit 2 (an interrupted run: 128 +
-    its signal), never a traceback (VIDSEQ_DEBUG=1 shows one)."""
+    """Run a command; report a VidseqError, or an OSError of a full disk or an unwritable output
+    (``vidseq.outputs.os_error_line``), as one line and exit 2 (an interrupted run: 128 + its
+    signal), never a traceback (VIDSEQ_DEBUG=1 shows one). Other OSErrors keep their traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -56,6 +59,12 @@ def friendly(func: Callable) -> Callable:
             stopped = isinstance(exc, Interrupted)
             err_console.print(f"[bold red]{'stopped' if stopped else 'error'}:[/] {exc}", markup=True, highlight=False)
             raise typer.Exit(128 + exc.signum if stopped else 2) from None
+        except OSError as exc:
+            line = os_error_line(exc)
+            if line is None or os.environ.get("VIDSEQ_DEBUG"):
+                raise
+            err_console.print(f"[bold red]error:[/] {escape(line)}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
 
     return wrapper
 

@@ -29,6 +29,7 @@ from vidseq.errors import Interrupted
 from vidseq.features._engine import RunProgress, VideoSink
 from vidseq.features.store import WHOLE_FRAME, FeatureStore, entry_key, note_key, resolved, video_id
 from vidseq.features.motion import motion_dim, motion_key
+from vidseq.outputs import check_writable
 
 FEATURE_KEY_VERSION = 2  # bump when this loop changes which features a config gives (2: opencv upscaling)
 WAIT_POLL_SECONDS = 0.5
@@ -302,6 +303,7 @@ def plan_run(items: ItemsLike, *, out: str | Path, spec: BackboneSpec, sampling:
              reuse_from: Roots = (), on_video_done: Callable[[dict[str, Any]], None] | None = None) -> ExtractionRun:
     """Plan every stream of a run (the motion stream when ``motion`` is enabled; its store linked
     to the appearance store both ways) and the union of the videos they claimed."""
+    check_writable(out, what="extract --out, the root of the feature stores")
     items = items if isinstance(items, Dataset) else list(items)
     plans = [plan_extraction(items, out=out, spec=spec, sampling=sampling, recipe=recipe, force=force,
                              reuse_from=reuse_from)]

@@ -26,6 +26,7 @@ from typing import Any
 
 from vidseq.errors import VidseqError
 from vidseq.features.store import atomic_write_text
+from vidseq.outputs import check_writable
 from vidseq.pipeline.spec import (
     Pipeline,
     Stage,
@@ -104,6 +105,7 @@ def run_pipeline(
         pipeline.stage(from_stage)  # an unknown name is an error before any work
     fingerprint_stages(pipeline.stages, _data_fingerprints(pipeline))
     tracker = T.open_tracker(uri=tracking_uri, experiment=experiment or pipeline.experiment, enabled=tracking)
+    check_writable(pipeline.workdir, what="run --workdir, where every stage writes")  # after the server check
     if stale := tracker.close_stale_runs({"vidseq.pipeline": pipeline.name}):
         echo(_stale_line(pipeline.name, stale))
     pipeline.workdir.mkdir(parents=True, exist_ok=True)
@@ -243,8 +245,12 @@ def _data_fingerprints(pipeline: Pipeline) -> dict[str, Any]:
         found = find_dataset(stage.config, source)
         digest = hashlib.sha256()
         for item in sorted(found.items, key=lambda i: str(i.path)):
-            stat = Path(item.path).stat()
-            digest.update(f"{Path(item.path).resolve()}|{item.label}|{item.split}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            try:
+                stat = Path(item.path).stat()
+                state = f"{stat.st_size}|{stat.st_mtime_ns}"
+            except OSError:  # a dangling link, a file gone: extraction records it as failed, not a crash here
+                state = "missing"
+            digest.update(f"{Path(item.path).resolve()}|{item.label}|{item.split}|{state}\n".encode())
         extra["extract"] = {"source": str(Path(source).resolve()), "files": len(found.items), "digest": digest.hexdigest()}
     return extra
 

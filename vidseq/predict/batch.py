@@ -35,6 +35,7 @@ import numpy as np
 from vidseq import atomic
 from vidseq.datasets import discover_videos
 from vidseq.errors import VidseqError
+from vidseq.outputs import check_writable
 from vidseq.predict._predictor import PredictError, Prediction, Predictor
 from vidseq.predict.windows import Timeline, predict_timeline
 
@@ -226,6 +227,7 @@ class _Writer:
     def __init__(self, out: Path, windowed: bool) -> None:
         if out.suffix.lower() not in (".csv", ".jsonl"):
             raise PredictError(f"{out}: the output must end in .csv or .jsonl")
+        check_writable(out.parent, what="predict --out, the file's folder")  # before any video is read
         self.out, self.csv = out, out.suffix.lower() == ".csv"
         self.columns = WINDOW_COLUMNS if windowed else VIDEO_COLUMNS
         self.done, self.failed = self._read_held()

@@ -28,6 +28,7 @@ from vidseq import atomic
 from vidseq.config import SYNTH_CLASSES, SynthConfig
 from vidseq.errors import ConfigError, DatasetError
 from vidseq.io import encoder_name, write_video
+from vidseq.outputs import check_writable
 from vidseq.synth import camera
 from vidseq.synth.shapes import check_class, render_clip
 
@@ -94,6 +95,7 @@ def _prepare_dir(out_dir: Path, overwrite: bool) -> None:
     """Refuse a foreign non-empty folder; in a synth folder remove what the last run wrote."""
     if out_dir.exists() and not out_dir.is_dir():
         raise DatasetError(f"{out_dir}: exists and is not a folder")
+    check_writable(out_dir, what="synth's output folder")  # made if new; before anything is removed
     marker = _read_marker(out_dir) if out_dir.is_dir() else None
     if out_dir.is_dir() and any(out_dir.iterdir()) and marker is None and not overwrite:
         raise DatasetError(

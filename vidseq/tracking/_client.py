@@ -23,6 +23,15 @@ def mlflow_errors(what: str, uri: str) -> Iterator[None]:
     try:
         yield
     except MlflowException as error:
+        if error.error_code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):  # 403 / 401 mid-run
+            user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+            who = f"user {user!r}" if user else "these credentials"
+            code = 403 if error.error_code == "PERMISSION_DENIED" else 401
+            raise TrackingError(
+                f"{what} failed on {uri}: MLflow refused {who} ({code}): ask an MLflow admin to "
+                "grant EDIT on the experiment or registered model, or set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD of a user who has it"
+            ) from error
         raise TrackingError(f"{what} failed on {uri}: {error.message}") from error
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from pathlib import Path
@@ -85,22 +87,81 @@ def open_tracker(
 
 
 def _check_server(uri: str) -> None:
-    """One GET of <uri>/health with a short timeout; 401/403 count as up (auth is MLflow's job)."""
+    """Before any work: one GET of <uri>/health with a short timeout (is it up?), then one
+    authenticated API call (search one experiment) with the credentials MLflow's client will
+    send, so a server behind MLflow's basic auth (its /health is open) or a proxy that wants
+    credentials fails here with one line, not on the first logged metric."""
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S):
-            return
+        with urllib.request.urlopen(
+            f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S, context=_tls_context(uri)
+        ):
+            pass
     except urllib.error.HTTPError as error:
-        if error.code in (401, 403):
-            return
-        raise TrackingError(
-            f"{uri} answered HTTP {error.code} on /health: is it an MLflow tracking server? "
-            f"Fix the URI, {_LOCAL_FIX}"
-        ) from error
+        if error.code not in (401, 403):  # a proxy guarding /health too: the API call tells
+            raise TrackingError(
+                f"{uri} answered HTTP {error.code} on /health: is it an MLflow tracking server? "
+                f"Fix the URI, {_LOCAL_FIX}"
+            ) from error
     except (urllib.error.URLError, OSError) as error:
         raise TrackingError(
             f"MLflow tracking server {uri} is unreachable ({getattr(error, 'reason', error)}): "
             f"start the server (mlflow server --host HOST --port PORT), {_LOCAL_FIX}"
         ) from error
+    _check_access(uri)
+
+
+def _tls_context(uri: str) -> ssl.SSLContext | None:
+    """For https: the TLS settings MLflow's client uses (MLFLOW_TRACKING_SERVER_CERT_PATH for a
+    private CA, MLFLOW_TRACKING_CLIENT_CERT_PATH, MLFLOW_TRACKING_INSECURE_TLS=true)."""
+    if not uri.startswith("https://"):
+        return None
+    if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("true", "1"):
+        context = ssl._create_unverified_context()  # what the user asked MLflow for, too
+    else:
+        context = ssl.create_default_context(cafile=os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH") or None)
+    if client_cert := os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH"):
+        context.load_cert_chain(client_cert)
+    return context
+
+
+def _check_access(uri: str) -> None:
+    """One API call as MLflow's client makes it (its credentials: MLFLOW_TRACKING_USERNAME and
+    MLFLOW_TRACKING_PASSWORD, ~/.mlflow/credentials, MLFLOW_TRACKING_TOKEN, an auth plugin);
+    401 and 403 become one line that says what to set. Other answers are left to MLflow's calls."""
+    mlflow_module()
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    creds = get_default_host_creds(uri)
+    try:
+        response = http_request(
+            creds, "/api/2.0/mlflow/experiments/search", "GET", params={"max_results": 1},
+            max_retries=0, timeout=HEALTH_TIMEOUT_S,
+        )  # fmt: skip
+    except Exception as error:  # MLflow wraps timeouts, TLS and auth-plugin errors in one
+        raise TrackingError(
+            f"MLflow at {uri} answers /health but not an API call: {getattr(error, 'message', error)}"
+        ) from error
+    code = response.status_code
+    if code not in (401, 403):
+        return
+    user = f" of user {creds.username!r}" if creds.username else ""
+    env = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+    if code == 401 and not (creds.password or creds.token or creds.auth or creds.aws_sigv4):
+        missing = "MLFLOW_TRACKING_PASSWORD is not set" if creds.username else "none are set"
+        raise TrackingError(f"MLflow at {uri} requires credentials (401) and {missing}: set {env}")
+    if code == 401:
+        raise TrackingError(f"MLflow at {uri} refused the credentials{user} (401): check {env}")
+    if "Invalid Host header" in response.text:  # MLflow 3's DNS-rebinding guard (--allowed-hosts)
+        host = urllib.parse.urlsplit(uri).netloc
+        raise TrackingError(
+            f"MLflow at {uri} rejected the Host header {host!r} (403): start the server with "
+            f"--allowed-hosts naming it (by default only localhost and private IPs are allowed)"
+        )
+    raise TrackingError(
+        f"MLflow at {uri} denied access{user} (403): ask an MLflow admin for permission, or set "
+        f"{env} of a user who has it"
+    )
 
 
 def _check_sqlite(uri: str) -> None:

@@ -57,9 +57,10 @@ def load(path: str | Path) -> dict[str, Any]:
 
 
 def save(state: Mapping[str, Any], path: str | Path) -> None:
-    """Write a checkpoint atomically: a killed save leaves the previous file whole."""
-    with atomic.replacing(path) as tmp:
-        torch.save(dict(state), tmp)
+    """Write a checkpoint atomically: a killed save leaves the previous file whole. Written through
+    a Python file: a full disk is then an OSError (ENOSPC), where a path gives PyTorch's RuntimeError."""
+    with atomic.replacing(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(dict(state), fh)
 
 
 def extraction_recipe(stores: Mapping[str, FeatureStore]) -> dict[str, Any]:
@@ -97,6 +98,32 @@ def run_record(stores: dict[str, FeatureStore], data: SequenceSet, model_config:
         "clip_seconds": clip_seconds(store, data), "vidseq_version": __version__,
     }
 
+
+
+def check_resumable(state: dict[str, Any], stores: Mapping[str, FeatureStore], *, feature_dim: int,
+                    checkpoint: str | Path) -> None:
+    """Refuse to resume ``checkpoint`` on other stores than its run's (another backbone, sampling
+    or feature size): one line naming the run's stores, the ones now given, and the way out.
+    A checkpoint that records no store key is not compared."""
+    recorded = state.get("stream_keys") or {next(iter(stores)): state.get("feature_key")}
+    if not all(recorded.values()):
+        return
+    now = {name: store.key for name, store in stores.items()}
+    if {n: key_digest(k) for n, k in recorded.items()} == {n: key_digest(k) for n, k in now.items()}:
+        return
+    folders = state.get("stream_stores") or {next(iter(recorded)): state.get("features")}
+    was = _stores_text(folders, recorded, (state["model"].get("hparams") or {}).get("input_dim"))
+    given = _stores_text({n: s.directory.absolute() for n, s in stores.items()}, now, feature_dim)
+    raise CheckpointError(
+        f"cannot resume {checkpoint}: its run was trained on {was}, but the store now given is {given}; "
+        f"pass --overwrite to start a new run in {Path(checkpoint).parent}, or give the run's own store to resume it"
+    )
+
+
+def _stores_text(folders: Mapping[str, Any], keys: Mapping[str, Any], dim: int | None) -> str:
+    """``FOLDER (key DIGEST)`` per stream, then the feature size the model reads."""
+    stores = " + ".join(f"{folders.get(name, '?')} (key {key_digest(key)})" for name, key in keys.items())
+    return stores + (f", {dim} features" if dim is not None else "")
 
 def clip_seconds(store: FeatureStore, data: SequenceSet, *, most: int = 200) -> float | None:
     """The median time span of the training clips (read from up to ``most`` stored entries): the

@@ -19,6 +19,7 @@ from vidseq import metrics as M
 from vidseq.config import EvaluateConfig
 from vidseq.errors import VidseqError
 from vidseq.models import load_model, pad_sequences
+from vidseq.outputs import check_writable
 from vidseq.plots import plot_confusion
 from vidseq.training import checkpoint as checkpoints
 from vidseq.training.sequences import SequenceSet, length_batches, load_sequences, views
@@ -114,6 +115,8 @@ def evaluate(
     """
     config = config or EvaluateConfig()
     state = checkpoints.load(checkpoint)
+    target = Path(out) if out is not None else Path(checkpoint).parent / f"eval-{config.split}"
+    check_writable(target, what="evaluate --out, the report folder")
     streams = list(state.get("streams") or ["appearance"])
     source = features or checkpoints.recorded_stores(state, checkpoint)
     data = _with_recorded_splits(load_sequences(source, streams), state)
@@ -122,7 +125,6 @@ def evaluate(
         raise VidseqError(f"{checkpoint}: the {config.split!r} split has no videos in {source}")
     model = load_model(state["model"]).to(device)
     result = evaluate_sequences(model, subset, device=device, num_views=config.views, view_fraction=config.view_fraction)
-    target = Path(out) if out is not None else Path(checkpoint).parent / f"eval-{config.split}"
     write_report(result, target)
     return EvalResult(config.split, result, target)
 

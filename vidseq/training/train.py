@@ -43,6 +43,7 @@ from vidseq.config import EvaluateConfig, ModelConfig, TrainConfig
 from vidseq.errors import VidseqError
 from vidseq.features import FeatureStore, resolve_device
 from vidseq.models import build_model, load_model, make_checkpoint, model_options, pad_sequences
+from vidseq.outputs import check_writable
 from vidseq.datasets.splits import split_report
 from vidseq.training import checkpoint as checkpoints
 from vidseq.training import distributed
@@ -114,9 +115,12 @@ def train(
     evaluate_config = evaluate_config or EvaluateConfig()
     out = Path(out or config.out)
     stores = stream_stores(FeatureStore.load_existing(features_dir(features or config.features)), config.streams)
+    check_writable(out, what="train --out, the run folder")
     with distributed.process_group(resolve_device(config.device)) as device:
-        check_out(out, resume=resume, overwrite=overwrite)
+        resuming = check_out(out, resume=resume, overwrite=overwrite)
         given = load_sequences(stores)
+        if resuming:
+            _check_resume_stores(out, stores, given, late=len(stores) > 1 and config.fusion == "late")
         data = assign_splits(given, val_fraction=config.val_fraction,
                              test_fraction=config.test_fraction, seed=config.seed)
         if distributed.is_main():
@@ -125,6 +129,19 @@ def train(
         if len(stores) > 1 and config.fusion == "late":
             return _train_late(job, out, stores, data, on_epoch_end)
         return _train_one_model(job, out, stores, data, on_epoch_end)
+
+
+def _check_resume_stores(out: Path, stores: dict[str, FeatureStore], given: SequenceSet, *,
+                         late: bool) -> None:
+    """Before any work: the ``last.pt`` a resume continues (late fusion: each stream run's) was
+    trained on these stores, else one clear error (``checkpoints.check_resumable``)."""
+    runs = [(out / "last.pt", stores, given.feature_dim)]
+    if late:
+        dims = dict(given.streams)
+        runs = [(out / stream / "last.pt", {stream: store}, dims.get(stream)) for stream, store in stores.items()]
+    for path, used, dim in runs:
+        if exists_on_main(path):
+            checkpoints.check_resumable(checkpoints.load(path), used, feature_dim=dim, checkpoint=path)
 
 
 def _report_splits(given: SequenceSet, data: SequenceSet, out: Path, *, table: bool) -> None:

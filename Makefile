@@ -19,21 +19,27 @@ export YOLO_CONFIG_DIR := $(VIRTUAL_ENV)/ultralytics-config
 export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := 0
 
-.PHONY: help install quickstart test
+.PHONY: help install lint quickstart test
 
 help:
 	@echo "make quickstart                  set up .venv, then run pipelines/quickstart.yaml (about a minute)"
 	@echo "make test [ARGS=\"-m 'not slow'\"]  set up .venv, then python -m pytest ARGS"
 	@echo "make install                     only the set-up (a no-op when .venv is up to date)"
+	@echo "make lint                        ruff check and ruff format --check (make test runs it first)"
 
 quickstart: install
 	vidseq run pipelines/quickstart.yaml
 
-test: install
+test: install lint
 	$(PY) -c "import torch, torchvision, cv2, decord, av; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	$(PY) -m pytest $(ARGS)
 
 install: $(STAMP) | $(YOLO_CONFIG_DIR)
+
+# ruff: lint and format, configured in pyproject.toml (`ruff format vidseq tests benchmarks` fixes the format)
+lint: install
+	$(PY) -m ruff check vidseq tests benchmarks
+	$(PY) -m ruff format --check vidseq tests benchmarks
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -39,18 +39,34 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "actio
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clips", nargs="*", type=Path, default=None,
-                        help=f"videos to time (default: {', '.join(DEFAULT_CLIPS)} from {SHARED})")
-    parser.add_argument("--minutes", nargs="*", type=float, default=[1.0, 10.0],
-                        help="lengths of synthetic videos to generate; none: skip (default: 1 10)")
-    parser.add_argument("--synthetic-size", type=int, nargs=2, default=[360, 640],
-                        metavar=("H", "W"), help="synthetic frame size (default: 360 640)")
-    parser.add_argument("--backends", nargs="*", default=None,
-                        help="backends to time (default: every installed one)")
+    parser.add_argument(
+        "--clips",
+        nargs="*",
+        type=Path,
+        default=None,
+        help=f"videos to time (default: {', '.join(DEFAULT_CLIPS)} from {SHARED})",
+    )
+    parser.add_argument(
+        "--minutes",
+        nargs="*",
+        type=float,
+        default=[1.0, 10.0],
+        help="lengths of synthetic videos to generate; none: skip (default: 1 10)",
+    )
+    parser.add_argument(
+        "--synthetic-size",
+        type=int,
+        nargs=2,
+        default=[360, 640],
+        metavar=("H", "W"),
+        help="synthetic frame size (default: 360 640)",
+    )
+    parser.add_argument("--backends", nargs="*", default=None, help="backends to time (default: every installed one)")
     parser.add_argument("--frames", type=int, default=16, help="frames in the sparse sample")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
-    parser.add_argument("--full-repeats", type=int, default=1,
-                        help="best of this many full decodes (default 1: they are long)")
+    parser.add_argument(
+        "--full-repeats", type=int, default=1, help="best of this many full decodes (default 1: they are long)"
+    )
     return parser.parse_args(argv)
 
 
@@ -76,12 +92,8 @@ def full_decode(path: Path, backend: str, keep: np.ndarray) -> tuple[int, dict[i
 def time_backend(path: Path, backend: str, args: argparse.Namespace) -> dict:
     num_frames = vio.probe(path, backend=backend).num_frames
     indices = np.linspace(0, num_frames - 1, args.frames).round().astype(np.int64)
-    sparse_s, frames = best_time(
-        lambda: vio.read_frames(path, indices, backend=backend), args.repeats
-    )
-    full_s, (total, kept) = best_time(
-        lambda: full_decode(path, backend, indices), args.full_repeats
-    )
+    sparse_s, frames = best_time(lambda: vio.read_frames(path, indices, backend=backend), args.repeats)
+    full_s, (total, kept) = best_time(lambda: full_decode(path, backend, indices), args.full_repeats)
     diffs = [np.abs(frames[k].astype(np.int16) - kept[int(i)]) for k, i in enumerate(indices)]
     mad = max(float(d.mean()) for d in diffs)
     return {"frames": total, "sparse_s": sparse_s, "full_s": full_s, "mad": mad}
@@ -138,8 +150,10 @@ def print_row(name: str, backend: str, row: dict | str, frames: int) -> None:
 
 
 def run(videos: list[Path], backends: list[str], args: argparse.Namespace) -> None:
-    print(f"{'video':42s} {'backend':10s} {'frames':>7s} {'sparse_s':>8s} {'sp_fr/s':>8s} "
-          f"{'full_s':>8s} {'full_fr/s':>8s} {'ratio':>7s}  sparse vs sequential")
+    print(
+        f"{'video':42s} {'backend':10s} {'frames':>7s} {'sparse_s':>8s} {'sp_fr/s':>8s} "
+        f"{'full_s':>8s} {'full_fr/s':>8s} {'ratio':>7s}  sparse vs sequential"
+    )
     for path in videos:
         for backend in backends:
             try:
@@ -161,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             backends = [b for b in backends if b != name]
     clips = args.clips if args.clips is not None else [SHARED / c for c in DEFAULT_CLIPS]
     clips = [c for c in clips if c.exists()] or []
-    print(f"backends: {backends}; 'auto' order: {vio.DEFAULT_BACKENDS}; sparse: {args.frames} "
-          f"uniform frames, best of {args.repeats}; full: best of {args.full_repeats}")
+    print(
+        f"backends: {backends}; 'auto' order: {vio.DEFAULT_BACKENDS}; sparse: {args.frames} "
+        f"uniform frames, best of {args.repeats}; full: best of {args.full_repeats}"
+    )
     with tempfile.TemporaryDirectory(prefix="vidseq-bench-") as tmp:
         synthetic = []
         for minutes in args.minutes:

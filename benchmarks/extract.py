@@ -30,8 +30,8 @@ from vidseq.config import BackboneConfig, ExtractConfig, MotionConfig, SamplingC
 from vidseq.datasets import discover_videos
 from vidseq.features import extract
 from vidseq.features.extraction import _loader, decode_size, fit_frames
-from vidseq.io import open_video, probe
 from vidseq.features.motion import FlowPooler, pair_indices
+from vidseq.io import open_video, probe
 from vidseq.sampling import indices_from_config
 
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "action-clips"
@@ -61,8 +61,9 @@ def model_only(model, frames: list[torch.Tensor], batch_size: int) -> float:
 
 def end_to_end(items, backbone_cfg, sampling, config, motion: MotionConfig | None = None) -> float:
     with tempfile.TemporaryDirectory() as out:
-        result = extract(items, out=out, backbone=backbone_cfg, sampling=sampling, config=config, progress=False,
-                         motion=motion)
+        result = extract(
+            items, out=out, backbone=backbone_cfg, sampling=sampling, config=config, progress=False, motion=motion
+        )
     assert motion is None or result.motion.extracted == result.extracted
     return result.frames / result.seconds
 
@@ -73,8 +74,9 @@ def flow_only(items, spec, sampling, motion: MotionConfig) -> float:
     for item in items:
         with open_video(item.path) as reader:
             info = reader.info
-            first, second = pair_indices(indices_from_config(info.num_frames, info.fps, sampling), info.num_frames,
-                                         motion.step)
+            first, second = pair_indices(
+                indices_from_config(info.num_frames, info.fps, sampling), info.num_frames, motion.step
+            )
             size = decode_size(info.height, info.width, spec)
             pairs.append(tuple(fit_frames(reader.read(part, size=size), spec) for part in (first, second)))
     start = time.perf_counter()
@@ -126,11 +128,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in the main process")
-    parser.add_argument("--long", type=int, default=0, metavar="N",
-                        help="instead of --videos, write N long synthetic H.264 videos (GOP 250) and use them")
+    parser.add_argument(
+        "--long",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of --videos, write N long synthetic H.264 videos (GOP 250) and use them",
+    )
     parser.add_argument("--minutes", type=float, default=2.0, help="length of each --long video")
-    parser.add_argument("--motion", action="store_true",
-                        help="also measure the motion stream (default motion settings) against no motion")
+    parser.add_argument(
+        "--motion",
+        action="store_true",
+        help="also measure the motion stream (default motion settings) against no motion",
+    )
     parser.add_argument("--motion-only", action="store_true", help="only the motion comparison (skip (b) and (d))")
     parser.add_argument("--repeats", type=int, default=3, help="--motion: end-to-end runs of each, alternating")
     args = parser.parse_args()
@@ -144,8 +154,10 @@ def main() -> None:
     config = ExtractConfig(num_workers=args.workers, batch_size=args.batch_size)
     backbone_cfg = BackboneConfig(name=args.backbone)
     model = create_backbone(args.backbone)
-    print(f"videos: {len(items)} from {args.videos}, uniform x{args.count}, {args.backbone}, "
-          f"workers {args.workers}, batch {args.batch_size}, torch threads {args.threads}")
+    print(
+        f"videos: {len(items)} from {args.videos}, uniform x{args.count}, {args.backbone}, "
+        f"workers {args.workers}, batch {args.batch_size}, torch threads {args.threads}"
+    )
     a, frames = decode_only(items, model.spec, sampling, config)  # with --motion-only: a warm-up (file cache)
     print(f"(a) decode-only      {a:8.1f} frames/s")
     if not args.motion_only:
@@ -164,13 +176,23 @@ def main() -> None:
 def motion_comparison(items, spec, backbone_cfg, sampling, config, repeats: int) -> None:
     """(a) against (a+m) and (c) against (c+m), alternating; flow alone; the budget's ratio."""
     motion = MotionConfig(enabled=True)
-    a, am = alternate("(a)", lambda: decode_only(items, spec, sampling, config)[0],
-                      lambda: decode_only(items, spec, sampling, config, motion)[0], repeats)
-    c, cm = alternate("(c)", lambda: end_to_end(items, backbone_cfg, sampling, config),
-                      lambda: end_to_end(items, backbone_cfg, sampling, config, motion), repeats)
+    a, am = alternate(
+        "(a)",
+        lambda: decode_only(items, spec, sampling, config)[0],
+        lambda: decode_only(items, spec, sampling, config, motion)[0],
+        repeats,
+    )
+    c, cm = alternate(
+        "(c)",
+        lambda: end_to_end(items, backbone_cfg, sampling, config),
+        lambda: end_to_end(items, backbone_cfg, sampling, config, motion),
+        repeats,
+    )
     flow = flow_only(items, spec, sampling, motion)
-    print(f"flow-only (one core)                  {flow:8.1f} pairs/s   "
-          f"({1000 / flow:.1f} ms a frame, {motion.method} {motion.size}px grid {motion.grid})")
+    print(
+        f"flow-only (one core)                  {flow:8.1f} pairs/s   "
+        f"({1000 / flow:.1f} ms a frame, {motion.method} {motion.size}px grid {motion.grid})"
+    )
     print(f"(a)   decode-only                     {a:8.1f} frames/s")
     print(f"(a+m) decode-only with pairs and flow {am:8.1f} frames/s  ({a / am:.3f}x the time of (a))")
     print(f"(c)   end-to-end without motion       {c:8.1f} frames/s")

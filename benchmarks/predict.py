@@ -58,9 +58,7 @@ def extract_rate(predictor: Predictor, paths: list[Path]) -> float:
     return len(items) / (time.perf_counter() - start)
 
 
-def stream_factor(
-    predictor: Predictor, path: Path, window: float, hop: float
-) -> tuple[float, int, float]:
+def stream_factor(predictor: Predictor, path: Path, window: float, hop: float) -> tuple[float, int, float]:
     """Real-time factor, labels emitted and mean latency of ``stream_labels`` on ``path``."""
     info = probe(path)
     start = time.perf_counter()
@@ -101,21 +99,15 @@ def load_model(model: Path | None) -> tuple[Path, tempfile.TemporaryDirectory | 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--model",
         type=Path,
         default=None,
         help="best.pt of `vidseq train` (default: train a small one)",
     )
-    parser.add_argument(
-        "--videos", type=Path, default=DEFAULT_VIDEOS, help="folder of videos for (a)"
-    )
-    parser.add_argument(
-        "--stream", type=Path, default=DEFAULT_STREAM, help="video file read as a stream for (b)"
-    )
+    parser.add_argument("--videos", type=Path, default=DEFAULT_VIDEOS, help="folder of videos for (a)")
+    parser.add_argument("--stream", type=Path, default=DEFAULT_STREAM, help="video file read as a stream for (b)")
     parser.add_argument("--window", type=float, default=2.0, help="(b) window, seconds")
     parser.add_argument("--hop", type=float, default=1.0, help="(b) hop, seconds")
     parser.add_argument("--repeat", type=int, default=2, help="(a) best of this many runs of each")
@@ -136,9 +128,7 @@ def main() -> None:
         for _ in range(args.repeat):  # interleaved, best of each: the same cache state for both
             rates["extract"] = max(rates["extract"], extract_rate(predictor, paths))
             rates["predict"] = max(rates["predict"], predict_rate(predictor, paths))
-        print(
-            f"(a) {len(paths)} videos from {args.videos}, workers {predictor.extract_config.num_workers}"
-        )
+        print(f"(a) {len(paths)} videos from {args.videos}, workers {predictor.extract_config.num_workers}")
         print(f"    Predictor.predict      {rates['predict']:7.2f} videos/s")
         print(f"    reference: extract     {rates['extract']:7.2f} videos/s")
         print(f"    predict / extract      {rates['predict'] / rates['extract']:7.2f}")
@@ -146,10 +136,11 @@ def main() -> None:
         factor, count, latency = stream_factor(predictor, args.stream, args.window, args.hop)
         reference = read_factor(args.stream)
         rate = min(predictor.frame_rate(args.window), probe(args.stream).fps)
-        print(f"(b) {args.stream.name}, window {args.window} s, hop {args.hop} s, "
-              f"{rate:g} sampled frames/s")
-        print(f"    stream_labels          {factor:7.2f} x real time ({count} labels, "
-              f"mean latency {latency * 1000:.0f} ms)")
+        print(f"(b) {args.stream.name}, window {args.window} s, hop {args.hop} s, {rate:g} sampled frames/s")
+        print(
+            f"    stream_labels          {factor:7.2f} x real time ({count} labels, "
+            f"mean latency {latency * 1000:.0f} ms)"
+        )
         print(f"    reference: cv2 read    {reference:7.2f} x real time")
         print(f"    stream / read          {factor / reference:7.2f}")
     if folder is not None:

@@ -65,16 +65,24 @@ from vidseq.features.extraction import video_chunks
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "action-clips"
 
 
-def run_engine(items, *, engine: str, backbone: BackboneConfig, sampling: SamplingConfig,
-               config: ExtractConfig, actors: int | None = None) -> tuple[float, float]:
+def run_engine(
+    items,
+    *,
+    engine: str,
+    backbone: BackboneConfig,
+    sampling: SamplingConfig,
+    config: ExtractConfig,
+    actors: int | None = None,
+) -> tuple[float, float]:
     """frames/s of one run (as ExtractResult counts it) and its wall-clock seconds."""
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as out:
         if engine == "local":
             result = extract(items, out=out, backbone=backbone, sampling=sampling, config=config, progress=False)
         else:
-            result = extract_ray(items, out=out, backbone=backbone, sampling=sampling, config=config,
-                                 progress=False, num_actors=actors)
+            result = extract_ray(
+                items, out=out, backbone=backbone, sampling=sampling, config=config, progress=False, num_actors=actors
+            )
     assert result.ok, result.failed
     return result.frames / result.seconds, time.perf_counter() - start
 
@@ -156,8 +164,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs of the local Ray")
-    parser.add_argument("--long", type=int, default=0, metavar="N",
-                        help="instead of --videos, write N long synthetic H.264 videos (GOP 250) and use them")
+    parser.add_argument(
+        "--long",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead of --videos, write N long synthetic H.264 videos (GOP 250) and use them",
+    )
     parser.add_argument("--minutes", type=float, default=2.0, help="length of each --long video")
     args = parser.parse_args()
     if args.long:
@@ -171,21 +184,26 @@ def main() -> None:
     config = ExtractConfig(num_workers=args.workers, batch_size=args.batch_size)
     backbone = BackboneConfig(name=args.backbone)
     spec = create_backbone(args.backbone).spec
-    print(f"videos: {len(items)} from {args.videos}, uniform x{args.count}, {args.backbone}, batch "
-          f"{args.batch_size}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"videos: {len(items)} from {args.videos}, uniform x{args.count}, {args.backbone}, batch "
+        f"{args.batch_size}; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+    )
     # Parts first: this also imports the decoders here, so the local engine's forked workers
     # start as warm as the Ray workers of a running cluster.
     decode, frames = decode_per_core(items, spec, sampling)
     model = model_per_thread(args.backbone, frames, args.batch_size)
     local, _ = run_engine(items, engine="local", backbone=backbone, sampling=sampling, config=config)
     start = time.perf_counter()
-    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
-             logging_level=logging.ERROR)
+    ray.init(
+        address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
+    )
     init = time.perf_counter() - start
     try:
         _, cold = run_engine(items, engine="ray", backbone=backbone, sampling=sampling, config=config, actors=1)
-        rays = {n: run_engine(items, engine="ray", backbone=backbone, sampling=sampling, config=config,
-                              actors=n)[0] for n in (1, 2)}
+        rays = {
+            n: run_engine(items, engine="ray", backbone=backbone, sampling=sampling, config=config, actors=n)[0]
+            for n in (1, 2)
+        }
         memory = ray_memory_gib()
         rows = ray_rows(ray, videos=32, frames_per_video=128, size=spec.input_size, dim=spec.feature_dim)
     finally:
@@ -197,13 +215,16 @@ def main() -> None:
     print(f"local engine        {local:8.1f} frames/s   1.00x")
     for n, rate in rays.items():
         print(f"ray x{n} actor{'s' if n > 1 else ' '}       {rate:8.1f} frames/s   {rate / local:.2f}x")
-    print(f"ray x1, cold        {cold_rate:8.1f} frames/s   {cold_rate / local:.2f}x   (wall clock from ray.init: "
-          f"start {init:.1f} s + run {cold:.1f} s)")
+    print(
+        f"ray x1, cold        {cold_rate:8.1f} frames/s   {cold_rate / local:.2f}x   (wall clock from ray.init: "
+        f"start {init:.1f} s + run {cold:.1f} s)"
+    )
     print(f"Ray's processes after the runs: {memory:.2f} GiB RSS (all of Ray's processes on this machine)")
     print(f"decode/core         {decode:8.1f} frames/s")
     print(f"model/thread        {model:8.1f} frames/s")
     print(f"ray rows            {rows:8.1f} frame rows/s ({1e6 / rows:.0f} us each, {spec.input_size} px frames)")
     print(f"store writes        {writes:8.1f} entries/s ({per_video} frames x {spec.feature_dim} each)")
+
 
 if __name__ == "__main__":
     main()

@@ -32,11 +32,23 @@ def fake_store(root: Path, *, videos: int, steps: int, dim: int, classes: int) -
         video = root / "videos" / f"v{i:05d}.mp4"
         video.parent.mkdir(parents=True, exist_ok=True)
         video.write_bytes(i.to_bytes(4, "little"))
-        entry = store.write(video, VideoFeatures(rng.standard_normal((steps, dim), dtype=np.float32),
-                                                 np.arange(steps), np.arange(steps) / 25.0))
+        entry = store.write(
+            video,
+            VideoFeatures(
+                rng.standard_normal((steps, dim), dtype=np.float32), np.arange(steps), np.arange(steps) / 25.0
+            ),
+        )
         split = "val" if i % 10 == 0 else "train"
-        rows.append({"path": str(video), "label": f"c{i % classes}", "split": split, "status": "done",
-                     "frames": steps, "file": entry.relative_to(store.directory)})
+        rows.append(
+            {
+                "path": str(video),
+                "label": f"c{i % classes}",
+                "split": split,
+                "status": "done",
+                "frames": steps,
+                "file": entry.relative_to(store.directory),
+            }
+        )
     store.write_manifest(rows)
     return store
 
@@ -85,8 +97,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         store = fake_store(Path(tmp), videos=args.videos, steps=args.steps, dim=args.dim, classes=args.classes)
         epoch_seconds = []
-        cfg = TrainConfig(features=str(store.directory), epochs=args.epochs, batch_size=args.batch_size,
-                          patience=args.epochs, crop_min=1.0, subsample_prob=0.0)
+        cfg = TrainConfig(
+            features=str(store.directory),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            patience=args.epochs,
+            crop_min=1.0,
+            subsample_prob=0.0,
+        )
         last = [time.perf_counter()]
 
         def tick(row):
@@ -95,8 +113,13 @@ def main() -> None:
             last[0] = now
 
         start = time.perf_counter()
-        result = train(model_config=ModelConfig(name="gru", hidden_size=args.hidden, center=False, dropout=0.0),
-                       config=cfg, out=Path(tmp) / "run", progress=False, on_epoch_end=tick)
+        result = train(
+            model_config=ModelConfig(name="gru", hidden_size=args.hidden, center=False, dropout=0.0),
+            config=cfg,
+            out=Path(tmp) / "run",
+            progress=False,
+            on_epoch_end=tick,
+        )
         full = time.perf_counter() - start
         train_n = sum(1 for _ in range(args.videos) if _ % 10)
         train_set = [s for s in range(args.videos) if s % 10]
@@ -107,13 +130,20 @@ def main() -> None:
     vidseq_loop = train_n / np.median(loop_seconds)
     vidseq_epoch = train_n / np.median(epoch_seconds)
     vidseq_full = args.epochs * train_n / full
-    print(f"{args.videos} sequences ({train_n} train) of {args.steps}x{args.dim}, GRU {args.hidden}, batch "
-          f"{args.batch_size}, {args.epochs} epochs, torch threads {torch.get_num_threads()}")
+    print(
+        f"{args.videos} sequences ({train_n} train) of {args.steps}x{args.dim}, GRU {args.hidden}, batch "
+        f"{args.batch_size}, {args.epochs} epochs, torch threads {torch.get_num_threads()}"
+    )
     print(f"bare PyTorch loop            {bare:8.1f} sequences/s")
-    print(f"vidseq training loop         {vidseq_loop:8.1f} sequences/s   overhead {bare / vidseq_loop:.2f}x  (goal <= 1.2)")
+    print(
+        f"vidseq training loop         {vidseq_loop:8.1f} sequences/s   "
+        f"overhead {bare / vidseq_loop:.2f}x  (goal <= 1.2)"
+    )
     print(f"vidseq epoch (+ val, ckpts)  {vidseq_epoch:8.1f} sequences/s   overhead {bare / vidseq_epoch:.2f}x")
-    print(f"vidseq train() whole run     {vidseq_full:8.1f} sequences/s   overhead {bare / vidseq_full:.2f}x "
-          f"(includes loading, checkpoints, final reports; best epoch {result.best_epoch})")
+    print(
+        f"vidseq train() whole run     {vidseq_full:8.1f} sequences/s   overhead {bare / vidseq_full:.2f}x "
+        f"(includes loading, checkpoints, final reports; best epoch {result.best_epoch})"
+    )
 
 
 if __name__ == "__main__":

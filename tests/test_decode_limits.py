@@ -41,8 +41,17 @@ def _stand_in(real, job, path, **options):
     name = Path(path).stem
     if name == "hang":
         size = options["spec"].input_size
-        yield {"job": job, "start": 0, "total": 8, "indices": np.arange(4), "fps": 25.0, "motion": None,
-               "frames": np.zeros((4, size, size, 3), np.uint8), "motion_error": "", "error": ""}
+        yield {
+            "job": job,
+            "start": 0,
+            "total": 8,
+            "indices": np.arange(4),
+            "fps": 25.0,
+            "motion": None,
+            "frames": np.zeros((4, size, size, 3), np.uint8),
+            "motion_error": "",
+            "error": "",
+        }
         while True:
             time.sleep(60)
     if name == "leak":
@@ -65,8 +74,10 @@ def _install_stand_ins() -> None:
 def videos(tmp_path_factory) -> dict[str, Path]:
     """Three small real videos (good_*) and the three the stand-ins take (random bytes: distinct content)."""
     folder = tmp_path_factory.mktemp("limits")
-    generate_dataset(folder / "synth", SynthConfig(classes=["grow", "shrink", "move_left"], videos_per_class=1,
-                                                   num_frames=12, size=64))
+    generate_dataset(
+        folder / "synth",
+        SynthConfig(classes=["grow", "shrink", "move_left"], videos_per_class=1, num_frames=12, size=64),
+    )
     found = {f"good_{i}": path for i, path in enumerate(sorted((folder / "synth").rglob("*.mp4")))}
     for name in ("hang", "leak", "crash"):
         found[name] = folder / f"{name}.mp4"
@@ -101,9 +112,14 @@ def test_local_engine_fails_hung_leaking_and_crashed_videos_and_goes_on(tmp_path
     names = ["hang", "leak", "crash", "good_0", "good_1", "good_2"]  # hang first: its clock starts at once
     before = set(psutil.Process().children())
     start, seen = time.monotonic(), {}
-    result = extract([VideoItem(videos[n], "x") for n in names], out=tmp_path, backbone=SMALL, progress=False,
-                     config=ExtractConfig(num_workers=2, batch_size=8, **LIMITS),
-                     on_video_done=lambda row: seen.setdefault(Path(row["path"]).stem, time.monotonic() - start))
+    result = extract(
+        [VideoItem(videos[n], "x") for n in names],
+        out=tmp_path,
+        backbone=SMALL,
+        progress=False,
+        config=ExtractConfig(num_workers=2, batch_size=8, **LIMITS),
+        on_video_done=lambda row: seen.setdefault(Path(row["path"]).stem, time.monotonic() - start),
+    )
     errors = _check_run(result, videos, reference, failed={"hang", "leak", "crash"})
     assert errors["hang"].startswith("decoder did not finish in 3 s (extract.video_timeout")
     assert errors["leak"].startswith("decode worker used more than 0.5 GB of memory (extract.worker_memory_gb")
@@ -120,8 +136,19 @@ def test_cli_exits_1_naming_the_video_that_broke_a_limit(tmp_path, videos, monke
     for name in ("leak", "good_0"):
         (folder / f"{name}.mp4").symlink_to(videos[name])
     overrides = ["extract.worker_memory_gb=0.5", "extract.video_timeout=null", "backbone.input_size=96"]
-    result = CliRunner().invoke(app, ["extract", str(folder), "--out", str(tmp_path / "out"), "--workers", "1",
-                                      "-q", *(arg for o in overrides for arg in ("-o", o))])
+    result = CliRunner().invoke(
+        app,
+        [
+            "extract",
+            str(folder),
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+            "-q",
+            *(arg for o in overrides for arg in ("-o", o)),
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert "1 extracted" in result.output and "1 failed" in result.output
     assert "leak.mp4: decode worker used more than 0.5 GB" in " ".join(result.output.split())
@@ -158,13 +185,24 @@ def test_ray_engine_fails_hung_leaking_and_crashed_videos_and_goes_on(tmp_path, 
     ray = pytest.importorskip("ray", reason="Ray is not installed: the ray extra (pip install -e '.[ray]')")
     pytest.importorskip("ray.data", reason="Ray Data is not installed: the ray extra")
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the hook: by value (tests/ is no package)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-             runtime_env={"worker_process_setup_hook": _install_stand_ins})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.ERROR,
+        runtime_env={"worker_process_setup_hook": _install_stand_ins},
+    )
     try:
         names = ["hang", "leak", "crash", "good_0", "good_1", "good_2"]
         start = time.monotonic()
-        result = extract([VideoItem(videos[n], "x") for n in names], out=tmp_path, backbone=SMALL, progress=False,
-                         config=ExtractConfig(engine="ray", batch_size=8, **LIMITS))
+        result = extract(
+            [VideoItem(videos[n], "x") for n in names],
+            out=tmp_path,
+            backbone=SMALL,
+            progress=False,
+            config=ExtractConfig(engine="ray", batch_size=8, **LIMITS),
+        )
         seconds = time.monotonic() - start
     finally:
         ray.shutdown()

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from vidseq.training import distributed
 from vidseq.config import BackboneConfig, IOConfig, SamplingConfig
 from vidseq.features import FeatureStore, VideoFeatures
 from vidseq.models import load_model
+from vidseq.training import distributed
 
 SHAPES = {
     "rise": lambda t: t,
@@ -30,8 +30,18 @@ SHAPES = {
 }
 SPLITS = ["train"] * 20 + ["val"] * 6 + ["test"] * 6  # per class
 FEATURE_DIM = 8
-TRAIN_OPTIONS = ["-o", "train.batch_size=8", "-o", "train.lr=0.003", "-o", "train.patience=50",
-                 "-o", "model.hidden_size=32", "-o", "evaluate.views=1"]
+TRAIN_OPTIONS = [
+    "-o",
+    "train.batch_size=8",
+    "-o",
+    "train.lr=0.003",
+    "-o",
+    "train.patience=50",
+    "-o",
+    "model.hidden_size=32",
+    "-o",
+    "evaluate.views=1",
+]
 TORCHRUN_TIMEOUT_S = 240
 
 
@@ -40,10 +50,13 @@ def store_dir(tmp_path_factory) -> Path:
     """2 order-only classes x 32 videos (20 train, 6 val, 6 test), 10-20 steps of 8 features."""
     work = tmp_path_factory.mktemp("ddp")
     # a recipe (how new videos would be extracted) is recorded so the CLI can write its model/ bundle
-    recipe = {name: section().model_dump(mode="json")
-              for name, section in (("backbone", BackboneConfig), ("sampling", SamplingConfig), ("io", IOConfig))}
-    store = FeatureStore.open(work / "features", {"synthetic": "order", "dim": FEATURE_DIM}, name="synthetic",
-                              recipe=recipe)
+    recipe = {
+        name: section().model_dump(mode="json")
+        for name, section in (("backbone", BackboneConfig), ("sampling", SamplingConfig), ("io", IOConfig))
+    }
+    store = FeatureStore.open(
+        work / "features", {"synthetic": "order", "dim": FEATURE_DIM}, name="synthetic", recipe=recipe
+    )
     store.add_labels(list(SHAPES))
     rng = np.random.default_rng(0)
     rows = []
@@ -56,8 +69,16 @@ def store_dir(tmp_path_factory) -> Path:
             features = rng.normal(0, 0.3, (steps, FEATURE_DIM)).astype(np.float32)
             features[:, :2] += shape(np.linspace(0, 1, steps))[:, None]
             entry = store.write(video, VideoFeatures(features, np.arange(steps), np.arange(steps) / 10.0))
-            rows.append({"path": str(video), "label": label, "split": split, "status": "done",
-                         "frames": steps, "file": entry.relative_to(store.directory)})
+            rows.append(
+                {
+                    "path": str(video),
+                    "label": label,
+                    "split": split,
+                    "status": "done",
+                    "frames": steps,
+                    "file": entry.relative_to(store.directory),
+                }
+            )
     store.write_manifest(rows)
     return store.directory
 
@@ -68,8 +89,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _vidseq_train(store_dir: Path, out: Path, *args: str, nproc: int,
-                  check: bool = True) -> subprocess.CompletedProcess:
+def _vidseq_train(
+    store_dir: Path, out: Path, *args: str, nproc: int, check: bool = True
+) -> subprocess.CompletedProcess:
     """`vidseq train` in one process, or in ``nproc`` under torchrun."""
     command = ["-m", "vidseq", "train", str(store_dir), "--out", str(out), "-q", *TRAIN_OPTIONS, *args]
     return _launch(command, nproc=nproc, marker=str(out), check=check)
@@ -79,8 +101,16 @@ def _launch(command: list[str], *, nproc: int, marker: str, check: bool = True) 
     """``python *command`` (under torchrun when ``nproc`` > 1); no process of it outlives the call."""
     launcher = [sys.executable]
     if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-                     "--master-addr", "127.0.0.1", "--master-port", str(_free_port())]
+        launcher += [
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            str(nproc),
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(_free_port()),
+        ]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.Popen([*launcher, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -131,8 +161,10 @@ def test_ddp_trains_like_one_process_and_only_rank_0_writes(tmp_path, store_dir)
     _vidseq_train(store_dir, ddp, "--epochs", "8", nproc=2)
     assert _run_files(ddp) == _run_files(single)  # no per-rank extras, no leftover temporaries
     assert not [p for p in ddp.iterdir() if p.name.startswith(".tmp")]
-    accuracy = {name: json.loads((out / "test_metrics.json").read_text())["accuracy"] for name, out in
-                (("single", single), ("ddp", ddp))}
+    accuracy = {
+        name: json.loads((out / "test_metrics.json").read_text())["accuracy"]
+        for name, out in (("single", single), ("ddp", ddp))
+    }
     assert accuracy["single"] >= 0.9 and accuracy["ddp"] >= 0.9, accuracy
     history = json.loads((ddp / "history.json").read_text())
     assert [row["epoch"] for row in history] == list(range(1, 9))
@@ -163,8 +195,9 @@ def test_ddp_resume_after_a_crash_ends_like_an_uninterrupted_run(tmp_path, store
     out, script = tmp_path / "run", tmp_path / "cut.py"
     script.write_text(CUT_AFTER_EPOCH_2)
     overrides = [option for option in TRAIN_OPTIONS if option != "-o"]
-    crashed = _launch([str(script), str(store_dir), str(out), *overrides, "train.epochs=4"], nproc=2,
-                      marker=str(out), check=False)
+    crashed = _launch(
+        [str(script), str(store_dir), str(out), *overrides, "train.epochs=4"], nproc=2, marker=str(out), check=False
+    )
     assert crashed.returncode != 0
     assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 2
     refused = _vidseq_train(store_dir, out, "--epochs", "4", nproc=2, check=False)

@@ -26,7 +26,9 @@ SMALL = BackboneConfig(input_size=96)  # real weights, smaller input: fast on 2 
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "data"
-    generate_dataset(out, SynthConfig(classes=["grow", "shrink", "move_left"], videos_per_class=3, num_frames=12, size=64))
+    generate_dataset(
+        out, SynthConfig(classes=["grow", "shrink", "move_left"], videos_per_class=3, num_frames=12, size=64)
+    )
     return out
 
 
@@ -81,7 +83,9 @@ def test_store_is_keyed_by_config(tmp_path, synth_dir):
     items = from_folder(synth_dir).items[:2]
     a = extract(items, out=tmp_path, backbone=SMALL, config=FAST, progress=False)
     b = extract(items, out=tmp_path, backbone=SMALL, sampling=SamplingConfig(count=4), config=FAST, progress=False)
-    c = extract(items, out=tmp_path, backbone=BackboneConfig(input_size=96, pooling="grid2"), config=FAST, progress=False)
+    c = extract(
+        items, out=tmp_path, backbone=BackboneConfig(input_size=96, pooling="grid2"), config=FAST, progress=False
+    )
     assert len({a.store.directory, b.store.directory, c.store.directory}) == 3
     assert b.store.load(items[0].path).features.shape == (4, 1280)
     assert c.store.load(items[0].path).features.shape == (16, 1280 * 4)
@@ -93,8 +97,13 @@ def test_same_stem_in_two_folders_never_collides(tmp_path, synth_dir):
     videos = sorted(synth_dir.rglob("*.mp4"))
     (one / "clip.mp4").write_bytes(videos[0].read_bytes())
     (two / "clip.mp4").write_bytes(videos[-1].read_bytes())
-    result = extract(discover_videos(one).items + discover_videos(two).items, out=tmp_path / "f",
-                     backbone=SMALL, config=FAST, progress=False)
+    result = extract(
+        discover_videos(one).items + discover_videos(two).items,
+        out=tmp_path / "f",
+        backbone=SMALL,
+        config=FAST,
+        progress=False,
+    )
     assert result.extracted == 2 and len(_entries(result.store)) == 2
 
 
@@ -166,14 +175,21 @@ def test_killed_process_resumes_where_it_stopped(tmp_path, synth_dir):
 def test_long_video_is_chunked_and_spilled_to_disk_with_identical_features(tmp_path, synth_dir, monkeypatch):
     video = sorted(synth_dir.rglob("*.mp4"))[0]
     every = SamplingConfig(mode="all")
-    whole = extract([*discover_videos(video).items], out=tmp_path / "a", backbone=SMALL, sampling=every,
-                    config=FAST, progress=False)
+    whole = extract(
+        [*discover_videos(video).items], out=tmp_path / "a", backbone=SMALL, sampling=every, config=FAST, progress=False
+    )
     batches = []
     original = extract_module._Runner._forward
     monkeypatch.setattr(extract_module._Runner, "_forward", lambda self, f: batches.append(len(f)) or original(self, f))
     monkeypatch.setattr(engine_module, "_IN_MEMORY_LIMIT", 1024)  # force the memmap path
-    chunked = extract(discover_videos(video).items, out=tmp_path / "b", backbone=SMALL, sampling=every,
-                      config=ExtractConfig(num_workers=0, batch_size=4, chunk_frames=3), progress=False)
+    chunked = extract(
+        discover_videos(video).items,
+        out=tmp_path / "b",
+        backbone=SMALL,
+        sampling=every,
+        config=ExtractConfig(num_workers=0, batch_size=4, chunk_frames=3),
+        progress=False,
+    )
     assert max(batches) <= 4 + 3 - 1 and sum(batches) == 12
     np.testing.assert_allclose(chunked.store.load(video).features, whole.store.load(video).features, atol=1e-4)
     assert not list(chunked.store.features_dir.glob(".tmp-*"))

@@ -21,9 +21,8 @@ from vidseq.datasets import VideoItem, discover_videos, from_folder
 from vidseq.features import FeatureStore, VideoFeatures, extract, ray_engine
 from vidseq.features import extraction as extract_module
 from vidseq.features.extraction import plan_run
-from vidseq.io import VideoReader
 from vidseq.features.motion import FlowPooler
-from vidseq.io import write_video
+from vidseq.io import VideoReader, write_video
 from vidseq.synth import generate_dataset
 
 FAST = ExtractConfig(num_workers=0, batch_size=16)
@@ -36,8 +35,9 @@ TOY = BackboneSpec(name="toy", weights=None, input_size=8, resize=8, mean=(0, 0,
 @pytest.fixture(scope="module")
 def pans(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pans") / "data"
-    generate_dataset(out, SynthConfig(kind="camera", classes=["pan_left", "pan_right"], videos_per_class=2,
-                                      num_frames=12, size=64))
+    generate_dataset(
+        out, SynthConfig(kind="camera", classes=["pan_left", "pan_right"], videos_per_class=2, num_frames=12, size=64)
+    )
     return out
 
 
@@ -52,6 +52,7 @@ def counters(monkeypatch) -> dict[str, int]:
         def wrapper(self, first, *args, **kwargs):
             counts[key] += size(first)
             return fn(self, first, *args, **kwargs)
+
         return wrapper
 
     monkeypatch.setattr(extract_module._Runner, "_forward", counted("forward", forward))
@@ -83,7 +84,8 @@ def test_one_decode_gives_both_linked_stores_with_the_same_frames(tmp_path, pans
     record = json.loads((motion.store.directory / "store.json").read_text())
     assert record["stream"] == "motion" and record["recipe"]["motion"]["grid"] == MOTION.grid
     assert json.loads((result.store.directory / "store.json").read_text())["streams"] == {
-        "motion": motion.store.directory.name}
+        "motion": motion.store.directory.name
+    }
     assert "motion stream: 4 extracted" in result.summary()
     assert motion.store.labels == result.store.labels
     for item in items:
@@ -179,8 +181,7 @@ def test_ray_rows_carry_the_motion_stream_to_its_sink(tmp_path):
     for video in videos:
         video.write_bytes(os.urandom(256))
     items = [VideoItem(v, "x") for v in videos]
-    first = plan_run(items, out=tmp_path / "out", spec=TOY, sampling=SamplingConfig(), recipe={},
-                     motion=MOTION)
+    first = plan_run(items, out=tmp_path / "out", spec=TOY, sampling=SamplingConfig(), recipe={}, motion=MOTION)
     first.appearance.store.write(videos[2], _entry([0, 1]))  # c: features done, only motion to do
     run = plan_run(items, out=tmp_path / "out", spec=TOY, sampling=SamplingConfig(), recipe={}, motion=MOTION)
     assert [job[2:] for job in run.jobs()] == [(True, True), (True, True), (False, True)]
@@ -189,9 +190,15 @@ def test_ray_rows_carry_the_motion_stream_to_its_sink(tmp_path):
         part = {"job": job, "error": error}
         if not error:
             vectors = np.repeat(np.asarray(indices, np.float32)[:, None], 32, axis=1) if not motion_error else None
-            part.update(start=start, total=total, fps=10.0, indices=np.array(indices, dtype=np.int64),
-                        frames=np.zeros((len(indices) if frames else 0, 8, 8, 3), np.uint8),
-                        motion=vectors, motion_error=motion_error)
+            part.update(
+                start=start,
+                total=total,
+                fps=10.0,
+                indices=np.array(indices, dtype=np.int64),
+                frames=np.zeros((len(indices) if frames else 0, 8, 8, 3), np.uint8),
+                motion=vectors,
+                motion_error=motion_error,
+            )
         batch = ray_engine._frame_rows(part, TOY.input_size, motion_dim=32)
         del batch["frames"]
         batch["features"] = np.repeat(batch["index"][:, None], TOY.feature_dim, axis=1).astype(np.float32)
@@ -226,22 +233,38 @@ def test_ray_engine_writes_the_local_engines_motion_store(tmp_path, pans):
     assert on_ray.motion.store.directory.name == local.motion.store.directory.name
     assert on_ray.motion.extracted == len(items)
     for item in items:
-        np.testing.assert_allclose(on_ray.motion.store.load(item.path).features,
-                                   local.motion.store.load(item.path).features, atol=1e-5)
+        np.testing.assert_allclose(
+            on_ray.motion.store.load(item.path).features, local.motion.store.load(item.path).features, atol=1e-5
+        )
 
 
 def test_cli_motion_flag_writes_and_reports_the_motion_store(tmp_path, pans):
     out = tmp_path / "features"
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("VIDSEQ_DEBUG", None)
-    base = [sys.executable, "-m", "vidseq", "extract", str(pans), "--out", str(out), "-q", "--workers", "0",
-            "-o", "backbone.input_size=96", "-o", "sampling.count=4"]
+    base = [
+        sys.executable,
+        "-m",
+        "vidseq",
+        "extract",
+        str(pans),
+        "--out",
+        str(out),
+        "-q",
+        "--workers",
+        "0",
+        "-o",
+        "backbone.input_size=96",
+        "-o",
+        "sampling.count=4",
+    ]
     first = subprocess.run([*base, "--motion"], capture_output=True, text=True, env=env, timeout=300, check=False)
     assert first.returncode == 0, first.stderr
     assert "motion stream: 4 extracted" in first.stdout
     store = FeatureStore.load_existing(next(out.glob("motion-dis-*")))
     assert store.stream == "motion" and [r["status"] for r in store.read_manifest()].count("done") == 4
-    again = subprocess.run([*base, "-o", "motion.enabled=true"], capture_output=True, text=True, env=env,
-                           timeout=300, check=False)
+    again = subprocess.run(
+        [*base, "-o", "motion.enabled=true"], capture_output=True, text=True, env=env, timeout=300, check=False
+    )
     assert again.returncode == 0, again.stderr
     assert "motion stream: 0 extracted, 4 already done" in again.stdout

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import shutil
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -26,8 +26,13 @@ from vidseq.errors import DatasetError
 from vidseq.features.store import MANIFEST_FIELDS, FeatureStore, VideoFeatures
 from vidseq.training.sequences import SequenceSet, assign_splits, load_sequences
 
-UCF_NAMES = ("v_YoYo_g08_c01.avi", "v_YoYo_g08_c02.avi", "v_YoYo_g09_c01.avi",
-             "v_Archery_g08_c03.avi", "v_Archery_g10_c01.avi")
+UCF_NAMES = (
+    "v_YoYo_g08_c01.avi",
+    "v_YoYo_g08_c02.avi",
+    "v_YoYo_g09_c01.avi",
+    "v_Archery_g08_c03.avi",
+    "v_Archery_g10_c01.avi",
+)
 
 
 def touch(root: Path, *names: str) -> list[Path]:
@@ -52,8 +57,7 @@ def groups_of(dataset) -> dict[str, str | None]:
 
 def test_csv_group_column_wins_over_the_pattern(tmp_path: Path) -> None:
     touch(tmp_path, "a_g1.mp4", "b_g1.mp4", "c_g2.mp4")
-    source = write(tmp_path / "labels.csv", "path,label,group\na_g1.mp4,walk,alice\n"
-                                            "b_g1.mp4,walk,\nc_g2.mp4,run,bob\n")
+    source = write(tmp_path / "labels.csv", "path,label,group\na_g1.mp4,walk,alice\nb_g1.mp4,walk,\nc_g2.mp4,run,bob\n")
     assert groups_of(from_csv(source)) == {"a_g1.mp4": "alice", "b_g1.mp4": None, "c_g2.mp4": "bob"}
     found = discover(source, group_pattern=r"_g(\d)")  # an empty cell falls back to the pattern
     assert groups_of(found) == {"a_g1.mp4": "alice", "b_g1.mp4": "1", "c_g2.mp4": "bob"}
@@ -63,9 +67,14 @@ def test_csv_group_column_wins_over_the_pattern(tmp_path: Path) -> None:
 def test_group_pattern_on_ucf101_style_names(tmp_path: Path) -> None:
     touch(tmp_path, *(f"{name.split('_')[1]}/{name}" for name in UCF_NAMES), "YoYo/other.avi")
     found = discover(tmp_path, group_pattern=r"_g(\d+)_")
-    assert groups_of(found) == {"v_YoYo_g08_c01.avi": "08", "v_YoYo_g08_c02.avi": "08",
-                                "v_YoYo_g09_c01.avi": "09", "v_Archery_g08_c03.avi": "08",
-                                "v_Archery_g10_c01.avi": "10", "other.avi": None}
+    assert groups_of(found) == {
+        "v_YoYo_g08_c01.avi": "08",
+        "v_YoYo_g08_c02.avi": "08",
+        "v_YoYo_g09_c01.avi": "09",
+        "v_Archery_g08_c03.avi": "08",
+        "v_Archery_g10_c01.avi": "10",
+        "other.avi": None,
+    }
     assert "groups: 3 (1 videos without one)" in found.summary()
     whole = discover(tmp_path, group_pattern=r"[A-Za-z]+_g\d+")  # no capture group: the match
     assert whole.items[0].group is not None and "_g" in whole.items[0].group
@@ -80,18 +89,29 @@ def _ucf(tmp_path: Path, test_line: str) -> tuple[Path, Path]:
     write(splits / "trainlist01.txt", "YoYo/v_YoYo_g08_c01.avi 1\nArchery/v_Archery_g09_c01.avi 2\n")
     write(splits / "testlist01.txt", test_line)
     videos = tmp_path / "UCF-101"
-    touch(videos, "YoYo/v_YoYo_g08_c01.avi", "Archery/v_Archery_g09_c01.avi",
-          "YoYo/v_YoYo_g01_c01.avi", "YoYo/v_YoYo_g09_c02.avi")
+    touch(
+        videos,
+        "YoYo/v_YoYo_g08_c01.avi",
+        "Archery/v_Archery_g09_c01.avi",
+        "YoYo/v_YoYo_g01_c01.avi",
+        "YoYo/v_YoYo_g09_c02.avi",
+    )
     return splits, videos
 
 
 def test_ucf101_groups_by_default_and_a_leaking_split_is_refused(tmp_path: Path) -> None:
     splits, videos = _ucf(tmp_path / "ok", "YoYo/v_YoYo_g01_c01.avi\n")
     assert groups_of(discover(splits, video_root=videos)) == {
-        "v_YoYo_g08_c01.avi": "08", "v_Archery_g09_c01.avi": "09", "v_YoYo_g01_c01.avi": "01"}
+        "v_YoYo_g08_c01.avi": "08",
+        "v_Archery_g09_c01.avi": "09",
+        "v_YoYo_g01_c01.avi": "01",
+    }
     splits, videos = _ucf(tmp_path / "leak", "YoYo/v_YoYo_g09_c02.avi\n")
-    with pytest.raises(DatasetError, match=r"group '09' in train \(v_Archery_g09_c01.avi\) and test "
-                                           r"\(v_YoYo_g09_c02.avi\).*allow_split_leak=true"):
+    with pytest.raises(
+        DatasetError,
+        match=r"group '09' in train \(v_Archery_g09_c01.avi\) and test "
+        r"\(v_YoYo_g09_c02.avi\).*allow_split_leak=true",
+    ):
         discover(splits, video_root=videos)
     with pytest.warns(DatasetWarning, match="group '09' in train .* and test .*accepted"):
         found = discover(splits, video_root=videos, allow_split_leak=True)
@@ -99,8 +119,7 @@ def test_ucf101_groups_by_default_and_a_leaking_split_is_refused(tmp_path: Path)
 
 
 def test_folder_split_that_leaks_a_group_is_refused_unless_allowed(tmp_path: Path) -> None:
-    touch(tmp_path, "train/walk/x_g1_a.mp4", "train/walk/x_g2_a.mp4", "test/walk/x_g1_b.mp4",
-          "val/walk/x_g3_a.mp4")
+    touch(tmp_path, "train/walk/x_g1_a.mp4", "train/walk/x_g2_a.mp4", "test/walk/x_g1_b.mp4", "val/walk/x_g3_a.mp4")
     with pytest.raises(DatasetError, match=r"group '1' in train \(x_g1_a.mp4\) and test \(x_g1_b.mp4\)"):
         discover(tmp_path, group_pattern=r"_g(\d)_")
     config = DataConfig(source=str(tmp_path), group_pattern=r"_g(\d)_", allow_split_leak=True)
@@ -113,8 +132,7 @@ def test_folder_split_that_leaks_a_group_is_refused_unless_allowed(tmp_path: Pat
 
 def test_csv_split_leak_names_the_group_and_the_sides(tmp_path: Path) -> None:
     touch(tmp_path, "a.mp4", "b.mp4", "c.mp4")
-    source = write(tmp_path / "l.csv", "path,label,split,group\na.mp4,x,train,s1\n"
-                                       "b.mp4,x,val,s1\nc.mp4,x,test,s2\n")
+    source = write(tmp_path / "l.csv", "path,label,split,group\na.mp4,x,train,s1\nb.mp4,x,val,s1\nc.mp4,x,test,s2\n")
     with pytest.raises(DatasetError, match=r"group column\): group 's1' in train \(a.mp4\) and val \(b.mp4\)"):
         discover(source)
     with pytest.warns(DatasetWarning, match="group 's1' in train"):
@@ -140,8 +158,14 @@ def test_the_data_section_flows_into_discover_videos(tmp_path: Path) -> None:
 
 def _sequences(groups: list[str], targets: list[int], splits: list[str] | None = None) -> SequenceSet:
     n = len(groups)
-    return SequenceSet([np.zeros((2, 3), np.float32)] * n, np.array(targets, dtype=np.int64),
-                       [f"v{i}.mp4" for i in range(n)], splits or [""] * n, ["a", "b", "c"], groups)
+    return SequenceSet(
+        [np.zeros((2, 3), np.float32)] * n,
+        np.array(targets, dtype=np.int64),
+        [f"v{i}.mp4" for i in range(n)],
+        splits or [""] * n,
+        ["a", "b", "c"],
+        groups,
+    )
 
 
 def _sides(data: SequenceSet) -> dict[str, set[str]]:
@@ -153,8 +177,11 @@ def _sides(data: SequenceSet) -> dict[str, set[str]]:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 11), st.integers(0, 2)), min_size=1, max_size=60),
-       st.integers(0, 2**16), st.sampled_from([(0.15, 0.15), (0.2, 0.0), (0.0, 0.3), (0.25, 0.25)]))
+@given(
+    st.lists(st.tuples(st.integers(0, 11), st.integers(0, 2)), min_size=1, max_size=60),
+    st.integers(0, 2**16),
+    st.sampled_from([(0.15, 0.15), (0.2, 0.0), (0.0, 0.3), (0.25, 0.25)]),
+)
 def test_assign_splits_never_puts_a_group_on_two_sides(videos, seed, fractions) -> None:
     groups = [f"g{g}" if g < 10 else "" for g, _ in videos]  # 10, 11: videos without a group
     data = _sequences(groups, [t for _, t in videos])
@@ -171,8 +198,7 @@ def test_assign_splits_never_puts_a_group_on_two_sides(videos, seed, fractions) 
 def test_assign_splits_is_close_to_the_fractions(seed: int, num_groups: int, per_group: int) -> None:
     rng = np.random.default_rng(seed)
     groups = [f"g{g}" for g in range(num_groups) for _ in range(per_group)]
-    targets = [int(rng.integers(3)) if per_group == 1 else g % 3 for g in range(num_groups)
-               for _ in range(per_group)]
+    targets = [int(rng.integers(3)) if per_group == 1 else g % 3 for g in range(num_groups) for _ in range(per_group)]
     out = assign_splits(_sequences(groups, targets), val_fraction=0.15, test_fraction=0.25, seed=seed)
     splits, targets = np.array(out.splits), np.array(targets)
     for split, fraction in (("val", 0.15), ("test", 0.25), ("train", 0.6)):
@@ -184,8 +210,9 @@ def test_assign_splits_is_close_to_the_fractions(seed: int, num_groups: int, per
 
 
 def test_videos_without_a_group_are_split_one_by_one() -> None:
-    out = assign_splits(_sequences([""] * 40, [i % 2 for i in range(40)]),
-                        val_fraction=0.25, test_fraction=0.25, seed=0)
+    out = assign_splits(
+        _sequences([""] * 40, [i % 2 for i in range(40)]), val_fraction=0.25, test_fraction=0.25, seed=0
+    )
     assert out.counts() == {"train": 20, "val": 10, "test": 10}
     assert out.groups == [""] * 40 and len(out.subset("val").groups) == 10
 
@@ -222,8 +249,9 @@ def _store_with_manifest(tmp_path: Path, header: list[str], rows: list[list[str]
 
 def test_a_manifest_without_a_group_column_still_loads(tmp_path: Path) -> None:
     old = ["path", "label", "split", "status", "error", "frames", "file"]
-    store = _store_with_manifest(tmp_path, old, [["a.mp4", "walk", "train", "done", "", "3", ""],
-                                                 ["b.mp4", "run", "", "done", "", "3", ""]])
+    store = _store_with_manifest(
+        tmp_path, old, [["a.mp4", "walk", "train", "done", "", "3", ""], ["b.mp4", "run", "", "done", "", "3", ""]]
+    )
     assert all(row["group"] == "" for row in store.read_manifest())
     data = load_sequences(store)
     assert data.groups == ["", ""] and len(data) == 2
@@ -231,9 +259,11 @@ def test_a_manifest_without_a_group_column_still_loads(tmp_path: Path) -> None:
 
 
 def test_manifest_groups_reach_the_sequences(tmp_path: Path) -> None:
-    store = _store_with_manifest(tmp_path, list(MANIFEST_FIELDS),
-                                 [["a.mp4", "walk", "", "done", "", "3", "", "s1"],
-                                  ["b.mp4", "run", "", "done", "", "3", "", "s2"]])
+    store = _store_with_manifest(
+        tmp_path,
+        list(MANIFEST_FIELDS),
+        [["a.mp4", "walk", "", "done", "", "3", "", "s1"], ["b.mp4", "run", "", "done", "", "3", "", "s2"]],
+    )
     store.write_manifest(store.read_manifest())  # rewritten with the group column
     assert [row["group"] for row in store.read_manifest()] == ["s1", "s2"]
     assert load_sequences(store).groups == ["s1", "s2"]
@@ -245,13 +275,17 @@ def test_groups_flow_from_the_dataset_through_extraction_to_the_splits(tmp_path)
     from vidseq.config import SamplingConfig, SynthConfig
     from vidseq.datasets import discover
     from vidseq.features import extract
-    from vidseq.training.sequences import assign_splits, load_sequences
     from vidseq.synth import generate_dataset
+    from vidseq.training.sequences import assign_splits, load_sequences
 
-    generate_dataset(tmp_path / "cam", SynthConfig(kind="camera", classes=["pan_left", "pan_right"],
-                                                   videos_per_class=6, num_frames=6, size=64), progress=None)
-    store = extract(discover(tmp_path / "cam" / "labels.csv"), out=tmp_path / "f", progress=False,
-                    sampling=SamplingConfig(count=2)).store
+    generate_dataset(
+        tmp_path / "cam",
+        SynthConfig(kind="camera", classes=["pan_left", "pan_right"], videos_per_class=6, num_frames=6, size=64),
+        progress=None,
+    )
+    store = extract(
+        discover(tmp_path / "cam" / "labels.csv"), out=tmp_path / "f", progress=False, sampling=SamplingConfig(count=2)
+    ).store
     rows = store.read_manifest()
     assert rows and all(r["group"] for r in rows)
     data = load_sequences(store)

@@ -150,9 +150,7 @@ def test_backends_agree_on_count_and_frames(clip_paths: list[Path], backend: str
 @pytest.mark.slow
 @pytest.mark.shared_data
 @pytest.mark.parametrize("clip", LONG_CLIPS)
-def test_read_by_index_equals_sequential_decode(
-    action_clips: Path, reference_frames, clip: str, backend: str
-) -> None:
+def test_read_by_index_equals_sequential_decode(action_clips: Path, reference_frames, clip: str, backend: str) -> None:
     indices, expected = reference_frames(clip)
     try:
         got = vio.read_frames(action_clips / clip, indices, backend=backend)
@@ -238,9 +236,7 @@ def test_size_int_on_a_portrait_and_a_square_video(action_clips: Path) -> None:
 
 
 @pytest.mark.shared_data
-def test_repeated_and_unsorted_indices_come_back_in_order_asked(
-    action_clips: Path, backend: str
-) -> None:
+def test_repeated_and_unsorted_indices_come_back_in_order_asked(action_clips: Path, backend: str) -> None:
     path = action_clips / SHORT_CLIP
     asked = [200, 5, 5, 0, 279, 17, 200]
     got = vio.read_frames(path, asked, backend=backend)
@@ -299,9 +295,7 @@ def test_iter_frames_chunks_cover_every_frame(action_clips: Path, backend: str) 
 
 @pytest.mark.slow
 @pytest.mark.shared_data
-def test_iter_frames_equals_reference_on_a_long_clip(
-    action_clips: Path, reference_frames, backend: str
-) -> None:
+def test_iter_frames_equals_reference_on_a_long_clip(action_clips: Path, reference_frames, backend: str) -> None:
     clip = "opencv_vtest_pedestrians_walking.avi"
     indices, expected = reference_frames(clip)
     got = {}
@@ -344,9 +338,7 @@ def test_auto_falls_back_when_a_backend_cannot_open_the_file(
 
 
 @pytest.mark.shared_data
-def test_auto_falls_back_when_a_backend_yields_no_frames(
-    action_clips: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_auto_falls_back_when_a_backend_yields_no_frames(action_clips: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vidseq.io import _pyav
 
     def broken(self, indices, out_hw):  # noqa: ANN001, ANN202
@@ -364,8 +356,7 @@ def test_auto_falls_back_when_a_backend_yields_no_frames(
 
 def test_importing_vidseq_io_imports_no_decoder() -> None:
     code = (
-        "import sys, vidseq.io; "
-        "print([m for m in ('av', 'cv2', 'decord', 'torchcodec', 'torch') if m in sys.modules])"
+        "import sys, vidseq.io; print([m for m in ('av', 'cv2', 'decord', 'torchcodec', 'torch') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

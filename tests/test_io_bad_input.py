@@ -88,9 +88,7 @@ BAD_KINDS = ("missing", "empty", "random", "text", "directory", "audio_only")
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", BAD_KINDS)
-def test_bad_file_raises_video_decode_error_naming_it(
-    tmp_path: Path, kind: str, backend: str
-) -> None:
+def test_bad_file_raises_video_decode_error_naming_it(tmp_path: Path, kind: str, backend: str) -> None:
     path, reason = _make_bad(kind, tmp_path)
     pattern = re.escape(path.name) + ".*" + reason
     with pytest.raises(VideoDecodeError, match=pattern) as probed:
@@ -113,9 +111,7 @@ def test_error_lists_every_backend_tried(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.shared_data
-def test_truncated_avi_reads_what_is_there(
-    action_clips: Path, tmp_path: Path, backend: str
-) -> None:
+def test_truncated_avi_reads_what_is_there(action_clips: Path, tmp_path: Path, backend: str) -> None:
     original = action_clips / "mgt_dancer.avi"  # index at the end: cutting it loses the index
     path = _cut(original, tmp_path / "dancer_cut.avi")
     info = vio.probe(path, backend=backend)
@@ -146,9 +142,7 @@ def _faststart_copy(source: Path, target: Path) -> Path:
 
 @pytest.mark.timeout(60)
 @pytest.mark.shared_data
-def test_truncated_mp4_with_index_first(
-    action_clips: Path, tmp_path: Path, backend: str
-) -> None:
+def test_truncated_mp4_with_index_first(action_clips: Path, tmp_path: Path, backend: str) -> None:
     """The header says 280 frames, the data stops near 107 and its last packet is cut in two."""
     original = action_clips / "k400_arm_wrestling__mmaction2_demo.mp4"
     path = _cut(_faststart_copy(original, tmp_path / "full.mp4"), tmp_path / "arm_cut.mp4")
@@ -165,9 +159,7 @@ def test_truncated_mp4_with_index_first(
 
 @pytest.mark.timeout(60)
 @pytest.mark.shared_data
-def test_truncated_mp4_with_index_last_cannot_be_opened(
-    action_clips: Path, tmp_path: Path, backend: str
-) -> None:
+def test_truncated_mp4_with_index_last_cannot_be_opened(action_clips: Path, tmp_path: Path, backend: str) -> None:
     path = _cut(action_clips / "k400_arm_wrestling__mmaction2_demo.mp4", tmp_path / "arm_cut.mp4")
     with pytest.raises(VideoDecodeError, match=r"arm_cut\.mp4: not a video.*truncated"):
         vio.probe(path, backend=backend)

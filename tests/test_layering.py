@@ -109,8 +109,13 @@ def _edges(path: Path, module: str, known: set[str]) -> set[str]:
     """The vidseq modules ``module`` imports when it runs (``TYPE_CHECKING`` blocks left out):
     ``from pkg import sub`` is an edge to the submodule, ``from pkg import Name`` to the package."""
     tree = ast.parse(path.read_text())
-    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-            for child in node.body for n in ast.walk(child)}
+    skip = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for child in node.body
+        for n in ast.walk(child)
+    }
     found = set()
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -137,7 +142,7 @@ def test_no_import_cycle_anywhere():
         state[name] = 1
         for nxt in sorted(graph[name]):
             if state.get(nxt) == 1:
-                cycles.append(trail[trail.index(nxt):] + [nxt] if nxt in trail else [name, nxt])
+                cycles.append(trail[trail.index(nxt) :] + [nxt] if nxt in trail else [name, nxt])
             elif nxt not in state:
                 visit(nxt, [*trail, nxt])
         state[name] = 2

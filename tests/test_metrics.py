@@ -76,19 +76,20 @@ def assert_matches_sklearn(scores: np.ndarray, targets: np.ndarray) -> dict:
         balanced = skm.balanced_accuracy_score(targets, pred)
     assert out["mean_class_accuracy"] == pytest.approx(balanced)
     assert out["mean_class_accuracy"] == pytest.approx(
-        skm.recall_score(targets, pred, labels=in_targets, average="macro", zero_division=0))
-    for key, fn in [("macro_f1", skm.f1_score), ("macro_precision", skm.precision_score),
-                    ("macro_recall", skm.recall_score)]:
-        assert out[key] == pytest.approx(fn(targets, pred, labels=seen, average="macro",
-                                            zero_division=0)), key
-    assert out["macro_f1"] == pytest.approx(skm.f1_score(targets, pred, average="macro",
-                                                         zero_division=0))
+        skm.recall_score(targets, pred, labels=in_targets, average="macro", zero_division=0)
+    )
+    for key, fn in [
+        ("macro_f1", skm.f1_score),
+        ("macro_precision", skm.precision_score),
+        ("macro_recall", skm.recall_score),
+    ]:
+        assert out[key] == pytest.approx(fn(targets, pred, labels=seen, average="macro", zero_division=0)), key
+    assert out["macro_f1"] == pytest.approx(skm.f1_score(targets, pred, average="macro", zero_division=0))
     with warnings.catch_warnings():  # C = 1: "A single label was found", harmless here
         warnings.simplefilter("ignore")
         expected_confusion = skm.confusion_matrix(targets, pred, labels=np.arange(c))
     np.testing.assert_array_equal(out["confusion"], expected_confusion)
-    p, r, f, s = skm.precision_recall_fscore_support(targets, pred, labels=np.arange(c),
-                                                     zero_division=0)
+    p, r, f, s = skm.precision_recall_fscore_support(targets, pred, labels=np.arange(c), zero_division=0)
     rows = out["per_class"]
     assert [row["label"] for row in rows] == names(c)
     np.testing.assert_allclose([row["precision"] for row in rows], p)
@@ -102,8 +103,9 @@ def assert_matches_sklearn(scores: np.ndarray, targets: np.ndarray) -> dict:
 # -- numbers against scikit-learn --------------------------------------------------------
 
 
-@pytest.mark.parametrize("n, c, seed", [(50, 3, 0), (200, 10, 1), (7, 12, 2), (30, 2, 3),
-                                        (1, 4, 4), (400, 101, 5), (12, 5, 6)])
+@pytest.mark.parametrize(
+    "n, c, seed", [(50, 3, 0), (200, 10, 1), (7, 12, 2), (30, 2, 3), (1, 4, 4), (400, 101, 5), (12, 5, 6)]
+)
 def test_random_scores_match_sklearn(n, c, seed):
     rng = np.random.default_rng(seed)
     scores = softmax(rng.normal(size=(n, c)) * 3)
@@ -112,9 +114,13 @@ def test_random_scores_match_sklearn(n, c, seed):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(1, 8).flatmap(lambda c: st.tuples(
-    st.just(c),
-    st.lists(st.tuples(st.integers(0, c - 1), st.integers(0, c - 1)), min_size=1, max_size=40))))
+@given(
+    st.integers(1, 8).flatmap(
+        lambda c: st.tuples(
+            st.just(c), st.lists(st.tuples(st.integers(0, c - 1), st.integers(0, c - 1)), min_size=1, max_size=40)
+        )
+    )
+)
 def test_any_targets_and_predictions_match_sklearn(case):
     """Small class counts make absent and never-predicted classes common."""
     c, pairs = case
@@ -131,8 +137,7 @@ def test_class_never_predicted_and_class_absent_from_targets():
         out = classification_metrics(scores_for([0, 1, 1, 1], 3), targets, labels=["a", "b", "c"])
     a, b, c = out["per_class"]
     assert c == {"label": "c", "support": 0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
-    assert a == {"label": "a", "support": 2, "precision": 1.0, "recall": 0.5,
-                 "f1": pytest.approx(2 / 3)}
+    assert a == {"label": "a", "support": 2, "precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3)}
     assert b["precision"] == pytest.approx(2 / 3) and b["recall"] == 1.0
     assert out["mean_class_accuracy"] == pytest.approx(0.75)  # c has no support: left out
     assert out["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2)  # c neither true nor predicted
@@ -142,8 +147,7 @@ def test_class_never_predicted_and_class_absent_from_targets():
 def test_class_predicted_but_absent_from_targets_counts_in_macro_f1():
     targets = np.array([0, 0, 1])
     out = classification_metrics(scores_for([0, 2, 1], 3), targets, labels=["a", "b", "c"])
-    assert out["per_class"][2] == {"label": "c", "support": 0, "precision": 0.0, "recall": 0.0,
-                                   "f1": 0.0}
+    assert out["per_class"][2] == {"label": "c", "support": 0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
     assert out["macro_f1"] == pytest.approx((2 / 3 + 1 + 0) / 3)
     assert out["mean_class_accuracy"] == pytest.approx(0.75)
     assert out["macro_recall"] == pytest.approx(0.5)
@@ -192,8 +196,15 @@ def test_logits_give_the_same_metrics_as_probabilities():
 def test_scalar_metrics_keeps_numbers_only():
     out = classification_metrics(scores_for([0, 1], 2), np.array([0, 1]), labels=["a", "b"])
     scalars = scalar_metrics(out)
-    assert set(scalars) == {"accuracy", "top5", "mean_class_accuracy", "macro_f1",
-                            "macro_precision", "macro_recall", "num_samples"}
+    assert set(scalars) == {
+        "accuracy",
+        "top5",
+        "mean_class_accuracy",
+        "macro_f1",
+        "macro_precision",
+        "macro_recall",
+        "num_samples",
+    }
     assert all(type(v) is float for v in scalars.values())
     assert scalar_metrics({"x": np.float32(0.5), "flag": True, "name": "a"}) == {"x": 0.5}
 
@@ -210,13 +221,13 @@ def test_softmax_is_stable_and_normalised():
     np.testing.assert_allclose(p[1], 1 / 3)
     assert p[2].tolist() == [0.5, 0.5, 0.0]
     assert softmax(np.zeros((2, 3), dtype=np.float32)).dtype == np.float32
-    np.testing.assert_allclose(softmax(np.array([[1.0], [2.0]]), axis=0).ravel(),
-                               [1 / (1 + np.e), np.e / (1 + np.e)])
+    np.testing.assert_allclose(softmax(np.array([[1.0], [2.0]]), axis=0).ravel(), [1 / (1 + np.e), np.e / (1 + np.e)])
 
 
-@pytest.mark.parametrize("bad, match", [([[np.nan, 1.0]], "NaN or \\+inf"),
-                                        ([[np.inf, 1.0]], "NaN or \\+inf"),
-                                        ([[-np.inf, -np.inf]], "no finite value")])
+@pytest.mark.parametrize(
+    "bad, match",
+    [([[np.nan, 1.0]], "NaN or \\+inf"), ([[np.inf, 1.0]], "NaN or \\+inf"), ([[-np.inf, -np.inf]], "no finite value")],
+)
 def test_softmax_rejects_bad_logits(bad, match):
     with pytest.raises(VidseqError, match=match):
         softmax(np.array(bad))
@@ -244,17 +255,20 @@ def test_average_views_errors():
 # -- input errors -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("probs, targets, labels, match", [
-    (np.zeros((0, 3)), np.zeros(0, int), list("abc"), "no samples to score"),
-    (np.zeros(3), np.zeros(3, int), list("abc"), "2-D \\(N, C\\) array"),
-    (np.zeros((2, 3)), np.array([0, 1, 2]), list("abc"), "targets must have shape \\(2,\\)"),
-    (np.zeros((2, 3)), np.array([0.0, 1.0]), list("abc"), "integer class indices"),
-    (np.zeros((2, 3)), np.array([0, 3]), list("abc"), "targets must be in \\[0, 3\\)"),
-    (np.zeros((2, 3)), np.array([-1, 0]), list("abc"), "targets must be in \\[0, 3\\)"),
-    (np.zeros((2, 3)), np.array([0, 1]), list("ab"), "2 labels for 3 classes"),
-    (np.zeros((2, 3)), np.array([0, 1]), list("aba"), "labels must be unique"),
-    (np.array([[np.nan, 0, 0], [0, 0, 0]]), np.array([0, 1]), list("abc"), "must be finite"),
-])
+@pytest.mark.parametrize(
+    "probs, targets, labels, match",
+    [
+        (np.zeros((0, 3)), np.zeros(0, int), list("abc"), "no samples to score"),
+        (np.zeros(3), np.zeros(3, int), list("abc"), "2-D \\(N, C\\) array"),
+        (np.zeros((2, 3)), np.array([0, 1, 2]), list("abc"), "targets must have shape \\(2,\\)"),
+        (np.zeros((2, 3)), np.array([0.0, 1.0]), list("abc"), "integer class indices"),
+        (np.zeros((2, 3)), np.array([0, 3]), list("abc"), "targets must be in \\[0, 3\\)"),
+        (np.zeros((2, 3)), np.array([-1, 0]), list("abc"), "targets must be in \\[0, 3\\)"),
+        (np.zeros((2, 3)), np.array([0, 1]), list("ab"), "2 labels for 3 classes"),
+        (np.zeros((2, 3)), np.array([0, 1]), list("aba"), "labels must be unique"),
+        (np.array([[np.nan, 0, 0], [0, 0, 0]]), np.array([0, 1]), list("abc"), "must be finite"),
+    ],
+)
 def test_bad_inputs_raise(probs, targets, labels, match):
     with pytest.raises(VidseqError, match=match):
         classification_metrics(probs, targets, labels=labels)
@@ -266,8 +280,9 @@ def test_bad_inputs_raise(probs, targets, labels, match):
 @pytest.fixture(scope="module")
 def metrics() -> dict:
     targets = np.array([0, 0, 1, 1, 2, 2, 2])
-    return classification_metrics(scores_for([0, 1, 1, 1, 2, 0, 2], 4), targets,
-                                  labels=["walk", "run, fast", "jump", "never"])
+    return classification_metrics(
+        scores_for([0, 1, 1, 1, 2, 0, 2], 4), targets, labels=["walk", "run, fast", "jump", "never"]
+    )
 
 
 def read_csv(path: Path) -> list[list[str]]:
@@ -276,13 +291,13 @@ def read_csv(path: Path) -> list[list[str]]:
 
 
 def test_write_confusion_csv(tmp_path, metrics):
-    path = write_confusion_csv(tmp_path / "deep" / "er" / "confusion.csv", metrics["confusion"],
-                               [row["label"] for row in metrics["per_class"]])
+    path = write_confusion_csv(
+        tmp_path / "deep" / "er" / "confusion.csv", metrics["confusion"], [row["label"] for row in metrics["per_class"]]
+    )
     rows = read_csv(path)
     assert rows[0] == ["true\\predicted", "walk", "run, fast", "jump", "never"]
     assert [r[0] for r in rows[1:]] == ["walk", "run, fast", "jump", "never"]
-    assert np.array([[int(v) for v in r[1:]] for r in rows[1:]]).tolist() == \
-        metrics["confusion"].tolist()
+    assert np.array([[int(v) for v in r[1:]] for r in rows[1:]]).tolist() == metrics["confusion"].tolist()
     assert sorted(p.name for p in path.parent.iterdir()) == ["confusion.csv"]  # no temp left
     with pytest.raises(VidseqError, match="does not match 3 labels"):
         write_confusion_csv(tmp_path / "x.csv", metrics["confusion"], ["a", "b", "c"])
@@ -294,16 +309,14 @@ def test_write_per_class_report(tmp_path, metrics):
     assert [r[0] for r in rows[1:]] == ["walk", "run, fast", "jump", "never", "macro"]
     for row, expected in zip(rows[1:], metrics["per_class"]):
         assert int(row[1]) == expected["support"]
-        assert [float(v) for v in row[2:]] == pytest.approx(
-            [expected["precision"], expected["recall"], expected["f1"]])
+        assert [float(v) for v in row[2:]] == pytest.approx([expected["precision"], expected["recall"], expected["f1"]])
     macro = rows[-1]
     assert int(macro[1]) == metrics["num_samples"] == 7
     assert float(macro[4]) == pytest.approx(metrics["macro_f1"])
 
 
 def test_write_json_roundtrip_and_nan(tmp_path, metrics):
-    path = write_json(tmp_path / "m" / "metrics.json", {**metrics, "nan": float("nan"),
-                                                        "where": tmp_path})
+    path = write_json(tmp_path / "m" / "metrics.json", {**metrics, "nan": float("nan"), "where": tmp_path})
     back = json.loads(path.read_text())
     assert back["confusion"] == metrics["confusion"].tolist()
     assert back["per_class"] == metrics["per_class"]
@@ -355,9 +368,13 @@ def assert_png(path: Path, min_bytes: int = 5_000) -> np.ndarray:
 @pytest.mark.parametrize("normalize", [True, False])
 def test_plot_confusion_small(tmp_path, metrics, normalize):
     backend = matplotlib.get_backend()
-    path = plot_confusion(tmp_path / "plots" / "cm.png", metrics["confusion"],
-                          [row["label"] for row in metrics["per_class"]], normalize=normalize,
-                          title="val" if normalize else None)
+    path = plot_confusion(
+        tmp_path / "plots" / "cm.png",
+        metrics["confusion"],
+        [row["label"] for row in metrics["per_class"]],
+        normalize=normalize,
+        title="val" if normalize else None,
+    )
     assert_png(path)
     assert matplotlib.get_backend() == backend  # the process's backend is left alone
     assert sorted(p.name for p in path.parent.iterdir()) == ["cm.png"]
@@ -376,14 +393,27 @@ def test_plot_confusion_shape_error(tmp_path):
 
 
 def test_plot_training_curves(tmp_path):
-    history = [{"epoch": e, "train_loss": 2 / e, "val_loss": 2.2 / e, "train_accuracy": 1 - 1 / e,
-                "val_accuracy": 0.9 - 1 / e, "lr": 0.1 * 0.5 ** e} for e in range(1, 9)]
+    history = [
+        {
+            "epoch": e,
+            "train_loss": 2 / e,
+            "val_loss": 2.2 / e,
+            "train_accuracy": 1 - 1 / e,
+            "val_accuracy": 0.9 - 1 / e,
+            "lr": 0.1 * 0.5**e,
+        }
+        for e in range(1, 9)
+    ]
     assert_png(plot_training_curves(tmp_path / "curves" / "training.png", history))
 
 
 def test_plot_training_curves_tolerates_missing_keys(tmp_path):
-    history = [{"epoch": 0, "train_loss": 1.0}, {"train_loss": float("nan"), "val_loss": None},
-               {"epoch": 2, "train_loss": 0.5, "val_accuracy": 0.4, "lr": 0.0}, {}]
+    history = [
+        {"epoch": 0, "train_loss": 1.0},
+        {"train_loss": float("nan"), "val_loss": None},
+        {"epoch": 2, "train_loss": 0.5, "val_accuracy": 0.4, "lr": 0.0},
+        {},
+    ]
     assert_png(plot_training_curves(tmp_path / "a.png", history))
     assert_png(plot_training_curves(tmp_path / "b.png", [{"epoch": 1}]))
 
@@ -399,10 +429,12 @@ def test_plot_training_curves_empty_history(tmp_path):
 
 def test_module_imports_neither_sklearn_nor_matplotlib_at_import():
     source = Path(vm.__file__).read_text()
-    imported = {alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module for node in ast.walk(ast.parse(source))
-                 if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {
+        alias.name for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import) for alias in node.names
+    }
+    imported |= {
+        node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom) and node.module
+    }
     assert not any(name.startswith("sklearn") for name in imported)
     code = "import sys, vidseq.metrics; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

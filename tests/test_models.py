@@ -45,9 +45,7 @@ def _recurrent_configs() -> list[tuple[str, dict]]:
         for pooling in ("last", "mean", "attention"):
             for bidirectional in (False, True):
                 for pack in (True, False) if not bidirectional else (True,):
-                    configs.append(
-                        (name, {"pooling": pooling, "bidirectional": bidirectional, "pack": pack})
-                    )
+                    configs.append((name, {"pooling": pooling, "bidirectional": bidirectional, "pack": pack}))
     configs.append(("lstm", {"num_layers": 2, "bidirectional": True}))
     configs.append(("gru", {"num_layers": 2, "pack": False, "pooling": "attention"}))
     configs.append(("gru", {"center": True}))
@@ -78,9 +76,16 @@ def _model(name: str, *, seed: int = 0, **options) -> torch.nn.Module:
 
 def _late_fusion(weights=(0.3, 0.7), **options) -> LateFusion:
     """A GRU on dims 0..3 ("appearance") and a TCN on dims 4..5 ("motion"), fused."""
-    members = [Member("appearance", "gru", build_model("gru", input_dim=4, num_classes=CLASSES, hidden_size=4,
-                                                       center=True, **options), 0, 4),
-               Member("motion", "tcn", build_model("tcn", input_dim=2, num_classes=CLASSES, hidden_size=4), 4, 6)]
+    members = [
+        Member(
+            "appearance",
+            "gru",
+            build_model("gru", input_dim=4, num_classes=CLASSES, hidden_size=4, center=True, **options),
+            0,
+            4,
+        ),
+        Member("motion", "tcn", build_model("tcn", input_dim=2, num_classes=CLASSES, hidden_size=4), 4, 6),
+    ]
     return LateFusion(members, list(weights)).eval()
 
 
@@ -133,9 +138,7 @@ def test_packed_and_padded_runs_agree(name, pooling):
         torch.testing.assert_close(packed(padded, lengths), padded_model(padded, lengths))
 
 
-@pytest.mark.parametrize(
-    "pack, full_batch, packs", [(True, False, 1), (True, True, 0), (False, False, 0)]
-)
+@pytest.mark.parametrize("pack, full_batch, packs", [(True, False, 1), (True, True, 0), (False, False, 0)])
 def test_pack_switch_packs_only_a_padded_batch(monkeypatch, pack, full_batch, packs):
     """pack=True packs a batch with padding; a batch of equal lengths runs padded (it is exact)."""
     calls = []
@@ -158,9 +161,7 @@ def test_bidirectional_unpacked_runs_only_without_padding():
     with torch.no_grad():
         torch.testing.assert_close(packed(full), unpacked(full, torch.tensor([5, 5, 5])))
     padded, lengths = pad_sequences(_sequences())
-    with pytest.raises(
-        ModelError, match="bidirectional model with pack=False cannot take a padded"
-    ):
+    with pytest.raises(ModelError, match="bidirectional model with pack=False cannot take a padded"):
         unpacked(padded, lengths)
 
 
@@ -188,9 +189,7 @@ def test_meanpool_output_ignores_frame_order():
     padded, lengths = pad_sequences(_sequences())
     shuffled = [s[torch.randperm(len(s))] for s in _sequences()]
     with torch.no_grad():
-        torch.testing.assert_close(
-            model(padded, lengths), model(*pad_sequences(shuffled)), atol=1e-5, rtol=0
-        )
+        torch.testing.assert_close(model(padded, lengths), model(*pad_sequences(shuffled)), atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------- streaming
@@ -223,15 +222,11 @@ def test_streaming_last_chunks_of_different_lengths():
     torch.testing.assert_close(logits, alone, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize(
-    "options", [{"bidirectional": True}, {"pooling": "mean"}, {"pooling": "attention"}]
-)
+@pytest.mark.parametrize("options", [{"bidirectional": True}, {"pooling": "mean"}, {"pooling": "attention"}])
 def test_streaming_refuses_other_configurations(options):
     model = _model("lstm", **options)
     assert not model.supports_streaming
-    with pytest.raises(
-        ModelError, match="streaming .* needs a unidirectional model with pooling='last'"
-    ):
+    with pytest.raises(ModelError, match="streaming .* needs a unidirectional model with pooling='last'"):
         model.step(torch.randn(1, 3, DIM), None)
 
 
@@ -354,9 +349,7 @@ def test_a_duplicate_name_is_refused():
         register_model("lstm", MeanPoolClassifier)
 
 
-@pytest.mark.parametrize(
-    "config", [CONFIGS[2], CONFIGS[-5], CONFIGS[-3], CONFIGS[-1]], ids=_config_id
-)
+@pytest.mark.parametrize("config", [CONFIGS[2], CONFIGS[-5], CONFIGS[-3], CONFIGS[-1]], ids=_config_id)
 def test_checkpoint_round_trip_with_weights_only(config, tmp_path):
     name, options = config
     model = _model(name, seed=3, **options)
@@ -373,17 +366,13 @@ def test_checkpoint_round_trip_with_weights_only(config, tmp_path):
 
 def test_checkpoint_errors():
     good = make_checkpoint("lstm", _model("lstm"))
-    with pytest.raises(
-        ConfigError, match=r"not a vidseq model checkpoint: missing \['state_dict'\]"
-    ):
+    with pytest.raises(ConfigError, match=r"not a vidseq model checkpoint: missing \['state_dict'\]"):
         load_model({"name": "lstm", "hparams": {}})
     with pytest.raises(ConfigError, match="unknown model 'rnn'"):
         load_model({**good, "name": "rnn"})
     with pytest.raises(ConfigError, match="model 'gru' have cell='lstm', expected 'gru'"):
         load_model({**good, "name": "gru"})
-    with pytest.raises(
-        ConfigError, match=r"hparams do not fit model 'meanpool': missing \[\], unknown"
-    ):
+    with pytest.raises(ConfigError, match=r"hparams do not fit model 'meanpool': missing \[\], unknown"):
         make_checkpoint("meanpool", _model("lstm"))
     old = {**good, "hparams": {k: v for k, v in good["hparams"].items() if k not in ("input_dropout", "motion_dims")}}
     rebuilt = load_model(old)  # options a checkpoint lacks take their defaults
@@ -447,7 +436,9 @@ def test_a_member_of_weight_zero_is_not_run():
     model = _model("late_fusion", weights=(0.0, 1.0))
     padded, lengths = pad_sequences(_sequences())
     with torch.no_grad():
-        torch.testing.assert_close(model(padded, lengths), torch.log_softmax(model.members[1](padded[..., 4:], lengths), -1))
+        torch.testing.assert_close(
+            model(padded, lengths), torch.log_softmax(model.members[1](padded[..., 4:], lengths), -1)
+        )
     assert torch.isfinite(model(padded, lengths)).all()
 
 
@@ -472,9 +463,7 @@ def test_late_fusion_checkpoint_errors(change, match):
 # ----------------------------------------------------------------------------- the learning check
 
 
-def _trend_batch(
-    gen: torch.Generator, batch: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _trend_batch(gen: torch.Generator, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Class = direction of a trend in feature 0; the SET of frames is the same for both classes.
 
     Every sequence has Gaussian frames plus the values ``linspace(-2, 2, T)`` on feature 0, in
@@ -534,9 +523,7 @@ def test_cuda_packed_and_padded_agree_with_lengths_on_the_device(name):
     with torch.no_grad():
         on_cuda = packed(padded, lengths)
         torch.testing.assert_close(on_cuda, padded_model(padded, lengths), atol=1e-4, rtol=0)
-        torch.testing.assert_close(
-            on_cuda.cpu(), packed.cpu()(padded.cpu(), lengths.cpu()), atol=1e-4, rtol=0
-        )
+        torch.testing.assert_close(on_cuda.cpu(), packed.cpu()(padded.cpu(), lengths.cpu()), atol=1e-4, rtol=0)
 
 
 def test_centring_removes_the_scene_but_keeps_the_changes():

@@ -37,8 +37,9 @@ SPLITS = ["train"] * 6 + ["val"] * 2 + ["test"] * 2
 def vidseq(*args: str | Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("VIDSEQ_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "vidseq", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "vidseq", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def one_error_line(stderr: str) -> str:
@@ -54,10 +55,21 @@ def world(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("world")
     data = root / "data"
     generate_dataset(data, SynthConfig(classes=["grow", "shrink"], videos_per_class=4, num_frames=8, size=32))
-    result = extract(discover_videos(data), out=root / "features", backbone=BackboneConfig(input_size=64),
-                     sampling=SamplingConfig(count=2), config=ExtractConfig(num_workers=0), progress=False)
-    run = train(model_config=ModelConfig(hidden_size=8), config=TrainConfig(epochs=1, batch_size=4),
-                features=result.store.directory, out=root / "run", progress=False)
+    result = extract(
+        discover_videos(data),
+        out=root / "features",
+        backbone=BackboneConfig(input_size=64),
+        sampling=SamplingConfig(count=2),
+        config=ExtractConfig(num_workers=0),
+        progress=False,
+    )
+    run = train(
+        model_config=ModelConfig(hidden_size=8),
+        config=TrainConfig(epochs=1, batch_size=4),
+        features=result.store.directory,
+        out=root / "run",
+        progress=False,
+    )
     (root / "afile").write_text("a regular file, where a folder would have to be\n")
     return {"root": root, "data": data, "store": result.store.directory, "checkpoint": run.best_checkpoint}
 
@@ -79,8 +91,9 @@ def command(world: dict[str, Path], name: str, out: Path) -> list[str | Path]:
 
 
 # probe only reads; every other command checks its output before its work
-CASES = [(name, kind) for name in ("synth", "extract", "train", "evaluate", "predict", "run")
-         for kind in ("file", "proc")]
+CASES = [
+    (name, kind) for name in ("synth", "extract", "train", "evaluate", "predict", "run") for kind in ("file", "proc")
+]
 
 
 @pytest.mark.slow
@@ -97,8 +110,11 @@ def test_check_writable_names_the_folder_what_it_is_for_and_the_fix(tmp_path):
     assert check_writable(tmp_path / "new" / "deep", what="x") == tmp_path / "new" / "deep"
     assert (tmp_path / "new" / "deep").is_dir() and not list((tmp_path / "new" / "deep").iterdir())
     (tmp_path / "afile").write_text("")
-    with pytest.raises(OutputError, match=r"cannot write to .*afile/out \(train --out\): NotADirectoryError.*"
-                                          r"choose another location"):
+    with pytest.raises(
+        OutputError,
+        match=r"cannot write to .*afile/out \(train --out\): NotADirectoryError.*"
+        r"choose another location",
+    ):
         check_writable(tmp_path / "afile" / "out", what="train --out")
     with pytest.raises(OutputError, match=r"afile \(predict --out\): .*afile is a file, not a folder"):
         check_writable(tmp_path / "afile", what="predict --out")
@@ -121,8 +137,9 @@ def test_a_full_disk_mid_extraction_is_one_line_and_keeps_the_entries_written(wo
 
     monkeypatch.setattr(vidseq.atomic.os, "replace", replace)
     out = tmp_path / "features"
-    result = CliRunner().invoke(app, ["extract", str(world["data"]), "--out", str(out), *FAST, "-q"],
-                                env={"COLUMNS": "200"})
+    result = CliRunner().invoke(
+        app, ["extract", str(world["data"]), "--out", str(out), *FAST, "-q"], env={"COLUMNS": "200"}
+    )
     monkeypatch.undo()
     assert result.exit_code == 2, (result.output, result.exception)
     line = one_error_line(result.stderr)
@@ -144,9 +161,25 @@ def test_a_dangling_link_in_a_class_folder_is_a_failed_row_not_a_crash(world, tm
     (data / "synth.json").unlink()
     link = data / "grow" / "gone.mp4"
     link.symlink_to(tmp_path / "deleted.mp4")
-    result = CliRunner().invoke(app, ["run", str(FOLDER), "--workdir", str(tmp_path / "w"), "--no-tracking", "-q",
-                                      "-o", f"data.source={data}", "-o", "train.epochs=1",
-                                      "-o", "model.hidden_size=8", *FAST], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(FOLDER),
+            "--workdir",
+            str(tmp_path / "w"),
+            "--no-tracking",
+            "-q",
+            "-o",
+            f"data.source={data}",
+            "-o",
+            "train.epochs=1",
+            "-o",
+            "model.hidden_size=8",
+            *FAST,
+        ],
+        env={"COLUMNS": "200"},
+    )
     assert result.exit_code == 0, (result.output, result.exception)
     assert "8 extracted, 0 already done, 1 failed" in result.stdout
     manifest = next((tmp_path / "w" / "extract").rglob("manifest.csv")).read_text()
@@ -167,8 +200,16 @@ def _hand_store(root: Path, videos: Path, dim: int) -> FeatureStore:
             feats = rng.normal(0, 0.2, (8, dim)).astype(np.float32)
             feats[:, 0] += sign * np.linspace(-1, 1, 8)
             entry = store.write(video, VideoFeatures(feats, np.arange(8), np.arange(8) / 10))
-            rows.append({"path": str(video), "label": label, "split": split, "status": "done", "frames": 8,
-                         "file": entry.relative_to(store.directory)})
+            rows.append(
+                {
+                    "path": str(video),
+                    "label": label,
+                    "split": split,
+                    "status": "done",
+                    "frames": 8,
+                    "file": entry.relative_to(store.directory),
+                }
+            )
     store.add_labels(["up", "down"])
     store.write_manifest(rows)
     return store
@@ -179,16 +220,25 @@ def test_resume_on_a_store_of_another_feature_size_names_both_stores(tmp_path):
     six = _hand_store(tmp_path / "features", tmp_path / "videos", 6)
     run = tmp_path / "run"
     train(config=TrainConfig(features=str(four.directory), epochs=1, batch_size=8), out=run, progress=False)
-    with pytest.raises(CheckpointError, match=rf"cannot resume {run / 'last.pt'}: .*{four.directory}.*4 features.*"
-                                              rf"{six.directory}.*6 features; pass --overwrite"):
-        train(config=TrainConfig(features=str(six.directory), epochs=2, batch_size=8), out=run, resume=True,
-              progress=False)
-    result = CliRunner().invoke(app, ["train", str(six.directory), "--out", str(run), "--resume", "--epochs", "2",
-                                      "-q"], env={"COLUMNS": "200"})
+    with pytest.raises(
+        CheckpointError,
+        match=rf"cannot resume {run / 'last.pt'}: .*{four.directory}.*4 features.*"
+        rf"{six.directory}.*6 features; pass --overwrite",
+    ):
+        train(
+            config=TrainConfig(features=str(six.directory), epochs=2, batch_size=8),
+            out=run,
+            resume=True,
+            progress=False,
+        )
+    result = CliRunner().invoke(
+        app, ["train", str(six.directory), "--out", str(run), "--resume", "--epochs", "2", "-q"], env={"COLUMNS": "200"}
+    )
     assert result.exit_code == 2, (result.output, result.exception)
     line = one_error_line(result.stderr)
     assert str(four.directory) in line and str(six.directory) in line
     assert "--overwrite" in line and "the run's own store" in line
-    again = train(config=TrainConfig(features=str(four.directory), epochs=2, batch_size=8), out=run, resume=True,
-                  progress=False)  # the run's own store resumes as before
+    again = train(
+        config=TrainConfig(features=str(four.directory), epochs=2, batch_size=8), out=run, resume=True, progress=False
+    )  # the run's own store resumes as before
     assert len(again.history) == 2

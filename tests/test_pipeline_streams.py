@@ -4,11 +4,10 @@ tracked per stream in MLflow, and the logged model predicts with both streams.""
 from __future__ import annotations
 
 import pytest
+from test_pipeline import QUICKSTART, SMALL, _runs  # noqa: I001 - the tests folder is on sys.path
 
 from vidseq.pipeline import load_pipeline, run_pipeline
 from vidseq.training.runs import holds_run
-
-from test_pipeline import QUICKSTART, SMALL, _runs  # noqa: I001 - the tests folder is on sys.path
 
 TWO_STREAMS = [*SMALL, "train.streams=[appearance,motion]"]
 
@@ -36,14 +35,22 @@ def test_a_late_fusion_pipeline_logs_each_stream_and_a_two_stream_model(tmp_path
     extract, train = result.record("extract"), result.record("train")
     assert "motion_store" in extract.outputs and extract.metrics["motion_failed"] == 0
     metrics = train.metrics
-    assert {"appearance_test_accuracy", "motion_test_accuracy", "fusion_weight_appearance",
-            "fusion_weight_motion", "test_accuracy"} <= set(metrics)
+    assert {
+        "appearance_test_accuracy",
+        "motion_test_accuracy",
+        "fusion_weight_appearance",
+        "fusion_weight_motion",
+        "test_accuracy",
+    } <= set(metrics)
     assert metrics["fusion_weight_appearance"] + metrics["fusion_weight_motion"] == pytest.approx(1.0)
     assert holds_run(train.directory) and (train.directory / "motion" / "best.pt").is_file()
 
     uri = "sqlite:///mlflow.db"
-    runs = {r.data.tags["vidseq.stage"]: r for r in _runs(uri, "vidseq-quickstart")
-            if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id}
+    runs = {
+        r.data.tags["vidseq.stage"]: r
+        for r in _runs(uri, "vidseq-quickstart")
+        if r.data.tags.get("mlflow.parentRunId") == result.parent_run_id
+    }
     client = MlflowClient(uri)
     run_id = runs["train"].info.run_id
     curve = client.get_metric_history(run_id, "motion_val_accuracy")

@@ -30,20 +30,34 @@ def motion_model(tmp_path_factory) -> Path:
     from vidseq.training.train import train
 
     root = tmp_path_factory.mktemp("motion-model")
-    generate_dataset(root / "data", SynthConfig(classes=CLASSES, videos_per_class=12, num_frames=CLIP_FRAMES,
-                                                size=96, seed=3), progress=None)
-    store = extract(discover(root / "data" / "labels.csv"), out=root / "features", progress=False,
-                    sampling=SamplingConfig(mode="stride", target_fps=RATE), backbone=BackboneConfig(pooling="grid2")).store
-    train(model_config=ModelConfig(hidden_size=64), config=TrainConfig(epochs=20, crop_min=0.5, lr=0.003),
-          features=store.directory, out=root / "train", progress=False)
+    generate_dataset(
+        root / "data",
+        SynthConfig(classes=CLASSES, videos_per_class=12, num_frames=CLIP_FRAMES, size=96, seed=3),
+        progress=None,
+    )
+    store = extract(
+        discover(root / "data" / "labels.csv"),
+        out=root / "features",
+        progress=False,
+        sampling=SamplingConfig(mode="stride", target_fps=RATE),
+        backbone=BackboneConfig(pooling="grid2"),
+    ).store
+    train(
+        model_config=ModelConfig(hidden_size=64),
+        config=TrainConfig(epochs=20, crop_min=0.5, lr=0.003),
+        features=store.directory,
+        out=root / "train",
+        progress=False,
+    )
     return root / "train" / "best.pt"
 
 
 def vidseq(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200"}
     env.pop("VIDSEQ_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "vidseq", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "vidseq", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -90,7 +104,11 @@ def test_long_video_segments_match_the_true_boundaries(motion_model, tmp_path):
         middle = (k + 0.5) * clip
         assert next(s for s in timeline.segments if s.start <= middle < s.end).label == label
     # Windows wholly inside one action are mostly right (those across two are ambiguous).
-    inside = [(w, order[int(w.start // clip)]) for w in timeline.windows if int(w.start // clip) == int((w.end - 1e-6) // clip)]
+    inside = [
+        (w, order[int(w.start // clip)])
+        for w in timeline.windows
+        if int(w.start // clip) == int((w.end - 1e-6) // clip)
+    ]
     assert sum(w.label == truth for w, truth in inside) / len(inside) >= 0.75
     assert len(timeline.segments) <= 2 * len(order)
 
@@ -120,7 +138,9 @@ def clip_folder(tmp_path, clip_paths) -> Path:
 
 
 @pytest.mark.slow
-def test_cli_predicts_a_folder_of_real_clips_with_bad_files_and_resumes(motion_model, clip_folder, clip_paths, tmp_path):
+def test_cli_predicts_a_folder_of_real_clips_with_bad_files_and_resumes(
+    motion_model, clip_folder, clip_paths, tmp_path
+):
     out = tmp_path / "predictions.csv"
     run = vidseq("predict", str(clip_folder), "--model", str(motion_model), "--out", str(out), "--top-k", "3", "-q")
     assert run.returncode == 1, run.stderr  # some files failed
@@ -155,9 +175,13 @@ def test_windows_and_segments_as_csv_rows_and_json_lines(motion_model, tmp_path)
     predictor = load_predictor(motion_model, device="cpu")
     clip = tmp_path / "three-actions.mp4"
     rng = np.random.default_rng(1)
-    write_video(clip, np.concatenate([render_clip(c, rng, num_frames=CLIP_FRAMES, size=96) for c in CLASSES[:3]]), fps=FPS)
+    write_video(
+        clip, np.concatenate([render_clip(c, rng, num_frames=CLIP_FRAMES, size=96) for c in CLASSES[:3]]), fps=FPS
+    )
     csv_out, jsonl_out = tmp_path / "w.csv", tmp_path / "w.jsonl"
-    result = predict_batch(predictor, [clip, tmp_path / "missing.mp4"], out=csv_out, window=2.0, hop=1.0, progress=False)
+    result = predict_batch(
+        predictor, [clip, tmp_path / "missing.mp4"], out=csv_out, window=2.0, hop=1.0, progress=False
+    )
     assert (result.predicted, result.failed) == (1, 1)
     rows = read_csv(csv_out)
     windows = [r for r in rows if r["kind"] == "window"]
@@ -179,7 +203,8 @@ def test_models_load_from_checkpoints_bundles_and_mlflow_folders(motion_model, t
     assert (bundle / "checkpoint.pt").stat().st_size < motion_model.stat().st_size / 2  # no optimiser state
     (tmp_path / "mlflow-model" / "data").mkdir(parents=True)
     (tmp_path / "mlflow-model" / "MLmodel").write_text(
-        "flavors:\n  python_function:\n    loader_module: vidseq.predict\n    data: data/model\n")
+        "flavors:\n  python_function:\n    loader_module: vidseq.predict\n    data: data/model\n"
+    )
     write_bundle(motion_model, tmp_path / "mlflow-model" / "data" / "model")
     for source in (motion_model, bundle, tmp_path / "mlflow-model"):
         assert load_predictor(source, device="cpu").labels == sorted(CLASSES)
@@ -192,23 +217,27 @@ def test_carried_state_labels_equal_a_full_read_of_everything_so_far(motion_mode
     each hop is what the model says reading the whole video up to there (checked exactly)."""
     import torch
 
-    from vidseq.models import build_model, make_checkpoint
     from vidseq.io import write_video
+    from vidseq.models import build_model, make_checkpoint
     from vidseq.synth import render_clip
 
     state = torch.load(motion_model, weights_only=True)
     torch.manual_seed(0)
-    gru = build_model("gru", input_dim=state["model"]["hparams"]["input_dim"], num_classes=4, hidden_size=16,
-                      center=False).eval()
+    gru = build_model(
+        "gru", input_dim=state["model"]["hparams"]["input_dim"], num_classes=4, hidden_size=16, center=False
+    ).eval()
     streaming = tmp_path / "streaming.pt"
-    torch.save({"model": make_checkpoint("gru", gru), "labels": state["labels"], "extraction": state["extraction"]},
-               streaming)
+    torch.save(
+        {"model": make_checkpoint("gru", gru), "labels": state["labels"], "extraction": state["extraction"]}, streaming
+    )
     video = tmp_path / "v.mp4"
     write_video(video, render_clip("grow", np.random.default_rng(0), num_frames=CLIP_FRAMES, size=96), fps=FPS)
     predictor = Predictor.from_checkpoint(streaming, device="cpu")
     window = CLIP_FRAMES / FPS / 2
     timeline = predict_timeline(predictor, video, window=window, hop=window / 4, carry_state=True)
-    features = predictor.features([video], sampling=SamplingConfig(mode="stride", target_fps=RATE))[0][str(video)].features
+    features = predictor.features([video], sampling=SamplingConfig(mode="stride", target_fps=RATE))[0][
+        str(video)
+    ].features
     assert len(timeline.windows) == len(features) // 2  # one label per hop of 2 grid frames
     for k, win in enumerate(timeline.windows):
         prefix = torch.from_numpy(features[: 2 * (k + 1)])[None]
@@ -217,38 +246,59 @@ def test_carried_state_labels_equal_a_full_read_of_everything_so_far(motion_mode
         assert win.label == state["labels"][int(probs.argmax())]
         assert win.probability == pytest.approx(float(probs.max()), abs=1e-5)
     with pytest.raises(PredictError, match="carrying the recurrent state needs"):
-        predict_timeline(Predictor.from_checkpoint(motion_model, device="cpu"), video, window=window, hop=window,
-                         carry_state=True)
+        predict_timeline(
+            Predictor.from_checkpoint(motion_model, device="cpu"), video, window=window, hop=window, carry_state=True
+        )
 
 
 @pytest.mark.slow
 def test_cli_stream_prints_labels_per_window_and_render_keeps_every_frame(motion_model, tmp_path):
-    from vidseq.io import iter_frames, probe
-    from vidseq.io import write_video
+    from vidseq.io import iter_frames, probe, write_video
     from vidseq.synth import render_clip
 
     video = tmp_path / "two-actions.mp4"
     rng = np.random.default_rng(5)
-    write_video(video, np.concatenate([render_clip(c, rng, num_frames=CLIP_FRAMES, size=96) for c in ("grow", "shrink")]),
-                fps=FPS)
+    write_video(
+        video,
+        np.concatenate([render_clip(c, rng, num_frames=CLIP_FRAMES, size=96) for c in ("grow", "shrink")]),
+        fps=FPS,
+    )
     window = CLIP_FRAMES / FPS / 2
-    out = vidseq("predict", "--stream", str(video), "--model", str(motion_model), "--window", str(window),
-                 "--hop", str(window / 2))
+    out = vidseq(
+        "predict",
+        "--stream",
+        str(video),
+        "--model",
+        str(motion_model),
+        "--window",
+        str(window),
+        "--hop",
+        str(window / 2),
+    )
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if "latency" in line]
     assert len(lines) >= 5 and all(any(c in line for c in CLASSES) for line in lines)
     assert all(int(line.split("latency")[1].split("ms")[0]) >= 0 for line in lines)
 
     rendered = tmp_path / "labelled.mp4"
-    out = vidseq("predict", str(video), "--model", str(motion_model), "--window", str(window), "--render", str(rendered))
+    out = vidseq(
+        "predict", str(video), "--model", str(motion_model), "--window", str(window), "--render", str(rendered)
+    )
     assert out.returncode == 0, out.stderr
     assert f"wrote {rendered}" in out.stdout and "segments:" in out.stdout
     count = sum(len(chunk) for _, chunk in iter_frames(rendered))
     assert count == 2 * CLIP_FRAMES == probe(video).num_frames
     first_in, first_out = next(iter_frames(video))[1][0], next(iter_frames(rendered))[1][0]
     assert first_out.shape == first_in.shape and not np.array_equal(first_in, first_out)  # the label is drawn
-    out = vidseq("predict", str(video), str(video.with_name("other.mp4")), "--model", str(motion_model),
-                 "--render", str(rendered))
+    out = vidseq(
+        "predict",
+        str(video),
+        str(video.with_name("other.mp4")),
+        "--model",
+        str(motion_model),
+        "--render",
+        str(rendered),
+    )
     assert out.returncode == 2 and "--render draws on one video" in out.stderr
 
 
@@ -257,4 +307,7 @@ def test_the_default_window_is_the_training_clips_length(motion_model, tmp_path)
     predictor = Predictor.from_checkpoint(motion_model, device="cpu")
     assert predictor.clip_seconds == pytest.approx(CLIP_FRAMES / FPS, abs=0.01)
     assert predictor.default_window == pytest.approx(2.56, abs=0.01)
-    assert load_predictor(write_bundle(motion_model, tmp_path / "b"), device="cpu").default_window == predictor.default_window
+    assert (
+        load_predictor(write_bundle(motion_model, tmp_path / "b"), device="cpu").default_window
+        == predictor.default_window
+    )

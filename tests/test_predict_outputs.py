@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _trained import CLASSES, small_model
 from typer.testing import CliRunner
 
-from _trained import CLASSES, small_model
 from vidseq.cli import app
 
 VIDEO_KEYS = ["path", "label", "probability", "top_labels", "top_probabilities", "frames", "seconds", "error"]

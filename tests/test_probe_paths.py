@@ -36,8 +36,9 @@ def _env(columns: int) -> dict[str, str]:
 def _probe_on_a_terminal(path: Path, columns: int) -> str:
     """`vidseq probe PATH` with stdout on a pseudo-terminal COLUMNS wide; what it showed."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "vidseq", "probe", str(path)], stdout=slave,
-                            stderr=subprocess.PIPE, env=_env(columns))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vidseq", "probe", str(path)], stdout=slave, stderr=subprocess.PIPE, env=_env(columns)
+    )
     os.close(slave)
     chunks = []
     while True:
@@ -54,8 +55,14 @@ def _probe_on_a_terminal(path: Path, columns: int) -> str:
 
 
 def test_piped_output_has_the_whole_path_in_tab_separated_lines(deep_video):
-    out = subprocess.run([sys.executable, "-m", "vidseq", "probe", str(deep_video.parent.parent)],
-                         capture_output=True, text=True, env=_env(40), timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "vidseq", "probe", str(deep_video.parent.parent)],
+        capture_output=True,
+        text=True,
+        env=_env(40),
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     header, row = out.stdout.splitlines()
     assert header.split("\t")[:3] == ["path", "frames", "fps"]

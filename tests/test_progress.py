@@ -77,18 +77,49 @@ def test_no_repeat_line_at_close_nothing_when_disabled_and_an_unknown_total():
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "80"}
     env.pop("VIDSEQ_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "vidseq", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "vidseq", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_synth_and_extract_write_plain_lines_to_a_pipe(tmp_path):
-    synth = _run("synth", "data", "--per-class", "2", "--frames", "8", "--size", "64",
-                 "-o", "synth.classes=[move_left, move_right]", cwd=tmp_path)
+    synth = _run(
+        "synth",
+        "data",
+        "--per-class",
+        "2",
+        "--frames",
+        "8",
+        "--size",
+        "64",
+        "-o",
+        "synth.classes=[move_left, move_right]",
+        cwd=tmp_path,
+    )
     assert synth.returncode == 0, synth.stderr
-    extract = _run("extract", "data", "--out", "features", "-o", "backbone.input_size=64",
-                   "-o", "sampling.count=2", "-o", "extract.num_workers=0", cwd=tmp_path)
+    extract = _run(
+        "extract",
+        "data",
+        "--out",
+        "features",
+        "-o",
+        "backbone.input_size=64",
+        "-o",
+        "sampling.count=2",
+        "-o",
+        "extract.num_workers=0",
+        cwd=tmp_path,
+    )
     assert extract.returncode == 0, extract.stderr
-    for run, line in ((synth, r"synth: 4/4 videos \(100%\) in 0:\d\d, .*"),
-                      (extract, r"extract: 4/4 videos \(100%\) in 0:\d\d, .*frames/s, 0 failed")):
+    for run, line in (
+        (synth, r"synth: 4/4 videos \(100%\) in 0:\d\d, .*"),
+        (extract, r"extract: 4/4 videos \(100%\) in 0:\d\d, .*frames/s, 0 failed"),
+    ):
         assert "\r" not in run.stderr and "\x1b" not in run.stderr
         assert any(re.fullmatch(line, text) for text in run.stderr.splitlines()), run.stderr

@@ -92,15 +92,21 @@ def test_rows_in_any_order_assemble_videos_and_an_error_fails_its_video(tmp_path
     for name in ("a.mp4", "b.mp4"):
         videos.append(tmp_path / name)
         videos[-1].write_bytes(os.urandom(256))  # entry names come from content ids
-    plan = plan_extraction([VideoItem(v, "x") for v in videos], out=tmp_path / "out", spec=TOY,
-                           sampling=SamplingConfig(), recipe={})
+    plan = plan_extraction(
+        [VideoItem(v, "x") for v in videos], out=tmp_path / "out", spec=TOY, sampling=SamplingConfig(), recipe={}
+    )
     sink = VideoSink(plan, TOY.feature_dim)
 
     def rows(job, start, indices, total, error=""):
         part = {"job": job, "error": error}
         if not error:
-            part.update(start=start, total=total, fps=10.0, indices=np.array(indices),
-                        frames=np.zeros((len(indices), 8, 8, 3), np.uint8))
+            part.update(
+                start=start,
+                total=total,
+                fps=10.0,
+                indices=np.array(indices),
+                frames=np.zeros((len(indices), 8, 8, 3), np.uint8),
+            )
         batch = ray_engine._frame_rows(part, TOY.input_size)
         del batch["frames"]
         batch["features"] = np.repeat(batch["index"][:, None], TOY.feature_dim, axis=1).astype(np.float32)
@@ -136,8 +142,13 @@ def test_real_clips_give_the_local_engines_store(tmp_path, clip_paths, monkeypat
     dataset = Dataset(items, ["even", "odd"], missing=[tmp_path / "gone.mp4"], skipped=[tmp_path / "notes.txt"])
     sampling = SamplingConfig(count=4)
     local = extract(dataset, out=tmp_path / "local", sampling=sampling, config=ExtractConfig(), progress=False)
-    on_ray = extract(dataset, out=tmp_path / "ray", sampling=sampling, progress=False,
-                     config=ExtractConfig(engine="ray", batch_size=16))
+    on_ray = extract(
+        dataset,
+        out=tmp_path / "ray",
+        sampling=sampling,
+        progress=False,
+        config=ExtractConfig(engine="ray", batch_size=16),
+    )
     _assert_no_ray_left()
     assert on_ray.store.directory.name == local.store.directory.name
     assert (on_ray.store.directory / "store.json").read_text() == (local.store.directory / "store.json").read_text()
@@ -167,8 +178,9 @@ def test_real_clips_give_the_local_engines_store(tmp_path, clip_paths, monkeypat
 def test_killed_run_resumes_without_rewriting_what_it_wrote(tmp_path):
     """SIGKILL to the whole process group (driver and its Ray) once entries exist; rerun the rest."""
     videos = tmp_path / "videos"
-    generate_dataset(videos, SynthConfig(classes=["grow", "shrink", "move_left"], videos_per_class=3,
-                                         num_frames=12, size=64))
+    generate_dataset(
+        videos, SynthConfig(classes=["grow", "shrink", "move_left"], videos_per_class=3, num_frames=12, size=64)
+    )
     out = tmp_path / "out"
     script = textwrap.dedent(f"""
         import time
@@ -181,8 +193,9 @@ def test_killed_run_resumes_without_rewriting_what_it_wrote(tmp_path):
                     on_video_done=lambda row: time.sleep(0.5))
     """)
     log = (tmp_path / "driver.log").open("w")
-    driver = subprocess.Popen([sys.executable, "-c", script], stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         entries = _wait_for_entries(out, driver, at_least=3, log=tmp_path / "driver.log")
     finally:
@@ -193,8 +206,13 @@ def test_killed_run_resumes_without_rewriting_what_it_wrote(tmp_path):
     total = len(from_folder(videos).items)
     assert len(entries) >= 3 and len(before) < total, "the kill should land mid-run"
     built = build_backbone(SMALL, torch.device("cpu"))  # a built model (as vidseq.predict passes one) goes too
-    rerun = extract_ray(from_folder(videos).items, out=out, backbone=built,
-                        config=ExtractConfig(engine="ray", batch_size=4), progress=False)
+    rerun = extract_ray(
+        from_folder(videos).items,
+        out=out,
+        backbone=built,
+        config=ExtractConfig(engine="ray", batch_size=4),
+        progress=False,
+    )
     _assert_no_ray_left()
     assert (rerun.reused, rerun.extracted, rerun.ok) == (len(before), total - len(before), True)
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in features.glob("*.npz")}
@@ -208,12 +226,22 @@ def test_killed_run_resumes_without_rewriting_what_it_wrote(tmp_path):
 @pytest.mark.slow
 def test_joins_a_running_cluster_and_leaves_it_running(tmp_path, clip_paths, monkeypatch):
     """address=...: a second driver joins (vidseq shipped as py_modules) and only disconnects."""
-    head = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+    head = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent("""
         import logging, time, ray
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR)
         print(ray.get_runtime_context().gcs_address, flush=True)
         time.sleep(600)
-    """)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     try:
         address = head.stdout.readline().strip()
         assert address, "the cluster did not start"

@@ -12,10 +12,9 @@ import pytest
 
 import vidseq.predict.render as render_module
 from vidseq.errors import VidseqError
-from vidseq.io import iter_frames, probe
+from vidseq.io import iter_frames, probe, write_video
 from vidseq.predict import PredictError
 from vidseq.predict.render import RenderResult, draw_label, label_box, render_video
-from vidseq.io import write_video
 from vidseq.synth import render_clip, video_rng
 
 GIF = "ucf101_CricketShot__v_CricketShot_g04_c01_rgb.gif"  # 224x224, 79 frames, 25 fps
@@ -52,9 +51,7 @@ def check_render(source: Path, out: Path, timeline: list, *, first_labelled: int
     assert isinstance(result, RenderResult) and result.out == out
     info_in, info_out = probe(source), probe(out)
     assert info_out.codec == "h264"
-    assert info_out.fps == pytest.approx(info_in.fps, rel=1e-3) and result.fps == pytest.approx(
-        info_in.fps
-    )
+    assert info_out.fps == pytest.approx(info_in.fps, rel=1e-3) and result.fps == pytest.approx(info_in.fps)
     height, width = info_in.height, info_in.width
     assert (info_out.height, info_out.width) == (height + height % 2, width + width % 2)
     x0, y0, x1, y1 = label_box(height, width, timeline[0][2], timeline[0][3])
@@ -78,9 +75,7 @@ def check_render(source: Path, out: Path, timeline: list, *, first_labelled: int
 
 @pytest.mark.shared_data
 def test_gif_is_annotated_frame_for_frame(action_clips, tmp_path):
-    check_render(
-        action_clips / GIF, tmp_path / "annotated.mp4", TIMELINE, first_labelled=13
-    )  # 0.5 s * 25
+    check_render(action_clips / GIF, tmp_path / "annotated.mp4", TIMELINE, first_labelled=13)  # 0.5 s * 25
 
 
 @pytest.mark.slow
@@ -90,18 +85,14 @@ def test_long_real_clip_is_annotated_frame_for_frame(action_clips, tmp_path):
         (2.0, 6.0, "walking", 0.93),
         *[(float(t), t + 4.0, "standing", 0.55) for t in range(4, 78, 2)],
     ]
-    check_render(
-        action_clips / PEDESTRIANS, tmp_path / "pedestrians.mkv", timeline, first_labelled=20
-    )
+    check_render(action_clips / PEDESTRIANS, tmp_path / "pedestrians.mkv", timeline, first_labelled=20)
 
 
 def test_odd_sized_video_is_padded_to_even(tmp_path):
     source = tmp_path / "odd.mp4"  # 47 x 63: x264 writes it in 4:4:4
     frames = render_clip("grow", video_rng(1, "grow", 0), num_frames=20, size=64)[:, :47, :63]
     write_video(source, np.ascontiguousarray(frames), fps=20.0)
-    check_render(
-        source, tmp_path / "odd-annotated.mp4", [(0.25, 1.0, "grow", 0.9)], first_labelled=5
-    )
+    check_render(source, tmp_path / "odd-annotated.mp4", [(0.25, 1.0, "grow", 0.9)], first_labelled=5)
 
 
 def test_timeline_objects_and_unsorted_entries(tmp_path):
@@ -110,9 +101,7 @@ def test_timeline_objects_and_unsorted_entries(tmp_path):
             self.start, self.end, self.label, self.probability = start, end, label, probability
 
     source = tmp_path / "clip.mp4"
-    write_video(
-        source, render_clip("grow", video_rng(2, "grow", 0), num_frames=10, size=96), fps=10.0
-    )
+    write_video(source, render_clip("grow", video_rng(2, "grow", 0), num_frames=10, size=96), fps=10.0)
     timeline = [
         Segment(0.5, 1.0, "b", None),
         Segment(0.0, 0.5, "a", 0.5),
@@ -120,14 +109,9 @@ def test_timeline_objects_and_unsorted_entries(tmp_path):
     after = _decode(render_video(source, tmp_path / "out.mp4", timeline).out)
     before = _decode(source)
     x0, y0, x1, y1 = label_box(96, 96, "a", 0.5)
-    for index, frame in enumerate(
-        after
-    ):  # each frame looks like the label of its time, not the other
+    for index, frame in enumerate(after):  # each frame looks like the label of its time, not the other
         box = frame[y0:y1, x0:x1]
-        a, b = (
-            draw_label(before[index], text, prob)[y0:y1, x0:x1]
-            for text, prob in (("a", 0.5), ("b", None))
-        )
+        a, b = (draw_label(before[index], text, prob)[y0:y1, x0:x1] for text, prob in (("a", 0.5), ("b", None)))
         assert (_mean_diff(box, a) < _mean_diff(box, b)) == (index < 5), index
 
 
@@ -136,9 +120,7 @@ def test_the_input_is_never_overwritten(action_clips, tmp_path):
     shutil.copyfile(action_clips / GIF, source)
     digest = _sha256(source)
     for out in (source, tmp_path / "sub" / ".." / GIF):
-        with pytest.raises(
-            PredictError, match="is the input video; write the annotated video to another path"
-        ):
+        with pytest.raises(PredictError, match="is the input video; write the annotated video to another path"):
             render_video(source, out, TIMELINE)
     linked = tmp_path / "linked.mp4"
     linked.hardlink_to(source)
@@ -149,9 +131,7 @@ def test_the_input_is_never_overwritten(action_clips, tmp_path):
 
 def test_same_path_is_refused_before_the_suffix(tmp_path):
     source = tmp_path / "clip.mp4"
-    write_video(
-        source, render_clip("grow", video_rng(3, "grow", 0), num_frames=4, size=32), fps=10.0
-    )
+    write_video(source, render_clip("grow", video_rng(3, "grow", 0), num_frames=4, size=32), fps=10.0)
     digest = _sha256(source)
     with pytest.raises(PredictError, match=f"{source}: this is the input video"):
         render_video(source, source, [(0.0, 1.0, "grow", 0.9)])
@@ -170,9 +150,7 @@ def test_a_bad_input_is_named_and_leaves_nothing(tmp_path):
 
 def test_a_failure_while_encoding_leaves_no_partial_file(tmp_path, monkeypatch):
     source = tmp_path / "clip.mp4"
-    write_video(
-        source, render_clip("grow", video_rng(4, "grow", 0), num_frames=8, size=32), fps=10.0
-    )
+    write_video(source, render_clip("grow", video_rng(4, "grow", 0), num_frames=8, size=32), fps=10.0)
 
     def failing_frames(path, **options):
         yield 0, _decode(source)[:4]
@@ -199,16 +177,12 @@ def test_a_failure_while_encoding_leaves_no_partial_file(tmp_path, monkeypatch):
 )
 def test_bad_arguments_say_what_to_fix(tmp_path, out, timeline, message):
     source = tmp_path / "clip.mp4"
-    write_video(
-        source, render_clip("grow", video_rng(5, "grow", 0), num_frames=4, size=32), fps=10.0
-    )
+    write_video(source, render_clip("grow", video_rng(5, "grow", 0), num_frames=4, size=32), fps=10.0)
     with pytest.raises(PredictError, match=message):
         render_video(source, tmp_path / out, timeline)
 
 
-@pytest.mark.parametrize(
-    ("height", "width"), [(32, 32), (64, 48), (240, 320), (1080, 1920), (576, 60)]
-)
+@pytest.mark.parametrize(("height", "width"), [(32, 32), (64, 48), (240, 320), (1080, 1920), (576, 60)])
 def test_the_label_box_fits_and_scales_with_the_frame(height, width):
     x0, y0, x1, y1 = label_box(height, width, "applying_eye_makeup", 0.5)
     assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height

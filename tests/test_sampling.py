@@ -122,12 +122,8 @@ def test_all_indices() -> None:
 
 def test_sample_indices_dispatches_on_mode() -> None:
     assert np.array_equal(sample_indices(100, mode="uniform", count=4), uniform_indices(100, 4))
-    assert np.array_equal(
-        sample_indices(100, mode="stride", stride=7), stride_indices(100, stride=7)
-    )
-    assert np.array_equal(
-        sample_indices(100, mode="dense", count=4, stride=3), dense_indices(100, 4, stride=3)
-    )
+    assert np.array_equal(sample_indices(100, mode="stride", stride=7), stride_indices(100, stride=7))
+    assert np.array_equal(sample_indices(100, mode="dense", count=4, stride=3), dense_indices(100, 4, stride=3))
     assert np.array_equal(sample_indices(9, mode="all", max_frames=3), all_indices(9, max_frames=3))
 
 

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from vidseq.config import BackboneConfig, ExtractConfig, SamplingConfig, SynthConfig
 from vidseq.datasets import discover
-from vidseq.features import extract
 from vidseq.datasets.splits import MIN_TRAIN, NO_GROUPS, groups_source, split_report
+from vidseq.features import extract
 from vidseq.synth import generate_dataset
 
 GOOD = (["a"] * 5 + ["b"] * 5, ["train", "train", "train", "val", "test"] * 2)
@@ -78,8 +78,9 @@ def test_no_groups_is_warned_only_where_vidseq_makes_splits():
     assert not warned(split_report(labels, splits), NO_GROUPS)  # the data gave every split
     grouped = split_report(labels, splits, [f"g{i // 2}" for i in range(10)], made=[True] * 10)
     assert not warned(grouped, "no groups")
-    assert NO_GROUPS == ("no groups given: clips of one source may land on both sides; "
-                         "give a CSV group column or data.group_pattern")
+    assert NO_GROUPS == (
+        "no groups given: clips of one source may land on both sides; give a CSV group column or data.group_pattern"
+    )
 
 
 def test_groups_shared_between_splits_are_counted():
@@ -115,7 +116,8 @@ def test_where_the_groups_came_from():
     assert groups_source(names, ["01", "02", None], format="ucf101") == r"UCF101 names (_g(\d+)_)"
     pattern = r"_g(\d+)_"
     assert groups_source(names, ["01", "02", None], format="folder", group_pattern=pattern) == (
-        r"data.group_pattern '_g(\\d+)_'")
+        r"data.group_pattern '_g(\\d+)_'"
+    )
     mixed = groups_source(names, ["alice", "02", None], format="csv", group_pattern=pattern)
     assert mixed == r"the CSV group column (1 clips) and data.group_pattern '_g(\\d+)_' (1 clips)"
     line = split_report(["a", "a", "b"], [None] * 3, ["01", "02", None], groups_from="UCF101 names").groups
@@ -143,9 +145,14 @@ def _csv(clips: Path, name: str, header: str, keep=lambda row: True, cells=lambd
 
 
 def _store(source: Path, out: Path) -> Path:
-    result = extract(discover(source), out=out, backbone=BackboneConfig(input_size=64),
-                     sampling=SamplingConfig(count=4), config=ExtractConfig(num_workers=0, batch_size=32),
-                     progress=False)
+    result = extract(
+        discover(source),
+        out=out,
+        backbone=BackboneConfig(input_size=64),
+        sampling=SamplingConfig(count=4),
+        config=ExtractConfig(num_workers=0, batch_size=32),
+        progress=False,
+    )
     assert result.ok
     return result.store.directory
 
@@ -167,8 +174,7 @@ def _train(store: Path, out: Path):
 
 
 def test_train_warns_of_a_one_class_dataset(clips, tmp_path):
-    one = _csv(clips, "one.csv", "path,label,split", keep=lambda row: row[1] == "move_left",
-               cells=lambda row: row[:3])
+    one = _csv(clips, "one.csv", "path,label,split", keep=lambda row: row[1] == "move_left", cells=lambda row: row[:3])
     result, warnings = _train(_store(one, tmp_path / "features"), tmp_path / "run")
     assert any(w.startswith("only 1 class (move_left) has clips: accuracy is 1.000") for w in warnings)
     assert "clips per class and split" not in result.output  # -q: no table, the warnings still
@@ -199,8 +205,11 @@ def test_dataset_shows_split_sizes_groups_and_warnings(clips):
     out = _vidseq("dataset", str(clips / "labels.csv")).output
     lines = out.split("clips per class and split (12 clips):", 1)[1].splitlines()
     assert [line.split() for line in lines[1:5]] == [
-        ["class", "train", "val", "test"], ["move_left", "4", "1", "1"], ["move_right", "4", "1", "1"],
-        ["total", "8", "2", "2"]]
+        ["class", "train", "val", "test"],
+        ["move_left", "4", "1", "1"],
+        ["move_right", "4", "1", "1"],
+        ["total", "8", "2", "2"],
+    ]
     assert "groups: none given" in out and "warning:" not in out
     no_groups = _vidseq("dataset", str(_csv(clips, "no_groups.csv", "path,label"))).output
     assert f"warning: {NO_GROUPS}" in no_groups.splitlines() and "no split" in no_groups

@@ -21,14 +21,23 @@ import pytest
 
 from vidseq.config import SynthConfig
 from vidseq.features import FeatureStore
-from vidseq.training.sequences import load_sequences
 from vidseq.synth import generate_dataset
+from vidseq.training.sequences import load_sequences
 
 pytestmark = pytest.mark.slow
 
 # real EfficientNet-Lite0 weights on 64 px inputs, 4 frames a video, decoding in the main process
-FAST = ["-o", "backbone.input_size=64", "-o", "sampling.count=4", "-o", "extract.num_workers=0",
-        "-o", "extract.batch_size=16", "-q"]
+FAST = [
+    "-o",
+    "backbone.input_size=64",
+    "-o",
+    "sampling.count=4",
+    "-o",
+    "extract.num_workers=0",
+    "-o",
+    "extract.batch_size=16",
+    "-q",
+]
 CLI = "import sys; from vidseq.cli import main; sys.argv = ['vidseq', *sys.argv[1:]]; main()"
 
 
@@ -50,13 +59,15 @@ def reference(clips: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 
 def _vidseq(*args: str, cwd: Path | None = None, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-c", CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=600, **kwargs
+    )
 
 
 def _start(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs
+    )
 
 
 def _store(root: Path) -> FeatureStore:
@@ -65,8 +76,11 @@ def _store(root: Path) -> FeatureStore:
 
 
 def _features_by_video(store: FeatureStore) -> dict[str, np.ndarray]:
-    return {row["video"]: store.read(store.directory / row["file"]).features
-            for row in store.read_manifest() if row["status"] == "done"}
+    return {
+        row["video"]: store.read(store.directory / row["file"]).features
+        for row in store.read_manifest()
+        if row["status"] == "done"
+    }
 
 
 def _rows(clips: Path) -> list[dict[str, str]]:
@@ -115,8 +129,10 @@ def _assert_complete(store: FeatureStore, reference: dict[str, np.ndarray]) -> N
 @pytest.mark.parametrize("writers", [2, 4])
 def test_concurrent_writers_lose_nothing_and_extract_each_video_once(writers, clips, reference, tmp_path):
     out = tmp_path / "features"
-    procs = [_start("extract", str(csv_path), "--out", str(out), *FAST)
-             for csv_path in _overlapping_csvs(clips, tmp_path / "csv", writers)]
+    procs = [
+        _start("extract", str(csv_path), "--out", str(out), *FAST)
+        for csv_path in _overlapping_csvs(clips, tmp_path / "csv", writers)
+    ]
     outputs = [proc.communicate(timeout=600) for proc in procs]
     assert [proc.returncode for proc in procs] == [0] * writers, outputs
     store = _store(out)
@@ -130,8 +146,10 @@ def test_concurrent_writers_lose_nothing_and_extract_each_video_once(writers, cl
 def test_kill_9_of_four_writers_at_random_moments_then_a_rerun_completes(clips, reference, tmp_path):
     out = tmp_path / "features"
     rng = random.Random(7)
-    procs = [_start("extract", str(csv_path), "--out", str(out), *FAST)
-             for csv_path in _overlapping_csvs(clips, tmp_path / "csv", 4)]
+    procs = [
+        _start("extract", str(csv_path), "--out", str(out), *FAST)
+        for csv_path in _overlapping_csvs(clips, tmp_path / "csv", 4)
+    ]
     for proc in procs:
         time.sleep(rng.uniform(0.5, 4.0))
         proc.kill()
@@ -180,15 +198,21 @@ def test_one_file_by_relative_absolute_symlinked_and_hard_linked_paths_is_one_vi
         writer = csv.DictWriter(fh, fieldnames=["path", "label"])
         writer.writeheader()
         writer.writerows({"path": os.path.relpath(clips / r["path"], tmp_path), "label": r["label"]} for r in rows)
-    extra = [{"path": str(tmp_path / "linked" / rows[1]["path"]), "label": rows[1]["label"], "split": ""},
-             {"path": str(tmp_path / "hard.mp4"), "label": rows[0]["label"], "split": ""}]
+    extra = [
+        {"path": str(tmp_path / "linked" / rows[1]["path"]), "label": rows[1]["label"], "split": ""},
+        {"path": str(tmp_path / "hard.mp4"), "label": rows[0]["label"], "split": ""},
+    ]
     with (tmp_path / "links.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["path", "label", "split"])
         writer.writeheader()
         writer.writerows(extra)
     out = tmp_path / "features"
-    for args, cwd in ((["rel.csv"], tmp_path), ([str(tmp_path / "rel.csv")], clips),
-                      ([str(tmp_path / "linked" / "labels.csv")], None), (["links.csv"], tmp_path)):
+    for args, cwd in (
+        (["rel.csv"], tmp_path),
+        ([str(tmp_path / "rel.csv")], clips),
+        ([str(tmp_path / "linked" / "labels.csv")], None),
+        (["links.csv"], tmp_path),
+    ):
         done = _vidseq("extract", *args, "--out", str(out), *FAST, cwd=cwd)
         assert done.returncode == 0, done.stderr
     store = _store(out)
@@ -201,8 +225,14 @@ def test_one_file_by_relative_absolute_symlinked_and_hard_linked_paths_is_one_vi
 def test_store_files_follow_the_umask(clips, tmp_path):
     """A team's shared store: files are 0666 less the umask (0644 here), not mkstemp's 0600."""
     out = tmp_path / "features"
-    done = _vidseq("extract", str(_write_csv(tmp_path / "two.csv", _rows(clips)[:2], clips)), "--out", str(out),
-                   *FAST, preexec_fn=lambda: os.umask(0o022))
+    done = _vidseq(
+        "extract",
+        str(_write_csv(tmp_path / "two.csv", _rows(clips)[:2], clips)),
+        "--out",
+        str(out),
+        *FAST,
+        preexec_fn=lambda: os.umask(0o022),
+    )
     assert done.returncode == 0, done.stderr
     files = [p for p in out.rglob("*") if p.is_file()]
     assert {p.suffix for p in files} >= {".json", ".npz", ".csv"}

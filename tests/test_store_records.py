@@ -16,9 +16,9 @@ import pytest
 
 from vidseq.config import TrainConfig
 from vidseq.errors import VidseqError
-from vidseq.training.evaluate import evaluate
 from vidseq.features import FeatureStore, VideoFeatures, key_digest
 from vidseq.features.claims import STALE_SECONDS, Claims
+from vidseq.training.evaluate import evaluate
 from vidseq.training.sequences import load_sequences
 from vidseq.training.train import train
 
@@ -39,8 +39,16 @@ def _hand_store(root: Path, videos: Path) -> FeatureStore:
             feats = rng.normal(0, 0.2, (steps, 4)).astype(np.float32)
             feats[:, 0] += sign * np.linspace(-1, 1, steps)
             entry = store.write(video, VideoFeatures(feats, np.arange(steps), np.arange(steps) / 10))
-            rows.append({"path": str(video), "label": label, "split": split, "status": "done", "frames": steps,
-                         "file": entry.relative_to(store.directory)})
+            rows.append(
+                {
+                    "path": str(video),
+                    "label": label,
+                    "split": split,
+                    "status": "done",
+                    "frames": steps,
+                    "file": entry.relative_to(store.directory),
+                }
+            )
     store.add_labels(["up", "down"])
     store.write_manifest(rows)
     return store
@@ -52,8 +60,12 @@ def test_a_checkpoint_finds_its_store_from_any_directory_and_names_a_moved_one(t
     monkeypatch.chdir(work)
     store = _hand_store(Path("features"), Path("videos"))  # relative, as a user in this folder types it
     relative = Path("features") / store.directory.name
-    run = train(config=TrainConfig(features=str(relative), epochs=2, seed=0, batch_size=8), out="run",
-                progress=False, overwrite=True)
+    run = train(
+        config=TrainConfig(features=str(relative), epochs=2, seed=0, batch_size=8),
+        out="run",
+        progress=False,
+        overwrite=True,
+    )
     checkpoint = (work / run.best_checkpoint).resolve()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -62,8 +74,11 @@ def test_a_checkpoint_finds_its_store_from_any_directory_and_names_a_moved_one(t
     assert result.split == "test" and (elsewhere / "eval").is_dir()
     moved = tmp_path / "moved"
     shutil.move(str(work / "features"), moved)
-    with pytest.raises(VidseqError, match=rf"feature store {work / relative} \(key {key_digest(store.key)}\) "
-                                          r"is not there.*--features"):
+    with pytest.raises(
+        VidseqError,
+        match=rf"feature store {work / relative} \(key {key_digest(store.key)}\) "
+        r"is not there.*--features",
+    ):
         evaluate(checkpoint)
     again = evaluate(checkpoint, features=moved / store.directory.name, out=elsewhere / "eval2")
     assert again.metrics["accuracy"] == result.metrics["accuracy"]
@@ -73,8 +88,12 @@ def test_splits_follow_the_video_not_its_path_spelling(tmp_path, monkeypatch):
     """A checkpoint records each video's split by content id: a new spelling keeps its split."""
     monkeypatch.chdir(tmp_path)
     store = _hand_store(tmp_path / "features", tmp_path / "videos")
-    run = train(config=TrainConfig(features=str(store.directory), epochs=1, seed=0, batch_size=8), out="run",
-                progress=False, overwrite=True)
+    run = train(
+        config=TrainConfig(features=str(store.directory), epochs=1, seed=0, batch_size=8),
+        out="run",
+        progress=False,
+        overwrite=True,
+    )
     (tmp_path / "linked").symlink_to(tmp_path / "videos")
     rows = store.read_manifest()
     for row in rows:  # another writer met the same videos through a symlinked folder
@@ -83,8 +102,9 @@ def test_splits_follow_the_video_not_its_path_spelling(tmp_path, monkeypatch):
     state = __import__("torch").load(run.best_checkpoint, weights_only=True)
     data = load_sequences(store)
     assert all(p.startswith(str(tmp_path / "linked")) for p in data.paths)
-    assert [state["split_ids"][i] for i in data.ids] == [state["splits"][str(tmp_path / "videos" / Path(p).name)]
-                                                         for p in data.paths]
+    assert [state["split_ids"][i] for i in data.ids] == [
+        state["splits"][str(tmp_path / "videos" / Path(p).name)] for p in data.paths
+    ]
     assert evaluate(run.best_checkpoint, out=tmp_path / "e").metrics["confusion"].sum() == 4
 
 
@@ -97,8 +117,9 @@ def test_a_store_of_the_first_layout_is_converted_on_open(tmp_path):
     record.pop("format")
     (store.directory / "store.json").write_text(json.dumps(record))
     with store.manifest_path.open("w", newline="") as fh:  # the old columns only
-        writer = csv.DictWriter(fh, fieldnames=["path", "label", "split", "status", "error", "frames", "file"],
-                                extrasaction="ignore")
+        writer = csv.DictWriter(
+            fh, fieldnames=["path", "label", "split", "status", "error", "frames", "file"], extrasaction="ignore"
+        )
         writer.writeheader()
         writer.writerows(rows)
     opened = FeatureStore.load_existing(store.directory)
@@ -115,8 +136,7 @@ def test_an_entry_without_its_record_is_recorded_on_the_next_run_without_decodin
     from vidseq.datasets import VideoItem
     from vidseq.features.plan import plan_run
 
-    spec = BackboneSpec(name="toy", weights=None, feature_dim=3, input_size=8, resize=8, mean=(0, 0, 0),
-                        std=(1, 1, 1))
+    spec = BackboneSpec(name="toy", weights=None, feature_dim=3, input_size=8, resize=8, mean=(0, 0, 0), std=(1, 1, 1))
     video = tmp_path / "a.mp4"
     video.write_bytes(os.urandom(64))
     run = plan_run([VideoItem(video, "x")], out=tmp_path / "out", spec=spec, sampling=SamplingConfig(), recipe={})
@@ -157,8 +177,13 @@ def test_a_failed_video_is_a_record_and_a_rerun_retries_it(tmp_path):
     good, bad = tmp_path / "good.mp4", tmp_path / "bad.mp4"
     write_video(good, render_clip("grow", np.random.default_rng(0), num_frames=8, size=32), fps=10.0)
     bad.write_text("not a video")
-    options = dict(out=tmp_path / "f", backbone=BackboneConfig(input_size=64), sampling=SamplingConfig(count=2),
-                   config=ExtractConfig(num_workers=0), progress=False)
+    options = dict(
+        out=tmp_path / "f",
+        backbone=BackboneConfig(input_size=64),
+        sampling=SamplingConfig(count=2),
+        config=ExtractConfig(num_workers=0),
+        progress=False,
+    )
     first = extract([VideoItem(good, "grow"), VideoItem(bad, "grow")], **options)
     assert [row["path"] for row in first.failed] == [str(bad)]
     statuses = {Path(r["path"]).name: r["status"] for r in first.store.read_manifest()}

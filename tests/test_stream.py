@@ -19,11 +19,10 @@ import numpy as np
 import pytest
 from _trained import small_model
 
-from vidseq.io import probe
+from vidseq.io import probe, write_video
 from vidseq.predict import PredictError, Predictor
 from vidseq.predict import stream as stream_module
 from vidseq.predict.stream import StreamLabel, open_stream, stream_labels
-from vidseq.io import write_video
 from vidseq.synth import render_clip, video_rng
 
 PEDESTRIANS = "opencv_vtest_pedestrians_walking.avi"
@@ -98,9 +97,7 @@ def predictor(tmp_path_factory) -> Predictor:
 def synth_clip(tmp_path_factory) -> Path:
     """2 s of a 'grow' clip at 25 fps, 64 px (longer than the training clips)."""
     path = tmp_path_factory.mktemp("stream") / "grow_long.mp4"
-    write_video(
-        path, render_clip("grow", video_rng(5, "grow", 0), num_frames=50, size=64), fps=25.0
-    )
+    write_video(path, render_clip("grow", video_rng(5, "grow", 0), num_frames=50, size=64), fps=25.0)
     return path
 
 
@@ -195,9 +192,7 @@ def test_counts_and_sampling_follow_window_and_hop(stand_in, synth_clip, window,
 
 def test_realtime_paces_a_file_at_its_frame_rate(stand_in, synth_clip):
     start = time.perf_counter()
-    labels = list(
-        stream_labels(stand_in, synth_clip, window=0.64, hop=1.0, realtime=True, max_seconds=1.0)
-    )
+    labels = list(stream_labels(stand_in, synth_clip, window=0.64, hop=1.0, realtime=True, max_seconds=1.0))
     assert time.perf_counter() - start >= 1.0 - 0.05  # 26 frames delivered at 25 fps
     assert len(labels) == 1
 
@@ -221,9 +216,7 @@ def test_closing_the_generator_early_releases_the_capture(stand_in, synth_clip, 
 @pytest.fixture
 def served(synth_clip):
     """``http://127.0.0.1:PORT/`` serving the synth clip's folder (a URL: wall-clock time)."""
-    handler = functools.partial(
-        http.server.SimpleHTTPRequestHandler, directory=str(synth_clip.parent)
-    )
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(synth_clip.parent))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -235,9 +228,7 @@ def served(synth_clip):
 def test_a_url_runs_on_wall_clock_time(synth_clip, served):
     slow = MeanColour(seconds_per_frame=0.06)  # slower than the file's 25 fps: wall time shows
     start = time.perf_counter()
-    labels = list(
-        stream_labels(slow, served + synth_clip.name, window=0.3, hop=0.1, max_seconds=0.9)
-    )
+    labels = list(stream_labels(slow, served + synth_clip.name, window=0.3, hop=0.1, max_seconds=0.9))
     elapsed = time.perf_counter() - start
     assert len(labels) >= 2
     for lab in labels:  # 8 frames kept 0.06+ s apart (index / fps would give 7 * 0.04 = 0.28 s)

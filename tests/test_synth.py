@@ -18,8 +18,7 @@ from vidseq.synth import SynthResult, generate_dataset, render_clip, split_names
 from vidseq.synth import shapes as synth  # the shapes renderer's private _render and _Clip
 
 SMALL = {"videos_per_class": 3, "num_frames": 8, "size": 48, "noise": 0.03, "seed": 0}
-PAIRS = [("move_right", "move_left"), ("grow", "shrink"), ("rotate_cw", "rotate_ccw"),
-         ("appear", "disappear")]
+PAIRS = [("move_right", "move_left"), ("grow", "shrink"), ("rotate_cw", "rotate_ccw"), ("appear", "disappear")]
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +126,7 @@ def test_from_folder_and_from_csv_find_every_video(small: SynthResult) -> None:
     assert sorted(ds.labels) == sorted(SYNTH_CLASSES)
     ds = datasets.from_csv(small.out_dir / "labels.csv")  # labels.csv carries the splits too
     got = {(Path(it.path).resolve(), it.label, it.split) for it in ds.items}
-    assert got == {(p.resolve(), label, split)
-                   for p, label, split in zip(small.paths, small.labels, small.splits)}
+    assert got == {(p.resolve(), label, split) for p, label, split in zip(small.paths, small.labels, small.splits)}
 
 
 def test_progress_reports_each_video(tmp_path: Path) -> None:
@@ -140,12 +138,10 @@ def test_progress_reports_each_video(tmp_path: Path) -> None:
 
 def test_odd_size_and_mp4v_fallback_decode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Odd sides (x264 yuv444p) and OpenCV's mp4v (used where PyAV has no libx264) both decode."""
-    odd = generate_dataset(tmp_path / "odd", SynthConfig(classes=["grow"], videos_per_class=1,
-                                                         num_frames=5, size=33))
+    odd = generate_dataset(tmp_path / "odd", SynthConfig(classes=["grow"], videos_per_class=1, num_frames=5, size=33))
     assert decode_cv2(odd.paths[0]).shape == decode_pyav(odd.paths[0]).shape == (5, 33, 33, 3)
     monkeypatch.setattr("vidseq.synth._dataset.encoder_name", lambda: "mp4v")
-    res = generate_dataset(tmp_path / "mp4v", SynthConfig(classes=["grow"], videos_per_class=1,
-                                                          num_frames=5, size=48))
+    res = generate_dataset(tmp_path / "mp4v", SynthConfig(classes=["grow"], videos_per_class=1, num_frames=5, size=48))
     assert res.encoder == "mp4v"
     assert decode_cv2(res.paths[0]).shape == decode_pyav(res.paths[0]).shape == (5, 48, 48, 3)
 
@@ -176,11 +172,25 @@ def test_cli_synth_is_byte_identical_across_fresh_processes(tmp_path: Path) -> N
     import subprocess
     import sys
 
-    args = ["--per-class", "4", "--frames", "16", "--seed", "3", "-o",
-            "synth.classes=[move_left,grow,appear,disappear]"]
+    args = [
+        "--per-class",
+        "4",
+        "--frames",
+        "16",
+        "--seed",
+        "3",
+        "-o",
+        "synth.classes=[move_left,grow,appear,disappear]",
+    ]
     code = "import sys, torch; from vidseq.cli import main; sys.argv = ['vidseq', *sys.argv[1:]]; main()"
-    runs = [subprocess.Popen([sys.executable, "-c", code, "synth", str(tmp_path / name), *args],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for name in ("a", "b", "c")]
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, "synth", str(tmp_path / name), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for name in ("a", "b", "c")
+    ]
     for run in runs:
         assert run.wait(timeout=300) == 0, run.stderr.read().decode()
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.mp4"))
@@ -247,8 +257,7 @@ T, S, N = 16, 64, 50  # frames, size, clips per class
 @functools.cache
 def _clips(name: str, count: int = N) -> list[synth._Clip]:
     """``count`` independent clips of ``name`` (cached: several tests measure the same ones)."""
-    return [synth._render(name, video_rng(7, name, i), num_frames=T, size=S, noise=0.03)
-            for i in range(count)]
+    return [synth._render(name, video_rng(7, name, i), num_frames=T, size=S, noise=0.03) for i in range(count)]
 
 
 def _masks(clip: synth._Clip) -> np.ndarray:
@@ -286,8 +295,12 @@ def _log_area(clip: synth._Clip) -> np.ndarray:
 
 
 # statistic of one frame, and how much it must change from the first frame to the last
-ORDER_STAT = {"move_right": (_centroid_x, 0.3 * S), "grow": (_log_area, np.log(4)),
-              "rotate_cw": (_orientation, np.deg2rad(60)), "appear": (_contrast, 0.5)}
+ORDER_STAT = {
+    "move_right": (_centroid_x, 0.3 * S),
+    "grow": (_log_area, np.log(4)),
+    "rotate_cw": (_orientation, np.deg2rad(60)),
+    "appear": (_contrast, 0.5),
+}
 
 
 @pytest.mark.parametrize(("forward", "backward"), PAIRS)
@@ -304,8 +317,15 @@ def test_order_statistic_separates_every_clip(forward: str, backward: str) -> No
 def _order_free(clip: synth._Clip) -> np.ndarray:
     """Statistics that ignore frame order: means over frames, and of the mean frame."""
     mean_frame = clip.frames.mean(axis=0)
-    return np.array([_centroid_x(clip).mean(), _area(clip).mean(), _contrast(clip).mean(),
-                     mean_frame.mean(), np.abs(mean_frame - clip.background).mean()])
+    return np.array(
+        [
+            _centroid_x(clip).mean(),
+            _area(clip).mean(),
+            _contrast(clip).mean(),
+            mean_frame.mean(),
+            np.abs(mean_frame - clip.background).mean(),
+        ]
+    )
 
 
 @pytest.mark.parametrize(("forward", "backward"), PAIRS)
@@ -316,8 +336,7 @@ def test_order_free_statistics_cannot_tell_a_pair_apart(forward: str, backward: 
     z = np.abs(a.mean(axis=0) - b.mean(axis=0)) / se
     assert np.all(z < 4), z  # same distribution: differences are sampling noise
     stat, _ = ORDER_STAT[forward]  # while the order statistic separates them by far
-    slopes = [np.array([np.polyfit(np.arange(T), stat(c), 1)[0] for c in _clips(n, 20)])
-              for n in (forward, backward)]
+    slopes = [np.array([np.polyfit(np.arange(T), stat(c), 1)[0] for c in _clips(n, 20)]) for n in (forward, backward)]
     assert slopes[0].min() > 0 > slopes[1].max()
 
 

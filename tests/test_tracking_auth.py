@@ -72,8 +72,20 @@ def server(tmp_path_factory):
 def pipeline(server, tmp_path_factory):
     """`vidseq run` of the small quickstart with the right credentials, registering MODEL."""
     root = tmp_path_factory.mktemp("auth-pipeline")
-    out = _vidseq("run", str(QUICKSTART), "--workdir", str(root / "w"), "--tracking-uri", server,
-                  "--register", MODEL, "-q", *(x for o in SMALL for x in ("-o", o)), env=_env(**RIGHT), cwd=root)
+    out = _vidseq(
+        "run",
+        str(QUICKSTART),
+        "--workdir",
+        str(root / "w"),
+        "--tracking-uri",
+        server,
+        "--register",
+        MODEL,
+        "-q",
+        *(x for o in SMALL for x in ("-o", o)),
+        env=_env(**RIGHT),
+        cwd=root,
+    )
     return root, out
 
 

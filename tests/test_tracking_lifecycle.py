@@ -60,13 +60,20 @@ class Proc:
     """A `vidseq` subprocess whose output is collected by threads while the test polls MLflow."""
 
     def __init__(self, *args: str) -> None:
-        self.popen = subprocess.Popen([sys.executable, "-m", "vidseq", *args], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True, env=_env(),
-                                      preexec_fn=_default_sigint)  # noqa: PLW1509 (no lock taken)
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "vidseq", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+            preexec_fn=_default_sigint,
+        )  # noqa: PLW1509 (no lock taken)
         self.out: list[str] = []
         self.err: list[str] = []
-        self._threads = [threading.Thread(target=self._read, args=(stream, lines), daemon=True)
-                         for stream, lines in ((self.popen.stdout, self.out), (self.popen.stderr, self.err))]
+        self._threads = [
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+            for stream, lines in ((self.popen.stdout, self.out), (self.popen.stderr, self.err))
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -94,14 +101,35 @@ def prepared(tmp_path_factory) -> dict[str, Path]:
     """The pipeline file, a work folder with synth and extract done, and a migrated sqlite store."""
     root = tmp_path_factory.mktemp("lifecycle")
     (root / "tiny.yaml").write_text(PIPELINE)
-    done = subprocess.run([sys.executable, "-m", "vidseq", "run", str(root / "tiny.yaml"), "--workdir", str(root / "w"),
-                           "--no-tracking", "-q", "-o", "train.epochs=1"], capture_output=True, text=True, env=_env(),
-                          timeout=300, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vidseq",
+            "run",
+            str(root / "tiny.yaml"),
+            "--workdir",
+            str(root / "w"),
+            "--no-tracking",
+            "-q",
+            "-o",
+            "train.epochs=1",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (marker,) = (root / "w" / "extract").glob("*/stage.json")
     open_tracker(uri=f"sqlite:///{root / 'pristine.db'}", experiment="warm-up")
-    return {"pipeline": root / "tiny.yaml", "work": root / "w", "db": root / "pristine.db",
-            "store": Path(json.loads(marker.read_text())["outputs"]["store"])}
+    return {
+        "pipeline": root / "tiny.yaml",
+        "work": root / "w",
+        "db": root / "pristine.db",
+        "store": Path(json.loads(marker.read_text())["outputs"]["store"]),
+    }
 
 
 @pytest.fixture
@@ -127,8 +155,11 @@ def _wait_for_epochs(uri: str, experiment: str, run_name: str, epochs: int, proc
         assert proc.popen.poll() is None, f"exited {proc.popen.returncode} before the kill: {proc.err[-20:]}"
         assert time.monotonic() < deadline, "training did not log epochs in time"
         for run in _runs(uri, experiment):
-            if (run.info.run_name == run_name and run.info.status == "RUNNING"
-                    and len(client.get_metric_history(run.info.run_id, "train_loss")) >= epochs):
+            if (
+                run.info.run_name == run_name
+                and run.info.status == "RUNNING"
+                and len(client.get_metric_history(run.info.run_id, "train_loss")) >= epochs
+            ):
                 return run.info.run_id
         time.sleep(0.1)
 
@@ -164,8 +195,21 @@ def test_sigterm_ends_the_pipeline_runs_killed_and_exits_143(case):
 
 def test_ctrl_c_ends_the_training_run_killed_exits_130_and_resume_logs_each_epoch_once(case):
     uri, tmp = case["uri"], case["tmp"]
-    args = ["train", str(case["store"]), "--out", str(tmp / "run"), "--tracking-uri", uri, "-q",
-            "--epochs", str(EPOCHS), "-o", "train.patience=1000", "-o", "model.hidden_size=16"]
+    args = [
+        "train",
+        str(case["store"]),
+        "--out",
+        str(tmp / "run"),
+        "--tracking-uri",
+        uri,
+        "-q",
+        "--epochs",
+        str(EPOCHS),
+        "-o",
+        "train.patience=1000",
+        "-o",
+        "model.hidden_size=16",
+    ]
     proc = Proc(*args)
     killed_id = _wait_for_epochs(uri, "vidseq-train", "train", 3, proc)
     proc.popen.send_signal(signal.SIGINT)
@@ -197,14 +241,18 @@ def test_kill_9_leaves_runs_that_the_next_run_ends_and_the_resumed_train_stage_l
     experiment_id = client.get_experiment_by_name("vidseq-tiny").experiment_id
     here = {"vidseq.pipeline": "tiny", "vidseq.host": socket.gethostname()}
     alive = client.create_run(experiment_id, run_name="alive", tags={**here, "vidseq.pid": str(os.getpid())})
-    elsewhere = client.create_run(experiment_id, run_name="elsewhere",
-                                  tags={**here, "vidseq.host": "another-host", "vidseq.pid": str(proc.popen.pid)})
+    elsewhere = client.create_run(
+        experiment_id,
+        run_name="elsewhere",
+        tags={**here, "vidseq.host": "another-host", "vidseq.pid": str(proc.popen.pid)},
+    )
 
     again = Proc(*case["run"])
     assert again.wait(120) == 0, again.err[-30:]
     notes = [line for line in again.out if "marked KILLED" in line]
-    assert len(notes) == 1 and again.out.index(notes[0]) < again.out.index(next(
-        line for line in again.out if line.startswith("[synth]")))  # said before starting
+    assert len(notes) == 1 and again.out.index(notes[0]) < again.out.index(
+        next(line for line in again.out if line.startswith("[synth]"))
+    )  # said before starting
     for run_id, run in left.items():
         ended = client.get_run(run_id)
         assert ended.info.status == "KILLED" and ended.info.end_time, run.info.run_name
@@ -213,8 +261,11 @@ def test_kill_9_leaves_runs_that_the_next_run_ends_and_the_resumed_train_stage_l
     assert parent_id in notes[0] and "and 1 stage run(s)" in notes[0]
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"  # a live owner's run is left alone
     assert client.get_run(elsewhere.info.run_id).info.status == "RUNNING"  # so is another host's
-    new = [r for r in _runs(uri, "vidseq-tiny") if r.info.run_id not in left and r.info.run_name == "train"
-           and r.info.status == "FINISHED"]
+    new = [
+        r
+        for r in _runs(uri, "vidseq-tiny")
+        if r.info.run_id not in left and r.info.run_name == "train" and r.info.status == "FINISHED"
+    ]
     assert len(new) == 1 and "[train] running" in "\n".join(again.out)  # the train stage resumed
     _assert_one_value_per_epoch(uri, new[0].info.run_id)
 

@@ -12,13 +12,21 @@ import numpy as np
 import pytest
 import torch
 
-from vidseq.config import BackboneConfig, EvaluateConfig, ExtractConfig, ModelConfig, SamplingConfig, SynthConfig, TrainConfig
+from vidseq.config import (
+    BackboneConfig,
+    EvaluateConfig,
+    ExtractConfig,
+    ModelConfig,
+    SamplingConfig,
+    SynthConfig,
+    TrainConfig,
+)
 from vidseq.datasets import discover
 from vidseq.errors import VidseqError
-from vidseq.training.evaluate import evaluate, predict_proba
 from vidseq.features import extract
 from vidseq.models import load_model
 from vidseq.synth import generate_dataset
+from vidseq.training.evaluate import evaluate, predict_proba
 from vidseq.training.train import train
 
 PAIR_CLASSES = ["move_left", "move_right", "grow", "shrink"]
@@ -28,18 +36,30 @@ PAIR_CLASSES = ["move_left", "move_right", "grow", "shrink"]
 def store_dir(tmp_path_factory) -> Path:
     """4 classes (two time-reversed pairs) x 14 videos, real features with 2x2 grid pooling."""
     work = tmp_path_factory.mktemp("motion")
-    generate_dataset(work / "synth", SynthConfig(classes=PAIR_CLASSES, videos_per_class=14, num_frames=12, size=96, seed=3))
-    result = extract(discover(work / "synth" / "labels.csv"), out=work / "features",
-                     backbone=BackboneConfig(pooling="grid2", input_size=128), sampling=SamplingConfig(count=8),
-                     config=ExtractConfig(num_workers=1, batch_size=32), progress=False)
+    generate_dataset(
+        work / "synth", SynthConfig(classes=PAIR_CLASSES, videos_per_class=14, num_frames=12, size=96, seed=3)
+    )
+    result = extract(
+        discover(work / "synth" / "labels.csv"),
+        out=work / "features",
+        backbone=BackboneConfig(pooling="grid2", input_size=128),
+        sampling=SamplingConfig(count=8),
+        config=ExtractConfig(num_workers=1, batch_size=32),
+        progress=False,
+    )
     assert result.ok
     return result.store.directory
 
 
 def _train(store_dir, out, name="gru", **train_options):
     options = {"epochs": 30, "patience": 30, "seed": 0, **train_options}
-    return train(model_config=ModelConfig(name=name, hidden_size=128), config=TrainConfig(features=str(store_dir), **options),
-                 out=out, overwrite=True, progress=False)
+    return train(
+        model_config=ModelConfig(name=name, hidden_size=128),
+        config=TrainConfig(features=str(store_dir), **options),
+        out=out,
+        overwrite=True,
+        progress=False,
+    )
 
 
 def _pair_accuracy(result_dir: Path, store_dir: Path) -> float:
@@ -64,8 +84,10 @@ def _pair_accuracy(result_dir: Path, store_dir: Path) -> float:
 
 @pytest.mark.slow
 def test_recurrent_models_use_frame_order_and_the_bag_of_frames_cannot(tmp_path, store_dir):
-    scores = {name: _pair_accuracy(_train(store_dir, tmp_path / name, name).out, store_dir)
-              for name in ("gru", "lstm", "meanpool")}
+    scores = {
+        name: _pair_accuracy(_train(store_dir, tmp_path / name, name).out, store_dir)
+        for name in ("gru", "lstm", "meanpool")
+    }
     assert scores["gru"] >= 0.85, scores
     assert scores["lstm"] >= 0.85, scores
     assert scores["meanpool"] <= 0.7, scores
@@ -73,9 +95,20 @@ def test_recurrent_models_use_frame_order_and_the_bag_of_frames_cannot(tmp_path,
 
 def test_run_folder_has_checkpoints_reports_and_loads_weights_only(tmp_path, store_dir):
     result = _train(store_dir, tmp_path / "run", epochs=3)
-    for name in ("last.pt", "best.pt", "config.yaml", "labels.json", "curves.png", "history.json",
-                 "val_confusion.png", "val_confusion.csv", "val_per_class.csv", "val_metrics.json",
-                 "test_confusion.png", "test_metrics.json"):
+    for name in (
+        "last.pt",
+        "best.pt",
+        "config.yaml",
+        "labels.json",
+        "curves.png",
+        "history.json",
+        "val_confusion.png",
+        "val_confusion.csv",
+        "val_per_class.csv",
+        "val_metrics.json",
+        "test_confusion.png",
+        "test_metrics.json",
+    ):
         assert (result.out / name).is_file(), name
     state = torch.load(result.out / "last.pt", weights_only=True)
     assert state["epoch"] == 3 and state["labels"] == result.labels
@@ -95,11 +128,22 @@ def test_resume_after_interruption_ends_like_an_uninterrupted_run(tmp_path, stor
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(model_config=ModelConfig(hidden_size=128), config=TrainConfig(features=str(store_dir), epochs=5, patience=30),
-              out=tmp_path / "cut", overwrite=True, progress=False, on_epoch_end=stop)
+        train(
+            model_config=ModelConfig(hidden_size=128),
+            config=TrainConfig(features=str(store_dir), epochs=5, patience=30),
+            out=tmp_path / "cut",
+            overwrite=True,
+            progress=False,
+            on_epoch_end=stop,
+        )
     assert torch.load(tmp_path / "cut" / "last.pt", weights_only=True)["epoch"] == 2
-    resumed = train(model_config=ModelConfig(hidden_size=128), config=TrainConfig(features=str(store_dir), epochs=5, patience=30),
-                    out=tmp_path / "cut", resume=True, progress=False)
+    resumed = train(
+        model_config=ModelConfig(hidden_size=128),
+        config=TrainConfig(features=str(store_dir), epochs=5, patience=30),
+        out=tmp_path / "cut",
+        resume=True,
+        progress=False,
+    )
     assert resumed.history == whole.history
     assert resumed.test["accuracy"] == whole.test["accuracy"]
 
@@ -114,12 +158,17 @@ def kill(row):
     if row["epoch"] == 2:
         os.kill(os.getpid(), signal.SIGKILL)
 train(model_config=ModelConfig(hidden_size=128), config=TrainConfig(features={str(store_dir)!r}, epochs=4, patience=30),
-      out={str(tmp_path / 'run')!r}, progress=False, on_epoch_end=kill)
+      out={str(tmp_path / "run")!r}, progress=False, on_epoch_end=kill)
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr
-    resumed = train(model_config=ModelConfig(hidden_size=128), config=TrainConfig(features=str(store_dir), epochs=4, patience=30),
-                    out=tmp_path / "run", resume=True, progress=False)
+    resumed = train(
+        model_config=ModelConfig(hidden_size=128),
+        config=TrainConfig(features=str(store_dir), epochs=4, patience=30),
+        out=tmp_path / "run",
+        resume=True,
+        progress=False,
+    )
     whole = _train(store_dir, tmp_path / "whole", epochs=4)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
     assert resumed.history == whole.history

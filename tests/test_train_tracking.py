@@ -15,19 +15,31 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*noload.*")
 def vidseq(*args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "200", **(env or {})}
     env.pop("VIDSEQ_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "vidseq", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "vidseq", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     """A real feature store: 2 synthetic classes x 10 videos through the default backbone."""
     root = tmp_path_factory.mktemp("train-tracking")
-    made = vidseq("synth", str(root / "data"), "-o", "synth.classes=[grow,shrink]", "--per-class", "10",
-                  "--frames", "12", "--size", "64")
+    made = vidseq(
+        "synth",
+        str(root / "data"),
+        "-o",
+        "synth.classes=[grow,shrink]",
+        "--per-class",
+        "10",
+        "--frames",
+        "12",
+        "--size",
+        "64",
+    )
     assert made.returncode == 0, made.stderr
-    done = vidseq("extract", str(root / "data" / "labels.csv"), "--out", str(root / "features"), "-q",
-                  "-o", "sampling.count=8")
+    done = vidseq(
+        "extract", str(root / "data" / "labels.csv"), "--out", str(root / "features"), "-q", "-o", "sampling.count=8"
+    )
     assert done.returncode == 0, done.stderr
     return root / "features"
 
@@ -62,8 +74,21 @@ def test_train_logs_one_run_with_curves_reports_and_model(store, tmp_path):
 @pytest.mark.slow
 def test_ddp_training_in_two_processes_logs_one_run_from_rank_zero(store, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    out = vidseq("train", str(store), "--out", str(tmp_path / "ddp"), "-q", "--epochs", "4", "--ddp", "2",
-                 "--tracking-uri", uri, "-o", "train.batch_size=4")
+    out = vidseq(
+        "train",
+        str(store),
+        "--out",
+        str(tmp_path / "ddp"),
+        "-q",
+        "--epochs",
+        "4",
+        "--ddp",
+        "2",
+        "--tracking-uri",
+        uri,
+        "-o",
+        "train.batch_size=4",
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("best epoch") == 1  # rank 0 reports, the other rank is silent
     (run,) = runs(uri)  # one MLflow run for two processes

@@ -26,20 +26,28 @@ from vidseq.config import (
     TrainConfig,
 )
 from vidseq.errors import DatasetError, VidseqError
-from vidseq.training.evaluate import evaluate
 from vidseq.features import FeatureStore, FeatureStoreError, VideoFeatures
-from vidseq.training.weights import choose_weights
 from vidseq.models import LateFusion, load_model, pad_sequences
+from vidseq.training.evaluate import evaluate
 from vidseq.training.sequences import load_sequences
 from vidseq.training.train import train
+from vidseq.training.weights import choose_weights
 
 CLASSES = ["pan_left", "pan_right"]
 GROUPS, PER_GROUP = 16, 4
 APPEARANCE_DIM, MOTION = 16, MotionConfig(grid=2)
 MOTION_DIM = 2 * MOTION.grid * MOTION.grid
 MODEL = ModelConfig(name="gru", hidden_size=16, dropout=0.0, center=False)
-OPTIONS = {"epochs": 6, "patience": 50, "batch_size": 8, "lr": 0.01, "seed": 0, "warmup_epochs": 0.0,
-           "val_fraction": 0.25, "test_fraction": 0.25}
+OPTIONS = {
+    "epochs": 6,
+    "patience": 50,
+    "batch_size": 8,
+    "lr": 0.01,
+    "seed": 0,
+    "warmup_epochs": 0.0,
+    "val_fraction": 0.25,
+    "test_fraction": 0.25,
+}
 
 
 def _recipe(**extra) -> dict:
@@ -54,8 +62,13 @@ def make_stores(root: Path, *, link: bool = True, skip_motion: int = 0) -> Featu
     """
     rng = np.random.default_rng(0)
     appearance = FeatureStore.open(root / "features", {"test": "appearance"}, name="app", recipe=_recipe())
-    motion = FeatureStore.open(root / "features", {"test": "motion"}, name="motion", stream="motion",
-                               recipe=_recipe(motion=MOTION.model_dump(mode="json")))
+    motion = FeatureStore.open(
+        root / "features",
+        {"test": "motion"},
+        name="motion",
+        stream="motion",
+        recipe=_recipe(motion=MOTION.model_dump(mode="json")),
+    )
     rows, motion_rows = [], []
     for group in range(GROUPS):
         label = group % 2
@@ -70,8 +83,13 @@ def make_stores(root: Path, *, link: bool = True, skip_motion: int = 0) -> Featu
             pan = np.zeros(MOTION_DIM)
             pan[: MOTION_DIM // 2] = 1.5 if label else -1.5  # dx of every cell
             mot = (pan + rng.normal(0, 1.0, (steps, MOTION_DIM))).astype(np.float32)
-            row = {"path": str(video), "label": CLASSES[label], "status": "done", "frames": steps,
-                   "group": f"g{group:02d}"}
+            row = {
+                "path": str(video),
+                "label": CLASSES[label],
+                "status": "done",
+                "frames": steps,
+                "group": f"g{group:02d}",
+            }
             entry = appearance.write(video, VideoFeatures(app, frames, times))
             rows.append({**row, "file": entry.relative_to(appearance.directory)})
             if len(rows) <= GROUPS * PER_GROUP - skip_motion:
@@ -101,8 +119,14 @@ def late(store, tmp_path_factory):
     """A late-fusion run, and the rows its ``on_epoch_end`` saw."""
     rows: list[dict] = []
     out = tmp_path_factory.mktemp("late") / "run"
-    result = train(model_config=MODEL, config=TrainConfig(**OPTIONS, streams=["motion", "appearance"]),
-                   features=store.directory, out=out, progress=False, on_epoch_end=rows.append)
+    result = train(
+        model_config=MODEL,
+        config=TrainConfig(**OPTIONS, streams=["motion", "appearance"]),
+        features=store.directory,
+        out=out,
+        progress=False,
+        on_epoch_end=rows.append,
+    )
     return result, rows
 
 
@@ -144,8 +168,11 @@ def test_streams_that_sampled_other_frames_are_an_error(tmp_path):
 
 def test_a_store_without_a_motion_link_says_how_to_extract_it(tmp_path):
     store = make_stores(tmp_path, link=False)
-    with pytest.raises(FeatureStoreError, match=r"no motion stream was extracted with this store; extract it "
-                                                r"\(vidseq extract --motion"):
+    with pytest.raises(
+        FeatureStoreError,
+        match=r"no motion stream was extracted with this store; extract it "
+        r"\(vidseq extract --motion",
+    ):
         load_sequences(store, ["appearance", "motion"])
     with pytest.raises(FeatureStoreError, match="no motion stream"):
         _train(store, tmp_path / "run", streams=["appearance", "motion"])
@@ -171,15 +198,29 @@ def test_late_fusion_is_at_least_as_good_as_either_stream_and_leans_on_motion(la
 def test_late_fusion_run_folders_and_epoch_rows(late):
     result, rows = late
     for folder in (result.out, result.out / "appearance", result.out / "motion"):
-        for name in ("best.pt", "config.yaml", "labels.json", "history.json", "curves.png", "val_metrics.json",
-                     "test_metrics.json", "val_confusion.csv", "test_per_class.csv"):
+        for name in (
+            "best.pt",
+            "config.yaml",
+            "labels.json",
+            "history.json",
+            "curves.png",
+            "val_metrics.json",
+            "test_metrics.json",
+            "val_confusion.csv",
+            "test_per_class.csv",
+        ):
             assert (folder / name).is_file(), folder / name
     assert (result.out / "motion" / "last.pt").is_file() and not (result.out / "last.pt").exists()
     assert [row["epoch"] for row in rows] == [*range(1, 7), *range(1, 7)]
     assert {"epoch", "appearance_train_loss", "appearance_val_accuracy", "appearance_lr"} == set(rows[0]) - {
-        "appearance_train_accuracy", "appearance_val_loss", "appearance_val_macro_f1"}
+        "appearance_train_accuracy",
+        "appearance_val_loss",
+        "appearance_val_macro_f1",
+    }
     assert "motion_val_accuracy" in rows[-1] and all(isinstance(v, (int, float)) for v in rows[-1].values())
-    assert result.history[0]["epoch"] == 1 and {"appearance_val_accuracy", "motion_val_accuracy"} <= set(result.history[0])
+    assert result.history[0]["epoch"] == 1 and {"appearance_val_accuracy", "motion_val_accuracy"} <= set(
+        result.history[0]
+    )
     stream_state = torch.load(result.out / "motion" / "best.pt", weights_only=True)
     assert stream_state["streams"] == ["motion"] and stream_state["config"]["train"]["streams"] == ["motion"]
     assert stream_state["splits"] == torch.load(result.out / "appearance" / "best.pt", weights_only=True)["splits"]
@@ -189,8 +230,10 @@ def test_the_fused_checkpoint_rebuilds_and_averages_its_members(late, store):
     result, _ = late
     state = torch.load(result.best_checkpoint, weights_only=True)
     assert state["streams"] == ["appearance", "motion"]
-    assert state["stream_stores"] == {"appearance": str(store.directory),
-                                      "motion": str(store.stream_store("motion").directory)}
+    assert state["stream_stores"] == {
+        "appearance": str(store.directory),
+        "motion": str(store.stream_store("motion").directory),
+    }
     assert state["fusion"] == result.extra["fusion"] and state["labels"] == CLASSES
     assert state["extraction"]["motion"] == MOTION.model_dump(mode="json") and "backbone" in state["extraction"]
     model = load_model(state["model"])
@@ -199,8 +242,9 @@ def test_the_fused_checkpoint_rebuilds_and_averages_its_members(late, store):
     padded, lengths = pad_sequences(load_sequences(store, ["appearance", "motion"]).features[:5])
     w = state["fusion"]["weights"]
     with torch.no_grad():
-        expected = (w[0] * torch.softmax(members[0](padded[..., :APPEARANCE_DIM], lengths), -1)
-                    + w[1] * torch.softmax(members[1](padded[..., APPEARANCE_DIM:], lengths), -1))
+        expected = w[0] * torch.softmax(members[0](padded[..., :APPEARANCE_DIM], lengths), -1) + w[1] * torch.softmax(
+            members[1](padded[..., APPEARANCE_DIM:], lengths), -1
+        )
         torch.testing.assert_close(torch.softmax(model(padded, lengths), -1), expected)
 
 
@@ -237,8 +281,15 @@ def test_resume_after_a_kill_in_the_second_stream_ends_like_an_uninterrupted_run
     with pytest.raises(VidseqError, match="already holds a training run: pass --resume"):
         train(model_config=MODEL, config=config, features=store.directory, out=out, progress=False)
     rows: list[dict] = []
-    resumed = train(model_config=MODEL, config=config, features=store.directory, out=out, resume=True,
-                    progress=False, on_epoch_end=rows.append)
+    resumed = train(
+        model_config=MODEL,
+        config=config,
+        features=store.directory,
+        out=out,
+        resume=True,
+        progress=False,
+        on_epoch_end=rows.append,
+    )
     assert [(row["epoch"], "motion_lr" in row) for row in rows] == [(4, True), (5, True), (6, True)]  # appearance done
     assert resumed.history == whole.history
     assert resumed.extra["fusion"] == whole.extra["fusion"]
@@ -262,8 +313,13 @@ def test_the_weight_is_the_best_val_accuracy_then_the_lower_loss_then_the_even_s
 
 
 def test_early_fusion_trains_one_model_and_leaves_the_motion_dims_alone(store, tmp_path):
-    result = _train(store, tmp_path / "early", model=MODEL.model_copy(update={"center": True}),
-                    streams=["appearance", "motion"], fusion="early")
+    result = _train(
+        store,
+        tmp_path / "early",
+        model=MODEL.model_copy(update={"center": True}),
+        streams=["appearance", "motion"],
+        fusion="early",
+    )
     state = torch.load(result.best_checkpoint, weights_only=True)
     hparams = state["model"]["hparams"]
     assert state["model"]["name"] == "gru" and hparams["input_dim"] == APPEARANCE_DIM + MOTION_DIM
@@ -272,7 +328,8 @@ def test_early_fusion_trains_one_model_and_leaves_the_motion_dims_alone(store, t
     assert (result.out / "last.pt").is_file() and not (result.out / "motion").exists() and not result.extra
     assert result.test["accuracy"] >= 0.8, result.test
     assert evaluate(result.best_checkpoint, out=tmp_path / "eval").metrics["accuracy"] == pytest.approx(
-        result.test["accuracy"])
+        result.test["accuracy"]
+    )
 
 
 def test_motion_alone_is_never_centred(store, tmp_path):

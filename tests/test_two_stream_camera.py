@@ -19,20 +19,24 @@ import torch
 
 from vidseq.config import ExtractConfig, ModelConfig, MotionConfig, SamplingConfig, SynthConfig, TrainConfig
 from vidseq.datasets import discover
-from vidseq.training.evaluate import predict_proba
 from vidseq.features import extract
 from vidseq.models import load_model
 from vidseq.predict import Predictor, write_bundle
 from vidseq.predict.stream import stream_labels
 from vidseq.predict.windows import predict_timeline
-from vidseq.training.sequences import load_sequences
 from vidseq.synth import generate_dataset
+from vidseq.training.evaluate import predict_proba
+from vidseq.training.sequences import load_sequences
 from vidseq.training.train import train
 
 pytestmark = pytest.mark.slow
 
-VARIANTS = {"appearance": (["appearance"], "late"), "motion": (["motion"], "late"),
-            "early": (["appearance", "motion"], "early"), "late": (["appearance", "motion"], "late")}
+VARIANTS = {
+    "appearance": (["appearance"], "late"),
+    "motion": (["motion"], "late"),
+    "early": (["appearance", "motion"], "early"),
+    "late": (["appearance", "motion"], "late"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +45,25 @@ def camera(tmp_path_factory):
     root = tmp_path_factory.mktemp("camera")
     synth = SynthConfig(kind="camera", videos_per_class=12, num_frames=24, size=96, seed=0)
     generate_dataset(root / "synth", synth)
-    result = extract(discover(root / "synth" / "labels.csv"), out=root / "features",
-                     sampling=SamplingConfig(count=12), motion=MotionConfig(enabled=True),
-                     config=ExtractConfig(num_workers=1), progress=False)
+    result = extract(
+        discover(root / "synth" / "labels.csv"),
+        out=root / "features",
+        sampling=SamplingConfig(count=12),
+        motion=MotionConfig(enabled=True),
+        config=ExtractConfig(num_workers=1),
+        progress=False,
+    )
     assert result.ok and result.motion is not None and result.motion.ok
     runs = {}
     for variant, (streams, fusion) in VARIANTS.items():
         config = TrainConfig(epochs=30, seed=0, streams=streams, fusion=fusion)
-        runs[variant] = train(model_config=ModelConfig(name="gru"), config=config, features=result.store.directory,
-                              out=root / variant, progress=False)
+        runs[variant] = train(
+            model_config=ModelConfig(name="gru"),
+            config=config,
+            features=result.store.directory,
+            out=root / variant,
+            progress=False,
+        )
     return result.store, runs
 
 
@@ -71,7 +85,8 @@ def test_late_fusion_keeps_each_streams_run_and_its_metrics(camera):
     assert sum(late.extra["fusion"]["weights"]) == pytest.approx(1.0)
     for stream, record in late.extra["streams"].items():
         assert (late.out / stream / "best.pt").is_file() and record["test"]["accuracy"] == pytest.approx(
-            runs[stream].test["accuracy"])  # the same run as training that stream alone
+            runs[stream].test["accuracy"]
+        )  # the same run as training that stream alone
     state = torch.load(late.best_checkpoint, weights_only=True)
     assert state["streams"] == ["appearance", "motion"] and state["extraction"]["motion"]["method"] == "dis"
 

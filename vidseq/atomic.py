@@ -31,8 +31,9 @@ def file_mode() -> int:
     return 0o666 & ~_UMASK
 
 
-def write_with(path: str | Path, write: Callable[[IO[bytes]], None], *, fsync: bool = True,
-               mode: int | None = None) -> Path:
+def write_with(
+    path: str | Path, write: Callable[[IO[bytes]], None], *, fsync: bool = True, mode: int | None = None
+) -> Path:
     """Call ``write(binary file)`` on a temporary file beside ``path``, then rename it over ``path``.
     ``mode``: the new file's permissions (default ``file_mode()``; e.g. an older file's, to keep them)."""
     path = Path(path)

@@ -61,9 +61,7 @@ class SamplingConfig(_Section):
 class DataConfig(_Section):
     """Where labelled videos are found (see vidseq.datasets)."""
 
-    source: str | None = Field(
-        None, description="Folder per class, CSV, list file, or UCF101/HMDB51 split folder."
-    )
+    source: str | None = Field(None, description="Folder per class, CSV, list file, or UCF101/HMDB51 split folder.")
     format: Literal["auto", "folder", "csv", "list", "ucf101", "hmdb51"] = Field(
         "auto", description="Dataset format; 'auto' guesses from the source."
     )
@@ -71,15 +69,14 @@ class DataConfig(_Section):
         None, description="Folder that relative video paths in list/CSV/split files start from."
     )
     split: int = Field(1, ge=1, description="UCF101/HMDB51: which official split (1-3).")
-    label_names: str | None = Field(
-        None, description="List files: a text file of class names in index order."
-    )
+    label_names: str | None = Field(None, description="List files: a text file of class names in index order.")
     strict: bool = Field(
         False, description="Listed files that are missing are an error (default: reported and skipped)."
     )
     group_pattern: str | None = Field(
-        None, description="Regex on the file name whose first group names a video's source (UCF101: _g(\\d+)_); "
-        "a CSV 'group' column wins. Splits made by vidseq keep a group on one side."
+        None,
+        description="Regex on the file name whose first group names a video's source (UCF101: _g(\\d+)_); "
+        "a CSV 'group' column wins. Splits made by vidseq keep a group on one side.",
     )
     allow_split_leak: bool = Field(
         False, description="Accept an explicit split that puts one group on both sides (default: an error)."
@@ -121,9 +118,7 @@ class BackboneConfig(_Section):
         description="DEFAULT (the kind's pretrained weights), a torchvision enum name, a file "
         "(.pth, or a YOLO .pt/.yaml), or null for random init.",
     )
-    pooling: str = Field(
-        "avg", description="avg: global average; gridK: a KxK grid, concatenated (keeps position)."
-    )
+    pooling: str = Field("avg", description="avg: global average; gridK: a KxK grid, concatenated (keeps position).")
     input_size: int | None = Field(None, ge=32, description="Input crop size; null: the backbone's own.")
     layers: list[int] | None = Field(None, description="YOLO: layer indices whose outputs are pooled.")
 
@@ -142,9 +137,13 @@ class MotionConfig(_Section):
     enabled: bool = Field(
         False, description="Extract the motion stream too (pipelines turn it on when train.streams names 'motion')."
     )
-    method: Literal["dis", "farneback"] = Field("dis", description="OpenCV dense optical flow: dis (fast) or farneback.")
+    method: Literal["dis", "farneback"] = Field(
+        "dis", description="OpenCV dense optical flow: dis (fast) or farneback."
+    )
     size: int = Field(64, ge=16, le=512, description="Frames are resized to size x size grey before the flow.")
-    grid: int = Field(4, ge=1, le=16, description="Flow averaged on a grid x grid layout: 2*grid*grid numbers per frame.")
+    grid: int = Field(
+        4, ge=1, le=16, description="Flow averaged on a grid x grid layout: 2*grid*grid numbers per frame."
+    )
     step: int = Field(1, ge=1, description="Flow between sampled frame i and frame i+step of the source video.")
 
 
@@ -156,12 +155,16 @@ class ExtractConfig(_Section):
     num_workers: int = Field(2, ge=0, description="Decode worker processes (0: decode in the main process).")
     chunk_frames: int = Field(64, ge=1, description="Frames a worker decodes at once (bounds memory).")
     video_timeout: float | None = Field(
-        600.0, gt=0, description="Seconds a decode worker may spend on one video (waiting for the model not counted); "
-        "past it the video is a failed row and the worker is replaced (null: no limit; num_workers 0: none)."
+        600.0,
+        gt=0,
+        description="Seconds a decode worker may spend on one video (waiting for the model not counted); "
+        "past it the video is a failed row and the worker is replaced (null: no limit; num_workers 0: none).",
     )
     worker_memory_gb: float | None = Field(
-        8.0, gt=0, description="Memory (GB, its own pages) a decode worker may use; past it its video is a failed "
-        "row and the worker is replaced (null: no limit; num_workers 0: none)."
+        8.0,
+        gt=0,
+        description="Memory (GB, its own pages) a decode worker may use; past it its video is a failed "
+        "row and the worker is replaced (null: no limit; num_workers 0: none).",
     )
     device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:N.")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field(
@@ -169,7 +172,8 @@ class ExtractConfig(_Section):
     )
     channels_last: bool = Field(True, description="channels_last memory format (about 2x on CPU here).")
     engine: Literal["local", "ray"] = Field(
-        "local", description="local: decode workers + one model in this process; ray: a Ray Data pipeline (the ray extra)."
+        "local",
+        description="local: decode workers + one model in this process; ray: a Ray Data pipeline (the ray extra).",
     )
     ray_address: str | None = Field(
         None, description="engine ray: the cluster to join (e.g. ray://head:10001 or auto); null starts a local Ray."
@@ -179,7 +183,9 @@ class ExtractConfig(_Section):
 class ModelConfig(_Section):
     """The temporal classifier (see vidseq.models); options a model does not take are ignored."""
 
-    name: Literal["lstm", "gru", "meanpool", "tcn"] = Field("gru", description="lstm, gru, or a baseline: meanpool, tcn.")
+    name: Literal["lstm", "gru", "meanpool", "tcn"] = Field(
+        "gru", description="lstm, gru, or a baseline: meanpool, tcn."
+    )
     hidden_size: int = Field(256, ge=1, description="Hidden units.")
     num_layers: int = Field(1, ge=1, description="Recurrent (or convolution) layers.")
     bidirectional: bool = Field(False, description="lstm/gru: read the sequence both ways.")
@@ -209,18 +215,26 @@ class TrainConfig(_Section):
     class_weights: bool = Field(False, description="Weight the loss by inverse class frequency.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the gradient norm (null: off).")
     patience: int = Field(10, ge=1, description="Early stopping: epochs without a better val metric.")
-    monitor: Literal["accuracy", "macro_f1", "loss"] = Field("accuracy", description="Validation metric for early stopping and best.pt.")
-    crop_min: float = Field(0.7, gt=0, le=1, description="Augmentation: random temporal crop keeps at least this fraction.")
+    monitor: Literal["accuracy", "macro_f1", "loss"] = Field(
+        "accuracy", description="Validation metric for early stopping and best.pt."
+    )
+    crop_min: float = Field(
+        0.7, gt=0, le=1, description="Augmentation: random temporal crop keeps at least this fraction."
+    )
     subsample_prob: float = Field(0.3, ge=0, le=1, description="Augmentation: chance of taking every 2nd step.")
-    val_fraction: float = Field(0.15, ge=0, lt=1, description="Held out for validation where the data has no val split.")
+    val_fraction: float = Field(
+        0.15, ge=0, lt=1, description="Held out for validation where the data has no val split."
+    )
     test_fraction: float = Field(0.15, ge=0, lt=1, description="Held out for test where the data has no splits at all.")
     seed: int = Field(0, description="Seed of initialisation, data order and augmentation.")
     streams: list[Literal["appearance", "motion"]] = Field(
-        default_factory=lambda: ["appearance"], min_length=1,
+        default_factory=lambda: ["appearance"],
+        min_length=1,
         description="Feature streams: appearance (the backbone), motion (optical flow; needs motion extracted).",
     )
     fusion: Literal["late", "early"] = Field(
-        "late", description="Several streams: late (a model per stream, probabilities averaged with a weight "
+        "late",
+        description="Several streams: late (a model per stream, probabilities averaged with a weight "
         "chosen on val) or early (one model on the concatenated vectors).",
     )
     device: str = Field("auto", description="auto (cuda when available), cpu, cuda, cuda:N.")
@@ -247,7 +261,9 @@ class PredictConfig(_Section):
 
     input: str | None = Field(None, description="Videos to label: a file, a folder (recursive) or a list file.")
     top_k: int = Field(1, ge=1, description="Labels (with probabilities) reported per video.")
-    window: float | None = Field(None, gt=0, description="Seconds per window: a label per window and segments (null: one label per video).")
+    window: float | None = Field(
+        None, gt=0, description="Seconds per window: a label per window and segments (null: one label per video)."
+    )
     hop: float | None = Field(None, gt=0, description="Seconds between windows (null: half a window).")
 
 

@@ -76,11 +76,14 @@ def average_views(probabilities_per_view: Sequence[np.ndarray]) -> np.ndarray:
     for i, view in enumerate(probabilities_per_view):
         view = np.asarray(view)
         if view.ndim != 2 or view.shape != first.shape:
-            raise VidseqError(f"average_views: view {i} has shape {view.shape}; every view "
-                              f"must be (N, C) like view 0 {first.shape}")
+            raise VidseqError(
+                f"average_views: view {i} has shape {view.shape}; every view must be (N, C) like view 0 {first.shape}"
+            )
         if (view < 0).any() or not np.allclose(view.sum(axis=1), 1.0, atol=1e-3):
-            raise VidseqError(f"average_views: view {i} is not probabilities (rows must be "
-                              ">= 0 and sum to 1); apply vidseq.metrics.softmax to logits first")
+            raise VidseqError(
+                f"average_views: view {i} is not probabilities (rows must be "
+                ">= 0 and sum to 1); apply vidseq.metrics.softmax to logits first"
+            )
         total += view
     return total / len(probabilities_per_view)
 
@@ -88,9 +91,7 @@ def average_views(probabilities_per_view: Sequence[np.ndarray]) -> np.ndarray:
 # ------------------------------------------------------------------ metrics
 
 
-def classification_metrics(
-    probabilities: np.ndarray, targets: np.ndarray, *, labels: Sequence[str]
-) -> dict[str, Any]:
+def classification_metrics(probabilities: np.ndarray, targets: np.ndarray, *, labels: Sequence[str]) -> dict[str, Any]:
     """Scores ``(N, C)`` and integer targets ``(N,)`` -> the metrics of the module docstring.
 
     ``probabilities`` may be any scores whose order ranks the classes (softmax outputs or
@@ -117,15 +118,13 @@ def classification_metrics(
         "num_samples": len(targets),
         "confusion": confusion,
         "per_class": [
-            {"label": name, "support": int(s), "precision": float(p), "recall": float(r),
-             "f1": float(f)}
+            {"label": name, "support": int(s), "precision": float(p), "recall": float(r), "f1": float(f)}
             for name, s, p, r, f in zip(labels, support, precision, recall, f1)
         ],
     }
 
 
-def _confusion_matrix(targets: np.ndarray, predictions: np.ndarray, *, num_classes: int
-                      ) -> np.ndarray:
+def _confusion_matrix(targets: np.ndarray, predictions: np.ndarray, *, num_classes: int) -> np.ndarray:
     """``(C, C)`` int64 counts: ``[i, j]`` = samples of true class i predicted as class j."""
     flat = targets.astype(np.int64) * num_classes + predictions.astype(np.int64)
     counts = np.bincount(flat, minlength=num_classes * num_classes)
@@ -137,8 +136,7 @@ def _top_k_accuracy(scores: np.ndarray, targets: np.ndarray, *, k: int) -> float
     first, as ``argmax``)."""
     rows = np.arange(len(targets))
     target_score = scores[rows, targets][:, None]
-    ahead = (scores > target_score) | (
-        (scores == target_score) & (np.arange(scores.shape[1]) < targets[:, None]))
+    ahead = (scores > target_score) | ((scores == target_score) & (np.arange(scores.shape[1]) < targets[:, None]))
     return float(np.mean(ahead.sum(axis=1) < k))
 
 
@@ -146,8 +144,11 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The scalar entries as floats, for ``mlflow.log_metrics`` (arrays, lists, strings and
     booleans, such as ``confusion`` and ``per_class``, are left out)."""
     numbers = (int, float, np.integer, np.floating)
-    return {str(key): float(value) for key, value in metrics.items()
-            if isinstance(value, numbers) and not isinstance(value, bool)}
+    return {
+        str(key): float(value)
+        for key, value in metrics.items()
+        if isinstance(value, numbers) and not isinstance(value, bool)
+    }
 
 
 def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -156,9 +157,7 @@ def ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.divide(numerator, denominator, out=out, where=np.asarray(denominator) > 0)
 
 
-def _check_inputs(
-    probabilities: Any, targets: Any, labels: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _check_inputs(probabilities: Any, targets: Any, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     scores, targets = np.asarray(probabilities), np.asarray(targets)
     if scores.ndim != 2 or scores.shape[1] == 0:
         raise VidseqError(f"probabilities must be a 2-D (N, C) array, got shape {scores.shape}")
@@ -167,19 +166,21 @@ def _check_inputs(
     if not np.issubdtype(scores.dtype, np.number) or not np.isfinite(scores).all():
         raise VidseqError("probabilities must be finite numbers (found NaN, inf or non-numbers)")
     if targets.shape != (scores.shape[0],):
-        raise VidseqError(f"targets must have shape ({scores.shape[0]},) to match probabilities "
-                          f"{scores.shape}, got {targets.shape}")
+        raise VidseqError(
+            f"targets must have shape ({scores.shape[0]},) to match probabilities {scores.shape}, got {targets.shape}"
+        )
     if not np.issubdtype(targets.dtype, np.integer):
         raise VidseqError(f"targets must be integer class indices, got dtype {targets.dtype}")
     labels = [str(name) for name in labels]
     if len(labels) != scores.shape[1]:
-        raise VidseqError(f"{len(labels)} labels for {scores.shape[1]} classes: labels must "
-                          "name every column of probabilities, in order")
+        raise VidseqError(
+            f"{len(labels)} labels for {scores.shape[1]} classes: labels must "
+            "name every column of probabilities, in order"
+        )
     if len(set(labels)) != len(labels):
         raise VidseqError(f"labels must be unique, got {labels}")
     if targets.min() < 0 or targets.max() >= len(labels):
-        raise VidseqError(f"targets must be in [0, {len(labels)}), got values from "
-                          f"{targets.min()} to {targets.max()}")
+        raise VidseqError(f"targets must be in [0, {len(labels)}), got values from {targets.min()} to {targets.max()}")
     return scores, targets.astype(np.int64), labels
 
 
@@ -194,12 +195,16 @@ def format_report(metrics: Mapping[str, Any]) -> str:
     for row in rows:
         if row is rows[-1]:
             lines.append("-" * len(lines[0]))
-        lines.append(f"{row['label']!s:<{width}}  {row['support']:>7d}  "
-                     f"{row['precision']:>9.3f}  {row['recall']:>6.3f}  {row['f1']:>6.3f}")
+        lines.append(
+            f"{row['label']!s:<{width}}  {row['support']:>7d}  "
+            f"{row['precision']:>9.3f}  {row['recall']:>6.3f}  {row['f1']:>6.3f}"
+        )
     k = min(TOP_K, len(metrics["per_class"]))
-    lines.append(f"accuracy {metrics['accuracy']:.4f}   top-{k} {metrics['top5']:.4f}   "
-                 f"mean class accuracy {metrics['mean_class_accuracy']:.4f}   "
-                 f"macro F1 {metrics['macro_f1']:.4f}   (N = {metrics['num_samples']})")
+    lines.append(
+        f"accuracy {metrics['accuracy']:.4f}   top-{k} {metrics['top5']:.4f}   "
+        f"mean class accuracy {metrics['mean_class_accuracy']:.4f}   "
+        f"macro F1 {metrics['macro_f1']:.4f}   (N = {metrics['num_samples']})"
+    )
     return "\n".join(lines)
 
 
@@ -227,17 +232,23 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 def _macro_row(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """The ``macro`` row: means over the classes seen in targets or predictions."""
-    return {"label": "macro", "support": int(metrics["num_samples"]),
-            "precision": metrics["macro_precision"], "recall": metrics["macro_recall"],
-            "f1": metrics["macro_f1"]}
+    return {
+        "label": "macro",
+        "support": int(metrics["num_samples"]),
+        "precision": metrics["macro_precision"],
+        "recall": metrics["macro_recall"],
+        "f1": metrics["macro_f1"],
+    }
 
 
 def check_confusion(confusion: Any, labels: Sequence[str]) -> np.ndarray:
     """``confusion`` as an array, checked to be ``(C, C)`` with one label per class."""
     counts = np.asarray(confusion)
     if counts.ndim != 2 or counts.shape != (len(labels), len(labels)) or counts.size == 0:
-        raise VidseqError(f"confusion of shape {counts.shape} does not match {len(labels)} "
-                          "labels: it must be (C, C) with one label per class")
+        raise VidseqError(
+            f"confusion of shape {counts.shape} does not match {len(labels)} "
+            "labels: it must be (C, C) with one label per class"
+        )
     return counts
 
 

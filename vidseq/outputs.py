@@ -38,8 +38,9 @@ def check_writable(folder: str | Path, *, what: str) -> Path:
         reason = f"{type(exc).__name__}: {exc.strerror or exc}"
         if isinstance(exc, FileExistsError):  # mkdir met a file where a folder must be
             reason = f"{exc.filename} is a file, not a folder"
-        raise OutputError(f"cannot write to {folder} ({what}): {reason}; choose another location "
-                          "or make this one writable") from None
+        raise OutputError(
+            f"cannot write to {folder} ({what}): {reason}; choose another location or make this one writable"
+        ) from None
     return folder
 
 
@@ -48,10 +49,14 @@ def os_error_line(exc: OSError) -> str | None:
     what was kept and what to do; None for any other OSError (a bug keeps its traceback)."""
     path = f"{exc.filename}: " if exc.filename else ""
     if exc.errno in NO_SPACE:
-        return (f"{path}{NO_SPACE[exc.errno]}; the work finished before it is kept (stored features, "
-                "checkpoints, rows written): free some space and run the same command again to continue "
-                "(train: with --resume)")
+        return (
+            f"{path}{NO_SPACE[exc.errno]}; the work finished before it is kept (stored features, "
+            "checkpoints, rows written): free some space and run the same command again to continue "
+            "(train: with --resume)"
+        )
     if exc.errno in NOT_WRITABLE:
-        return (f"{path}cannot write ({exc.strerror}); the work finished before it is kept: make the "
-                "location writable or choose another, and run the command again")
+        return (
+            f"{path}cannot write ({exc.strerror}); the work finished before it is kept: make the "
+            "location writable or choose another, and run the command again"
+        )
     return None

@@ -28,8 +28,9 @@ _TICK_LABELS_MAX_CLASSES = 100
 _ACCURACY_WORDS = ("accuracy", "top5", "f1")
 
 
-def plot_confusion(path: str | Path, confusion: np.ndarray, labels: Sequence[str], *,
-                   normalize: bool = True, title: str | None = None) -> Path:
+def plot_confusion(
+    path: str | Path, confusion: np.ndarray, labels: Sequence[str], *, normalize: bool = True, title: str | None = None
+) -> Path:
     """A heatmap PNG of the confusion matrix (rows true, columns predicted).
 
     ``normalize``: colour by the share of each true class (rows sum to 100 %); cells show the
@@ -44,8 +45,7 @@ def plot_confusion(path: str | Path, confusion: np.ndarray, labels: Sequence[str
     fig = _new_figure((side + 1.5, side))
     ax = fig.add_subplot()
     image = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04,
-                 label="share of the true class" if normalize else "samples")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class" if normalize else "samples")
     _label_confusion_axes(ax, [str(name) for name in labels])
     if n <= _ANNOTATE_MAX_CLASSES:
         _annotate_cells(ax, counts, shown / vmax, normalize=normalize)
@@ -62,14 +62,12 @@ def plot_training_curves(path: str | Path, history: Sequence[Mapping[str, Any]])
     accuracy panel, where a step in the schedule lines up with the jump in accuracy it causes.
     """
     if len(history) == 0:
-        raise VidseqError("plot_training_curves: the history is empty; "
-                          "it needs one row (dict) per epoch")
+        raise VidseqError("plot_training_curves: the history is empty; it needs one row (dict) per epoch")
     epochs = [_epoch(row, i) for i, row in enumerate(history)]
     fig = _new_figure((11.0, 4.2))
     loss_ax, acc_ax = fig.subplots(1, 2)
     _plot_series(loss_ax, history, epochs, lambda key: "loss" in key, ylabel="loss")
-    _plot_series(acc_ax, history, epochs,
-                 lambda key: any(word in key for word in _ACCURACY_WORDS), ylabel="accuracy")
+    _plot_series(acc_ax, history, epochs, lambda key: any(word in key for word in _ACCURACY_WORDS), ylabel="accuracy")
     _plot_lr(acc_ax, history, epochs)
     return _save_png(fig, path)
 
@@ -113,8 +111,9 @@ def _annotate_cells(ax: Axes, counts: np.ndarray, shade: np.ndarray, *, normaliz
         ax.text(j, i, text, ha="center", va="center", color=colour, fontsize=size)
 
 
-def _plot_series(ax: Axes, history: Sequence[Mapping[str, Any]], epochs: list[float],
-                 wanted: Callable[[str], bool], *, ylabel: str) -> None:
+def _plot_series(
+    ax: Axes, history: Sequence[Mapping[str, Any]], epochs: list[float], wanted: Callable[[str], bool], *, ylabel: str
+) -> None:
     from matplotlib.ticker import MaxNLocator
 
     keys = [key for key in dict.fromkeys(k for row in history for k in row) if wanted(key)]
@@ -125,13 +124,11 @@ def _plot_series(ax: Axes, history: Sequence[Mapping[str, Any]], epochs: list[fl
     ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)  # also a sane axis for a single epoch
     ax.grid(alpha=0.3)
     if not any(drawn):
-        ax.text(0.5, 0.5, f"no {ylabel} values", transform=ax.transAxes, ha="center",
-                color="0.5")
+        ax.text(0.5, 0.5, f"no {ylabel} values", transform=ax.transAxes, ha="center", color="0.5")
     _legend_below(ax, ax)
 
 
-def _plot_key(ax: Axes, history: Sequence[Mapping[str, Any]], epochs: list[float], key: str,
-              **style: Any) -> bool:
+def _plot_key(ax: Axes, history: Sequence[Mapping[str, Any]], epochs: list[float], key: str, **style: Any) -> bool:
     points = [(x, _number(row.get(key))) for x, row in zip(epochs, history)]
     points = [(x, y) for x, y in points if y is not None]
     if points:
@@ -158,8 +155,14 @@ def _legend_below(target: Axes, *sources: Axes) -> None:
     """One legend under the panel (never over the curves) for the lines of ``sources``."""
     handles = [h for source in sources for h in source.get_legend_handles_labels()[0]]
     if handles:
-        target.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14),
-                      ncol=min(3, len(handles)), fontsize=8, frameon=False)
+        target.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.14),
+            ncol=min(3, len(handles)),
+            fontsize=8,
+            frameon=False,
+        )
 
 
 def _epoch(row: Mapping[str, Any], position: int) -> float:

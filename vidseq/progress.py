@@ -18,9 +18,17 @@ from typing import Any, TextIO
 INTERVAL_S = 10.0
 
 
-def progress_bar(total: int | None, *, desc: str, unit: str, enabled: bool = True, initial: int = 0,
-                 interval: float = INTERVAL_S, file: TextIO | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> Any:
+def progress_bar(
+    total: int | None,
+    *,
+    desc: str,
+    unit: str,
+    enabled: bool = True,
+    initial: int = 0,
+    interval: float = INTERVAL_S,
+    file: TextIO | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> Any:
     """A tqdm bar when ``file`` (default stderr) is a terminal, else a :class:`LineProgress`.
 
     ``enabled=False``: prints nothing. ``unit`` is singular (``"video"``); ``interval`` and
@@ -31,17 +39,27 @@ def progress_bar(total: int | None, *, desc: str, unit: str, enabled: bool = Tru
         from tqdm.auto import tqdm
 
         return tqdm(total=total, initial=initial, unit=unit, desc=desc, file=file, dynamic_ncols=True)
-    return LineProgress(total, desc=desc, unit=unit, enabled=enabled, initial=initial, interval=interval,
-                        file=file, clock=clock)
+    return LineProgress(
+        total, desc=desc, unit=unit, enabled=enabled, initial=initial, interval=interval, file=file, clock=clock
+    )
 
 
 class LineProgress:
     """tqdm's counting API, printing whole lines: at most one per ``interval`` seconds, and one
     at ``close`` when anything was counted since the last."""
 
-    def __init__(self, total: int | None, *, desc: str, unit: str, enabled: bool = True, initial: int = 0,
-                 interval: float = INTERVAL_S, file: TextIO | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        total: int | None,
+        *,
+        desc: str,
+        unit: str,
+        enabled: bool = True,
+        initial: int = 0,
+        interval: float = INTERVAL_S,
+        file: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.total, self.n, self.desc, self.unit, self.postfix = total, initial, desc, unit, ""
         self.enabled, self.interval, self.clock = enabled, interval, clock
         self.file = sys.stderr if file is None else file
@@ -52,8 +70,15 @@ class LineProgress:
 
     @property
     def format_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "total": self.total, "elapsed": self.clock() - self.start, "unit": self.unit,
-                "desc": self.desc, "postfix": self.postfix, "initial": self.initial}
+        return {
+            "n": self.n,
+            "total": self.total,
+            "elapsed": self.clock() - self.start,
+            "unit": self.unit,
+            "desc": self.desc,
+            "postfix": self.postfix,
+            "initial": self.initial,
+        }
 
     def update(self, n: int = 1) -> bool:
         """Count ``n`` more; True when this printed a line."""

@@ -87,9 +87,7 @@ def stride_indices(
         candidates = np.arange(start, num_frames, stride, dtype=np.int64)
     else:
         if stride != 1:
-            raise ValueError(
-                f"give stride or target_fps, not both (got stride={stride}, target_fps={target_fps})"
-            )
+            raise ValueError(f"give stride or target_fps, not both (got stride={stride}, target_fps={target_fps})")
         candidates = _rate_indices(num_frames, fps, target_fps, train=train, rng=rng)
     return _cap(candidates, max_frames, train=train, rng=rng)
 
@@ -194,9 +192,7 @@ def _rate_indices(
 ) -> np.ndarray:
     """Frames at ``target_fps`` from a video at ``fps``: positions ``k * fps / target_fps``."""
     if fps is None:
-        raise ValueError(
-            f"target_fps={target_fps} needs the video's fps; pass fps= (probe the video first)"
-        )
+        raise ValueError(f"target_fps={target_fps} needs the video's fps; pass fps= (probe the video first)")
     fps = _positive_float("fps", fps)
     target_fps = _positive_float("target_fps", target_fps)
     step = fps / target_fps

@@ -42,9 +42,7 @@ from vidseq.backbones.registry import DEFAULT_WEIGHTS, register_backbone
 from vidseq.backbones.weights import load_state_dict_file
 
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
-_SHARED_WEIGHTS = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "data" / "efficientnet-lite0"
-)
+_SHARED_WEIGHTS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "efficientnet-lite0"
 FEATURE_CHANNELS = 1280
 NUM_CLASSES = 1000
 

@@ -60,9 +60,7 @@ def _check_options(name: str, builder: Builder, options: dict[str, Any]) -> None
     unknown = sorted(set(options) - set(params))
     if unknown:
         valid = sorted(set(params) - {"weights", "pooling", "model"})
-        raise BackboneError(
-            f"backbone {name!r} got unknown option(s) {unknown}; its options are: {valid}"
-        )
+        raise BackboneError(f"backbone {name!r} got unknown option(s) {unknown}; its options are: {valid}")
 
 
 def create_backbone(

@@ -37,9 +37,7 @@ def grid_size(pooling: str) -> int:
         return 1
     match = _GRID.match(pooling)
     if not match:
-        raise BackboneError(
-            f"unknown pooling {pooling!r}: use 'avg' or 'gridK' with K in 1..9 (e.g. 'grid2')"
-        )
+        raise BackboneError(f"unknown pooling {pooling!r}: use 'avg' or 'gridK' with K in 1..9 (e.g. 'grid2')")
     return int(match.group(1))
 
 
@@ -71,13 +69,9 @@ class BackboneSpec:
         if self.fit not in ("crop", "letterbox"):
             raise BackboneError(f"unknown fit {self.fit!r}: use 'crop' or 'letterbox'")
         if self.interpolation not in ("bilinear", "bicubic"):
-            raise BackboneError(
-                f"unknown interpolation {self.interpolation!r}: bilinear or bicubic"
-            )
+            raise BackboneError(f"unknown interpolation {self.interpolation!r}: bilinear or bicubic")
         if self.input_size < 1 or (self.fit == "crop" and self.resize < self.input_size):
-            raise BackboneError(
-                f"{self.name}: need 1 <= input_size <= resize, got {self.input_size}/{self.resize}"
-            )
+            raise BackboneError(f"{self.name}: need 1 <= input_size <= resize, got {self.input_size}/{self.resize}")
 
     def key(self) -> dict[str, Any]:
         """Everything that changes the features, as plain JSON-able values (for cache keys).
@@ -134,9 +128,7 @@ def normalize_frames(frames: np.ndarray | torch.Tensor, spec: BackboneSpec) -> t
     """
     x = frames_tensor(frames)
     if tuple(x.shape[1:3]) != (spec.input_size, spec.input_size):
-        raise BackboneError(
-            f"frames must already be {spec.input_size}x{spec.input_size}, got {tuple(x.shape[1:3])}"
-        )
+        raise BackboneError(f"frames must already be {spec.input_size}x{spec.input_size}, got {tuple(x.shape[1:3])}")
     return _normalize(x.permute(0, 3, 1, 2).float(), spec)
 
 
@@ -155,5 +147,3 @@ def pool_maps(maps: list[torch.Tensor], pooling: str) -> torch.Tensor:
         cells = F.adaptive_avg_pool2d(fmap.float(), k)  # (N, C, k, k)
         pooled.append(cells.permute(0, 2, 3, 1).flatten(1))
     return pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=1)
-
-

@@ -54,9 +54,7 @@ def _create(model: str, weights: str | os.PathLike | None) -> nn.Module:
     try:
         return timm.create_model(model, **options).eval()
     except Exception as exc:  # unknown name (RuntimeError), hub download errors (many types)
-        raise BackboneError(
-            f"cannot create timm model {model!r} with weights={weights!r}: {exc}"
-        ) from exc
+        raise BackboneError(f"cannot create timm model {model!r} with weights={weights!r}: {exc}") from exc
 
 
 def _spec(model: str, net: nn.Module, *, weights: str | None, pooling: str) -> BackboneSpec:

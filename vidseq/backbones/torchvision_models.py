@@ -55,9 +55,7 @@ def feature_trunk(net: nn.Module) -> nn.Module:
 
     children = dict(net.named_children())
     if any(name.lower().startswith("aux") for name in children):
-        raise BackboneError(
-            f"{type(net).__name__} has auxiliary heads: not supported as a backbone"
-        )
+        raise BackboneError(f"{type(net).__name__} has auxiliary heads: not supported as a backbone")
     if "avgpool" in children:
         before = list(children)[: list(children).index("avgpool")]
         return nn.Sequential(*(children[name] for name in before))
@@ -94,9 +92,7 @@ def _split_weights(weights: str | os.PathLike | None, enum: Any) -> tuple[Any, P
     if text.endswith((".pth", ".pt")) or Path(text).expanduser().exists():
         return None, Path(text).expanduser()
     names = ", ".join(["DEFAULT", *enum.__members__])
-    raise BackboneError(
-        f"unknown weights {text!r} for {enum.__name__}: use {names}, a .pth or None"
-    )
+    raise BackboneError(f"unknown weights {text!r} for {enum.__name__}: use {names}, a .pth or None")
 
 
 def _meta_weights(enum: Any, sha256: str | None) -> Any:

@@ -50,8 +50,6 @@ def _unwrap(state: object, path: Path) -> dict[str, torch.Tensor]:
             if isinstance(state.get(key), Mapping):
                 state = state[key]
                 break
-    if not isinstance(state, Mapping) or not all(
-        isinstance(v, torch.Tensor) for v in state.values()
-    ):
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BackboneError(f"{path}: not a state dict of tensors")
     return dict(state)

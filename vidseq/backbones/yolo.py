@@ -98,11 +98,7 @@ class YoloBackbone(Backbone):
         maps = []
         for layer in self.layers:
             if layer.f != -1:
-                x = (
-                    outputs[layer.f]
-                    if isinstance(layer.f, int)
-                    else [x if j == -1 else outputs[j] for j in layer.f]
-                )
+                x = outputs[layer.f] if isinstance(layer.f, int) else [x if j == -1 else outputs[j] for j in layer.f]
             x = layer(x)
             outputs.append(x if layer.i in self.saved else None)
             if layer.i in self.layer_ids:
@@ -121,9 +117,7 @@ def _check_layers(net: nn.Module, layers: Sequence[int]) -> tuple[int, ...]:
     count = len(net.model)
     bad = [i for i in layers if not 0 <= i < count]
     if bad:
-        raise BackboneError(
-            f"YOLO layer indices {bad} out of range: this model has layers 0..{count - 1}"
-        )
+        raise BackboneError(f"YOLO layer indices {bad} out of range: this model has layers 0..{count - 1}")
     return tuple(int(i) for i in layers)
 
 
@@ -133,9 +127,7 @@ def _probe_channels(backbone: YoloBackbone) -> list[int]:
     for layer_id, fmap in zip(backbone.layer_ids, maps, strict=True):
         if not isinstance(fmap, torch.Tensor) or fmap.ndim != 4:
             kind = type(backbone.layers[layer_id]).__name__
-            raise BackboneError(
-                f"YOLO layer {layer_id} ({kind}) gives no feature map; choose another"
-            )
+            raise BackboneError(f"YOLO layer {layer_id} ({kind}) gives no feature map; choose another")
     return [int(fmap.shape[1]) for fmap in maps]
 
 

@@ -80,8 +80,14 @@ def synth(
     from vidseq.progress import progress_bar
     from vidseq.synth import generate_dataset
 
-    flags = {"videos_per_class": videos_per_class, "num_frames": num_frames, "size": size, "seed": seed,
-             "kind": kind, "images": images}
+    flags = {
+        "videos_per_class": videos_per_class,
+        "num_frames": num_frames,
+        "size": size,
+        "seed": seed,
+        "kind": kind,
+        "images": images,
+    }
     cfg = load(config, override, {f"synth.{key}": value for key, value in flags.items()}).synth
     with progress_bar(None, desc="synth", unit="video") as bar:
 
@@ -91,8 +97,7 @@ def synth(
 
         result = generate_dataset(out, cfg, overwrite=overwrite, progress=advance)
     console.print(
-        f"wrote {len(result.paths)} videos in {len(result.counts)} classes to {out} "
-        f"(labels: {out / 'labels.csv'})"
+        f"wrote {len(result.paths)} videos in {len(result.counts)} classes to {out} (labels: {out / 'labels.csv'})"
     )
 
 
@@ -161,7 +166,8 @@ def extract(
     engine: str | None = typer.Option(None, help="local or ray (extract.engine; ray needs the ray extra)."),
     ray_address: str | None = typer.Option(None, help="Ray cluster to join (extract.ray_address); none: a local Ray."),
     motion: bool = typer.Option(
-        False, "--motion",
+        False,
+        "--motion",
         help="Also extract the optical-flow motion stream, from the same decode, into a second store beside "
         "the features (motion.enabled; also on when train.streams names motion; settings: -o motion.KEY=VALUE).",
     ),
@@ -185,17 +191,31 @@ def extract(
     from vidseq.datasets import discover_videos
     from vidseq.features import extract as run_extract
 
-    flags = {"extract.out": out, "backbone.name": backbone, "extract.batch_size": batch_size,
-             "extract.num_workers": workers, "extract.device": device, "extract.engine": engine,
-             "extract.ray_address": ray_address, "motion.enabled": True if motion else None}
+    flags = {
+        "extract.out": out,
+        "backbone.name": backbone,
+        "extract.batch_size": batch_size,
+        "extract.num_workers": workers,
+        "extract.device": device,
+        "extract.engine": engine,
+        "extract.ray_address": ray_address,
+        "motion.enabled": True if motion else None,
+    }
     cfg = load(config, override, flags)
     data_options = cfg.data.model_dump(exclude={"source"})
     data_options.pop("format")
     found = discover_videos(source, format=cfg.data.format, **data_options)
     motion_cfg = cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None
     result = run_extract(
-        found, out=cfg.extract.out, backbone=cfg.backbone, sampling=cfg.sampling,
-        config=cfg.extract, io=cfg.io, force=force, progress=not quiet, motion=motion_cfg,
+        found,
+        out=cfg.extract.out,
+        backbone=cfg.backbone,
+        sampling=cfg.sampling,
+        config=cfg.extract,
+        io=cfg.io,
+        force=force,
+        progress=not quiet,
+        motion=motion_cfg,
     )
     console.print(result.summary(), highlight=False)
     for row in result.failed:
@@ -213,9 +233,7 @@ def _expand_paths(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-            )
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS))
         else:
             files.append(path)  # a missing or non-video file still gets its own error row
     return files
@@ -247,8 +265,9 @@ def _print_probe(rows: list[dict], *, as_json: bool) -> None:
     elif console.file.isatty():  # the path unbroken (the terminal wraps it), its details below
         for row in rows:
             details = "  ".join(f"{col} {row[col]}" for col in _PROBE_COLUMNS[1:] if row.get(col, "") != "")
-            console.print(f"{row['path']}\n  {details}", style="red" if row["error"] else None,
-                          markup=False, highlight=False)
+            console.print(
+                f"{row['path']}\n  {details}", style="red" if row["error"] else None, markup=False, highlight=False
+            )
     else:  # grep, cut and awk get whole paths
         for line in _probe_lines(rows):
             typer.echo(line)
@@ -266,13 +285,16 @@ def _probe_table(rows: list[dict]) -> Table:
 
 def _probe_table_fits(rows: list[dict], width: int) -> bool:
     """Whether the table leaves its path column 30 characters (each column: its text + 3 of border)."""
-    others = sum(min(20, max(len(col), *(len(str(row.get(col, ""))) for row in rows))) + 3
-                 for col in _PROBE_COLUMNS[1:])
+    others = sum(
+        min(20, max(len(col), *(len(str(row.get(col, ""))) for row in rows))) + 3 for col in _PROBE_COLUMNS[1:]
+    )
     return width - others - 4 >= 30
 
 
 def _probe_lines(rows: list[dict]) -> list[str]:
     """A header and one tab-separated line per file; an error's own tabs and newlines become spaces."""
-    cells = [[" ".join(str(row.get(col, "")).split()) if col == "error" else str(row.get(col, ""))
-              for col in _PROBE_COLUMNS] for row in rows]
+    cells = [
+        [" ".join(str(row.get(col, "")).split()) if col == "error" else str(row.get(col, "")) for col in _PROBE_COLUMNS]
+        for row in rows
+    ]
     return ["\t".join(line) for line in [_PROBE_COLUMNS, *cells]]

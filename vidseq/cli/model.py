@@ -77,11 +77,25 @@ def train(
     from vidseq.metrics import format_report
     from vidseq.pipeline.commands import train_command
 
-    flags = {"train.features": features, "train.out": out, "model.name": model, "train.epochs": epochs,
-             "train.fusion": fusion, "train.streams": f"[{streams}]" if streams else None}
-    done = train_command(load(config, override, flags), resume=resume, overwrite=overwrite, track=track,
-                         tracking_uri=tracking_uri, experiment=experiment, register=register, progress=not quiet,
-                         echo=lambda line: console.print(line, highlight=False, markup=False))
+    flags = {
+        "train.features": features,
+        "train.out": out,
+        "model.name": model,
+        "train.epochs": epochs,
+        "train.fusion": fusion,
+        "train.streams": f"[{streams}]" if streams else None,
+    }
+    done = train_command(
+        load(config, override, flags),
+        resume=resume,
+        overwrite=overwrite,
+        track=track,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        register=register,
+        progress=not quiet,
+        echo=lambda line: console.print(line, highlight=False, markup=False),
+    )
     result = done.result
     if result is None:
         return  # a DDP rank other than 0: rank 0 reports
@@ -127,22 +141,28 @@ def predict(
         None, help="Videos, folders (searched recursively) or text files listing videos."
     ),
     model: str = typer.Option(
-        ..., "--model", "-m",
+        ...,
+        "--model",
+        "-m",
         help="best.pt of `vidseq train`, a model folder, or an MLflow model URI (models:/NAME/1, runs:/ID/model).",
     ),
     out: Path | None = typer.Option(
-        None, "--out", help="Write rows to FILE.csv or FILE.jsonl; an existing file is appended to: its predicted videos are "
-        "skipped, its failed ones tried again."
+        None,
+        "--out",
+        help="Write rows to FILE.csv or FILE.jsonl; an existing file is appended to: its predicted videos are "
+        "skipped, its failed ones tried again.",
     ),
     top_k: int = typer.Option(1, "--top-k", min=1, help="Labels (with probabilities) per video."),
     window: float | None = typer.Option(
-        None, help="Seconds per window: label every window of each video and join them into segments "
-        "(--stream/--render default: the training clips' median length)."
+        None,
+        help="Seconds per window: label every window of each video and join them into segments "
+        "(--stream/--render default: the training clips' median length).",
     ),
     hop: float | None = typer.Option(None, help="Seconds between windows (default: half a window)."),
     smooth: int = typer.Option(1, min=1, help="--window: average each window's probabilities with its neighbours'."),
     carry_state: bool = typer.Option(
-        False, "--carry-state",
+        False,
+        "--carry-state",
         help="--window: carry the LSTM/GRU state along the video, one step per hop (streaming-capable models).",
     ),
     stream: str | None = typer.Option(
@@ -151,7 +171,9 @@ def predict(
     render: Path | None = typer.Option(None, help="Write the (one) input video with its labels drawn on it (.mp4)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     workers: int | None = typer.Option(None, help="Decode worker processes (extract.num_workers)."),
-    engine: str = typer.Option("local", help="local or ray: how frames are decoded and embedded (as `vidseq extract`)."),
+    engine: str = typer.Option(
+        "local", help="local or ray: how frames are decoded and embedded (as `vidseq extract`)."
+    ),
     ray_address: str | None = typer.Option(None, help="--engine ray: the cluster to join; none: a local Ray."),
     tracking_uri: str | None = typer.Option(None, help="MLflow tracking URI for models:/ and runs:/ URIs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -178,8 +200,17 @@ def predict(
     if render is not None:
         _predict_render(predictor, inputs, render, window or predictor.default_window, hop)
         return
-    _predict_files(predictor, inputs, out=out, top_k=top_k, window=window, hop=hop, quiet=quiet,
-                   smooth=smooth, carry_state=carry_state)
+    _predict_files(
+        predictor,
+        inputs,
+        out=out,
+        top_k=top_k,
+        window=window,
+        hop=hop,
+        quiet=quiet,
+        smooth=smooth,
+        carry_state=carry_state,
+    )
 
 
 def _local_model(model: str, tracking_uri: str | None) -> Path:
@@ -194,18 +225,35 @@ def _local_model(model: str, tracking_uri: str | None) -> Path:
 def _predict_files(predictor, inputs, *, out, top_k, window, hop, quiet, smooth, carry_state) -> None:
     from vidseq.predict.batch import predict_batch
 
-    result = predict_batch(predictor, inputs, out=out, top_k=top_k, window=window, hop=hop, smooth=smooth,
-                           carry_state=carry_state, progress=not quiet)
+    result = predict_batch(
+        predictor,
+        inputs,
+        out=out,
+        top_k=top_k,
+        window=window,
+        hop=hop,
+        smooth=smooth,
+        carry_state=carry_state,
+        progress=not quiet,
+    )
     if out is None:
         console.print(_rows_table(result, windowed=window is not None))
-    console.print(f"{result.predicted} predicted, {result.skipped} already in {out}, {result.failed} failed"
-                  if out is not None else f"{result.predicted} predicted, {result.failed} failed", highlight=False)
+    console.print(
+        f"{result.predicted} predicted, {result.skipped} already in {out}, {result.failed} failed"
+        if out is not None
+        else f"{result.predicted} predicted, {result.failed} failed",
+        highlight=False,
+    )
     for row in result.rows:
         if row.get("error"):
             err_console.print(f"failed: {row['path']}: {row['error']}", highlight=False, markup=False)
     if result.passed_over:
-        err_console.print(f"{len(result.passed_over)} file(s) in the folders are not videos and were passed over "
-                          f"(e.g. {result.passed_over[0]})", highlight=False, markup=False)
+        err_console.print(
+            f"{len(result.passed_over)} file(s) in the folders are not videos and were passed over "
+            f"(e.g. {result.passed_over[0]})",
+            highlight=False,
+            markup=False,
+        )
     if result.failed:
         raise typer.Exit(1)
 
@@ -228,8 +276,12 @@ def _predict_stream(predictor, source: str, window: float, hop: float | None) ->
     from vidseq.predict.stream import stream_labels
 
     for item in stream_labels(predictor, source, window=window, hop=hop or window / 2):
-        console.print(f"{item.start:8.2f}-{item.end:8.2f} s  {item.label:<20} {item.probability:.3f}  "
-                      f"latency {item.latency * 1000:.0f} ms", highlight=False, markup=False)
+        console.print(
+            f"{item.start:8.2f}-{item.end:8.2f} s  {item.label:<20} {item.probability:.3f}  "
+            f"latency {item.latency * 1000:.0f} ms",
+            highlight=False,
+            markup=False,
+        )
 
 
 def _predict_render(predictor, inputs, render: Path, window: float, hop: float | None) -> None:

@@ -28,7 +28,9 @@ from vidseq.tracking import exit_on_interrupt  # cheap: no mlflow until a run st
 def run_pipeline_command(
     pipeline: Path = typer.Argument(..., help="A pipeline file, e.g. pipelines/quickstart.yaml."),
     override: list[str] = typer.Option(
-        [], "--override", "-o",
+        [],
+        "--override",
+        "-o",
         help="section.key=value for every stage, stage.section.key=value for one (repeatable).",
     ),
     from_stage: str | None = typer.Option(None, "--from", help="Recompute this stage and the ones after it."),
@@ -54,24 +56,37 @@ def run_pipeline_command(
     from vidseq.tracking import ui_hint
 
     result = run_pipeline(
-        pipeline, override, from_stage=from_stage, force=force, workdir=workdir, tracking=not no_tracking,
-        tracking_uri=tracking_uri, experiment=experiment, register=register, progress=not quiet,
+        pipeline,
+        override,
+        from_stage=from_stage,
+        force=force,
+        workdir=workdir,
+        tracking=not no_tracking,
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        register=register,
+        progress=not quiet,
         echo=lambda line: console.print(line, highlight=False, markup=False),
     )
     reused = sum(1 for r in result.stages if r.status == "reused")
-    console.print(f"\npipeline {result.pipeline.name}: {len(result.stages) - reused} stage(s) ran, "
-                  f"{reused} reused; outputs under {result.pipeline.workdir}", highlight=False)
+    console.print(
+        f"\npipeline {result.pipeline.name}: {len(result.stages) - reused} stage(s) ran, "
+        f"{reused} reused; outputs under {result.pipeline.workdir}",
+        highlight=False,
+    )
     headline = ("accuracy", "top5", "mean_class_accuracy", "macro_f1")
     for prefix, split in (("best_val_", "val"), ("test_", "test")):
         shown = [f"{k} {result.metrics[prefix + k]:.3f}" for k in headline if prefix + k in result.metrics]
         if shown:
             console.print(f"{split}: " + ", ".join(shown), highlight=False)
     if result.model_uri:
-        console.print(f"model: {result.model_uri}  (mlflow.pyfunc.load_model(uri).predict([video paths]))", markup=False,
-                      highlight=False)
+        console.print(
+            f"model: {result.model_uri}  (mlflow.pyfunc.load_model(uri).predict([video paths]))",
+            markup=False,
+            highlight=False,
+        )
     if result.tracking_uri:
-        console.print(f"results: {ui_hint(result.tracking_uri, result.experiment_id)}", highlight=False,
-                      markup=False)
+        console.print(f"results: {ui_hint(result.tracking_uri, result.experiment_id)}", highlight=False, markup=False)
 
 
 @config_app.command("show")

@@ -31,7 +31,22 @@ from vidseq.datasets._items import (
 )
 
 __all__ = [
-    "FORMATS", "SPLITS", "UCF101_GROUP_PATTERN", "VIDEO_EXTENSIONS", "Dataset", "DatasetWarning",
-    "PathLike", "VideoItem", "dataset_from_config", "detect_format", "discover", "discover_videos",
-    "from_csv", "from_folder", "from_hmdb51", "from_list_file", "from_ucf101", "with_groups",
+    "FORMATS",
+    "SPLITS",
+    "UCF101_GROUP_PATTERN",
+    "VIDEO_EXTENSIONS",
+    "Dataset",
+    "DatasetWarning",
+    "PathLike",
+    "VideoItem",
+    "dataset_from_config",
+    "detect_format",
+    "discover",
+    "discover_videos",
+    "from_csv",
+    "from_folder",
+    "from_hmdb51",
+    "from_list_file",
+    "from_ucf101",
+    "with_groups",
 ]

@@ -57,15 +57,21 @@ def discover(
     ``strict=True`` turns listed-but-missing files into a DatasetError instead of a warning.
     ``group_pattern`` (ucf101 default: ``_g(\\d+)_``) and ``allow_split_leak``: see ``with_groups``.
     """
-    found = _discover(source, format=format, video_root=video_root, split=split,
-                      label_names=label_names, strict=strict)
+    found = _discover(source, format=format, video_root=video_root, split=split, label_names=label_names, strict=strict)
     if group_pattern is None and found.format == "ucf101":
         group_pattern = UCF101_GROUP_PATTERN
     return with_groups(found, group_pattern=group_pattern, allow_split_leak=allow_split_leak)
 
 
-def _discover(source: PathLike, *, format: str, video_root: PathLike | None, split: int,
-              label_names: PathLike | None, strict: bool) -> Dataset:
+def _discover(
+    source: PathLike,
+    *,
+    format: str,
+    video_root: PathLike | None,
+    split: int,
+    label_names: PathLike | None,
+    strict: bool,
+) -> Dataset:
     path = Path(source)
     if not path.exists():
         raise DatasetError(f"dataset source {path} does not exist (expected {LOOKED_FOR})")
@@ -81,8 +87,7 @@ def _discover(source: PathLike, *, format: str, video_root: PathLike | None, spl
         return from_list_file(path, video_root=video_root, label_names=label_names, strict=strict)
     if video_root is None:
         raise DatasetError(
-            f"{path}: the {fmt} format needs video_root (data.video_root), the folder that "
-            "holds <class>/<video> files"
+            f"{path}: the {fmt} format needs video_root (data.video_root), the folder that holds <class>/<video> files"
         )
     loader = from_ucf101 if fmt == "ucf101" else from_hmdb51
     return loader(path, video_root=video_root, split=split, strict=strict)
@@ -92,8 +97,8 @@ def discover_videos(source: PathLike, **options: Any) -> Dataset:
     """What extraction and prediction take: any format ``discover`` reads, or unlabelled videos.
 
     Unlabelled inputs: one video file; a folder with videos at its top level (then searched
-    recursively, sub-folders are not classes); a text file listing one video path per line (relative to its folder). Their
-    items have ``label=None``. ``options`` go to ``discover`` for labelled formats;
+    recursively, sub-folders are not classes); a text file listing one video path per line
+    (relative to its folder). Their items have ``label=None``. ``options`` go to ``discover`` for labelled formats;
     ``group_pattern`` also gives unlabelled videos their groups.
     """
     path = Path(source)

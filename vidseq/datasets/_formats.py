@@ -97,9 +97,7 @@ def from_folder(root: PathLike) -> Dataset:
     return Dataset(items, labels, [], not_videos + loose, str(root), "folder")
 
 
-def from_csv(
-    path: PathLike, *, video_root: PathLike | None = None, strict: bool = False
-) -> Dataset:
+def from_csv(path: PathLike, *, video_root: PathLike | None = None, strict: bool = False) -> Dataset:
     """A CSV with header ``path,label[,split][,group]``; labels sorted by name."""
     path = _existing(path, "CSV file")
     base = _existing(video_root, "video_root", folder=True) if video_root else path.parent
@@ -144,9 +142,7 @@ def from_list_file(
     return finish(listed, names, source=path, fmt="list", strict=strict)
 
 
-def from_ucf101(
-    split_dir: PathLike, *, video_root: PathLike, split: int = 1, strict: bool = False
-) -> Dataset:
+def from_ucf101(split_dir: PathLike, *, video_root: PathLike, split: int = 1, strict: bool = False) -> Dataset:
     """UCF101's official split files; the label map follows ``classInd.txt``.
 
     Train lines carry a 1-based class index; test lines have none, so the label is the
@@ -164,9 +160,7 @@ def from_ucf101(
     return finish(listed, labels, source=split_dir, fmt="ucf101", strict=strict)
 
 
-def from_hmdb51(
-    split_dir: PathLike, *, video_root: PathLike, split: int = 1, strict: bool = False
-) -> Dataset:
+def from_hmdb51(split_dir: PathLike, *, video_root: PathLike, split: int = 1, strict: bool = False) -> Dataset:
     """HMDB51's ``<action>_test_split<N>.txt`` files: code 1 train, 2 test, 0 unused (left
     out, not missing). Videos are ``video_root/<action>/<video>``; labels sorted by name.
     """
@@ -182,9 +176,7 @@ def from_hmdb51(
         for where, text in read_lines(file):
             video, code = _path_and_int(text, where, "video.avi 0|1|2")
             if code not in (0, 1, 2):
-                raise DatasetError(
-                    f"{where}: split code {code}; expected 1 train, 2 test, 0 unused"
-                )
+                raise DatasetError(f"{where}: split code {code}; expected 1 train, 2 test, 0 unused")
             if code:
                 split_name = "train" if code == 1 else "test"
                 listed.append(Listed(where, root / action / video, action, split_name))

@@ -20,8 +20,7 @@ from vidseq.errors import DatasetError
 UCF101_GROUP_PATTERN = r"_g(\d+)_"  # v_ApplyEyeMakeup_g08_c01.avi -> group "08"
 
 
-def with_groups(dataset: Dataset, *, group_pattern: str | None = None,
-                allow_split_leak: bool = False) -> Dataset:
+def with_groups(dataset: Dataset, *, group_pattern: str | None = None, allow_split_leak: bool = False) -> Dataset:
     """``dataset`` with each item's group set, checked for groups on two sides of its split.
 
     An item keeps the group it has (a CSV ``group`` column); else ``group_pattern``, searched in
@@ -32,10 +31,14 @@ def with_groups(dataset: Dataset, *, group_pattern: str | None = None,
         try:
             regex = re.compile(group_pattern)
         except re.error as exc:
-            raise DatasetError(f"group pattern {group_pattern!r} (data.group_pattern) is not a valid "
-                               rf"regular expression ({exc}); e.g. _g(\d+)_ for UCF101 names") from None
-        items = [item if item.group is not None else dataclasses.replace(item, group=_match(regex, item.path))
-                 for item in dataset.items]
+            raise DatasetError(
+                f"group pattern {group_pattern!r} (data.group_pattern) is not a valid "
+                rf"regular expression ({exc}); e.g. _g(\d+)_ for UCF101 names"
+            ) from None
+        items = [
+            item if item.group is not None else dataclasses.replace(item, group=_match(regex, item.path))
+            for item in dataset.items
+        ]
         dataset = dataclasses.replace(dataset, items=items)
     _check_leaks(dataset, group_pattern, allow_split_leak)
     return dataset
@@ -55,12 +58,18 @@ def _check_leaks(dataset: Dataset, pattern: str | None, allow: bool) -> None:
             sides.setdefault(item.group, {}).setdefault(item.split, item.path)
     leaks = [(g, found) for g, found in sorted(sides.items()) if len(found) > 1]
     if leaks:
-        shown = "; ".join(f"group {g!r} in " + " and ".join(f"{side} ({found[side].name})" for side in SPLITS
-                                                           if side in found) for g, found in leaks[:SHOW])
+        shown = "; ".join(
+            f"group {g!r} in " + " and ".join(f"{side} ({found[side].name})" for side in SPLITS if side in found)
+            for g, found in leaks[:SHOW]
+        )
         shown += f"; {len(leaks) - SHOW} more" if len(leaks) > SHOW else ""
-        problem = (f"{dataset.source}: the split puts one source on two sides "
-                   f"({f'group pattern {pattern}' if pattern else 'group column'}): {shown}")
+        problem = (
+            f"{dataset.source}: the split puts one source on two sides "
+            f"({f'group pattern {pattern}' if pattern else 'group column'}): {shown}"
+        )
         if not allow:
-            raise DatasetError(f"{problem}. That leaks scenes from training into evaluation: move each group "
-                               "to one split, fix data.group_pattern, or set data.allow_split_leak=true")
+            raise DatasetError(
+                f"{problem}. That leaks scenes from training into evaluation: move each group "
+                "to one split, fix data.group_pattern, or set data.allow_split_leak=true"
+            )
         warn(f"{problem} (accepted: allow_split_leak)")

@@ -126,9 +126,7 @@ class Listed(NamedTuple):
 # -- shared steps -------------------------------------------------------------------------
 
 
-def finish(
-    listed: list[Listed], labels: list[str], *, source: Path, fmt: str, strict: bool
-) -> Dataset:
+def finish(listed: list[Listed], labels: list[str], *, source: Path, fmt: str, strict: bool) -> Dataset:
     """Check annotation entries against the filesystem and build the Dataset."""
     items, missing, skipped = [], [], []
     for entry in _unique(listed):
@@ -146,9 +144,7 @@ def finish(
     if skipped:
         warn(f"{source}: skipped {describe(skipped)}: listed, but not video files")
     if not items:
-        raise DatasetError(
-            f"{source}: no videos found ({len(listed)} listed, {len(missing)} of them missing)"
-        )
+        raise DatasetError(f"{source}: no videos found ({len(listed)} listed, {len(missing)} of them missing)")
     return Dataset(items, labels, missing, skipped, str(source), fmt)
 
 

@@ -14,7 +14,6 @@ clips, or none in a val/test split that exists; no groups while vidseq makes (so
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +22,7 @@ SPLITS = ("train", "val", "test")
 NONE = "none"  # the column of clips without a split (vidseq makes theirs at training)
 MIN_TRAIN = 3  # fewer training clips per class than this: the class is barely learnt
 UCF101_GROUP_PATTERN = r"_g(\d+)_"  # the pattern vidseq.datasets applies to ucf101 by default
-NO_GROUPS = ("no groups given: clips of one source may land on both sides; "
-             "give a CSV group column or data.group_pattern")
+NO_GROUPS = "no groups given: clips of one source may land on both sides; give a CSV group column or data.group_pattern"
 _SHOW = 5  # classes or groups a warning names
 
 
@@ -63,8 +61,7 @@ class SplitsReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types, for a JSON file in the run folder."""
-        return {"warnings": list(self.warnings), "counts": self.counts, "groups": self.groups,
-                "splits_made": self.made}
+        return {"warnings": list(self.warnings), "counts": self.counts, "groups": self.groups, "splits_made": self.made}
 
 
 def split_report(
@@ -147,8 +144,10 @@ def _class_warnings(counts: dict[str, dict[str, int]]) -> list[str]:
     found = []
     if len(present) < 2:
         shown = f" ({present[0]})" if present else ""
-        found.append(f"only {len(present)} class{shown} has clips: accuracy is 1.000 by construction; "
-                     "a classifier needs at least two classes")
+        found.append(
+            f"only {len(present)} class{shown} has clips: accuracy is 1.000 by construction; "
+            "a classifier needs at least two classes"
+        )
     unsplit = {name for name, row in counts.items() if row[NONE]}  # their splits are made later
     no_train = [n for n, row in counts.items() if not row["train"] and n not in unsplit]
     if no_train:
@@ -158,20 +157,26 @@ def _class_warnings(counts: dict[str, dict[str, int]]) -> list[str]:
     few = [n for n, k in usable.items() if 0 < k < MIN_TRAIN and n not in no_train]
     if few:
         shown = ", ".join(f"{n}: {usable[n]}" for n in few[:_SHOW])
-        found.append(f"{_names(few)} fewer than {MIN_TRAIN} training clips ({shown}): "
-                     "too few to learn, and their scores are noise")
+        found.append(
+            f"{_names(few)} fewer than {MIN_TRAIN} training clips ({shown}): "
+            "too few to learn, and their scores are noise"
+        )
     for split in ("val", "test"):
         if any(row[split] for row in counts.values()):
             missing = [n for n, row in counts.items() if not row[split] and n not in unsplit and row["train"]]
             if missing:
-                found.append(f"{_names(missing)} no {split} clips: the {split} scores say nothing about "
-                             f"{'it' if len(missing) == 1 else 'them'}")
+                found.append(
+                    f"{_names(missing)} no {split} clips: the {split} scores say nothing about "
+                    f"{'it' if len(missing) == 1 else 'them'}"
+                )
     return found
 
 
-_LEAKS = (("val", "train", "val scores are too high, and best.pt is picked on them"),
-          ("val", "test", "the model is picked on the sources that test measures"),
-          ("test", "train", "test scores are too high (memory of the source, not recognition)"))
+_LEAKS = (
+    ("val", "train", "val scores are too high, and best.pt is picked on them"),
+    ("val", "test", "the model is picked on the sources that test measures"),
+    ("test", "train", "test scores are too high (memory of the source, not recognition)"),
+)
 
 
 def _group_warnings(splits: Sequence[str | None], groups: list[str | None], vidseq_splits: bool) -> list[str]:

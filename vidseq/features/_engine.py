@@ -22,9 +22,9 @@ import torch
 from vidseq import __version__
 from vidseq.backbones import Backbone, BackboneSpec, FrameEncoder, decode_size, fit_frames
 from vidseq.config import ExtractConfig, MotionConfig, SamplingConfig
+from vidseq.features.motion import FlowPooler, MotionError, pair_indices
 from vidseq.features.store import VideoFeatures, write_entry
 from vidseq.io import VideoReader, open_video
-from vidseq.features.motion import FlowPooler, MotionError, pair_indices
 from vidseq.sampling import indices_from_config
 
 if TYPE_CHECKING:
@@ -37,8 +37,17 @@ _VIEW_EVERY_SECONDS = 30.0  # between rebuilds of the manifest view during a run
 # -- decode --------------------------------------------------------------------------------
 
 
-def video_chunks(job: int, path: str, *, spec: BackboneSpec, sampling: SamplingConfig, backend: str,
-                 chunk: int, appearance: bool = True, flow: FlowPooler | None = None) -> Iterator[dict[str, Any]]:
+def video_chunks(
+    job: int,
+    path: str,
+    *,
+    spec: BackboneSpec,
+    sampling: SamplingConfig,
+    backend: str,
+    chunk: int,
+    appearance: bool = True,
+    flow: FlowPooler | None = None,
+) -> Iterator[dict[str, Any]]:
     """One video's sampled frames fitted to the backbone, ``uint8 (n, S, S, 3)`` per chunk, or one error.
 
     Chunks: ``{"job", "start", "total", "indices", "fps", "frames", "motion", "motion_error",
@@ -62,16 +71,23 @@ def video_chunks(job: int, path: str, *, spec: BackboneSpec, sampling: SamplingC
                 return
             for start in range(0, len(indices), chunk):
                 part = slice(start, start + chunk)
-                frames, motion = _read_chunk(reader, indices[part], size=size, spec=spec, appearance=appearance,
-                                             pairs=None if pairs is None else (pairs[0][part], pairs[1][part]),
-                                             flow=flow)
+                frames, motion = _read_chunk(
+                    reader,
+                    indices[part],
+                    size=size,
+                    spec=spec,
+                    appearance=appearance,
+                    pairs=None if pairs is None else (pairs[0][part], pairs[1][part]),
+                    flow=flow,
+                )
                 yield {**base, "start": start, "indices": indices[part], "frames": frames, "motion": motion}
     except Exception as exc:  # noqa: BLE001 - any failure of one video is that video's row
         yield {"job": job, "error": _describe_error(exc)}
 
 
-def _pairs(indices: np.ndarray, num_frames: int,
-           flow: FlowPooler | None) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+def _pairs(
+    indices: np.ndarray, num_frames: int, flow: FlowPooler | None
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
     """The sampled frames' flow pairs, or None with why (no flow wanted: ""; a too short video)."""
     if flow is None:
         return None, ""
@@ -81,9 +97,16 @@ def _pairs(indices: np.ndarray, num_frames: int,
         return None, str(exc)
 
 
-def _read_chunk(reader: VideoReader, indices: np.ndarray, *, size: int | tuple[int, int], spec: BackboneSpec,
-                appearance: bool, pairs: tuple[np.ndarray, np.ndarray] | None,
-                flow: FlowPooler | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_chunk(
+    reader: VideoReader,
+    indices: np.ndarray,
+    *,
+    size: int | tuple[int, int],
+    spec: BackboneSpec,
+    appearance: bool,
+    pairs: tuple[np.ndarray, np.ndarray] | None,
+    flow: FlowPooler | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """A chunk's fitted sampled frames (empty unless ``appearance``) and its pooled flow (or None).
 
     With pairs, the sorted union of the sampled frames and their partners is decoded in one read
@@ -129,8 +152,13 @@ class BatchForward(FrameEncoder):
     which videos shared a batch)."""
 
     def __init__(self, model: Backbone, config: ExtractConfig, device: torch.device) -> None:
-        super().__init__(model, precision=config.precision, channels_last=config.channels_last, device=device,
-                         batch=config.batch_size)
+        super().__init__(
+            model,
+            precision=config.precision,
+            channels_last=config.channels_last,
+            device=device,
+            batch=config.batch_size,
+        )
 
 
 class _Accumulator:
@@ -206,8 +234,15 @@ class VideoSink:
     sinks share one), writes each video's record with its entry and drops its claim.
     """
 
-    def __init__(self, plan: ExtractionPlan, feature_dim: int, *, items: list | None = None,
-                 jobs: Iterable[int] | None = None, progress: RunProgress | None = None) -> None:
+    def __init__(
+        self,
+        plan: ExtractionPlan,
+        feature_dim: int,
+        *,
+        items: list | None = None,
+        jobs: Iterable[int] | None = None,
+        progress: RunProgress | None = None,
+    ) -> None:
         self.plan, self.dim = plan, feature_dim
         self.items = plan.todo if items is None else items
         self.progress = progress or RunProgress([1] * len(self.items))
@@ -218,8 +253,16 @@ class VideoSink:
         if jobs is not None:
             self.closed = set(range(len(self.items))) - set(jobs)
 
-    def put(self, job: int, positions: slice | np.ndarray, indices: np.ndarray, features: np.ndarray, *,
-            total: int, fps: float) -> None:
+    def put(
+        self,
+        job: int,
+        positions: slice | np.ndarray,
+        indices: np.ndarray,
+        features: np.ndarray,
+        *,
+        total: int,
+        fps: float,
+    ) -> None:
         """Features of video ``job``'s sampled frames at ``positions`` (its ``total`` frames in all)."""
         if job in self.closed:
             return
@@ -263,8 +306,14 @@ class VideoSink:
         item, store = self.items[job], self.plan.store
         row = self.plan.row_of(item)
         timestamps = acc.indices / acc.fps if acc.fps > 0 else np.zeros(acc.total)
-        meta = {"path": str(item.path), "label": item.label, "fps": acc.fps, "vidseq": __version__,
-                "video": row["video"], "subject": row["subject"]}
+        meta = {
+            "path": str(item.path),
+            "label": item.label,
+            "fps": acc.fps,
+            "vidseq": __version__,
+            "video": row["video"],
+            "subject": row["subject"],
+        }
         entry = store.entry_path(item.path, row["subject"], vid=row["video"])
         try:
             write_entry(entry, VideoFeatures(acc.features, acc.indices, timestamps, meta))
@@ -292,8 +341,14 @@ def put_motion(sink: VideoSink | None, chunk: dict[str, Any]) -> None:
         sink.fail(chunk["job"], chunk["error"] or chunk["motion_error"])
     elif chunk["motion"] is not None:
         start, count = chunk["start"], len(chunk["indices"])
-        sink.put(chunk["job"], slice(start, start + count), chunk["indices"], chunk["motion"],
-                 total=chunk["total"], fps=chunk["fps"])
+        sink.put(
+            chunk["job"],
+            slice(start, start + count),
+            chunk["indices"],
+            chunk["motion"],
+            total=chunk["total"],
+            fps=chunk["fps"],
+        )
 
 
 def _progress_bar(total: int, enabled: bool):

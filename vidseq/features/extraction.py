@@ -96,21 +96,42 @@ def extract(
         # ray is an optional extra: its engine (and ray) are imported only when asked for
         from vidseq.features.ray_engine import extract_ray
 
-        return extract_ray(items, out=out, backbone=backbone, sampling=sampling, config=config, io=io, force=force,
-                           progress=progress, on_video_done=on_video_done, reuse_from=reuse_from, motion=motion)
+        return extract_ray(
+            items,
+            out=out,
+            backbone=backbone,
+            sampling=sampling,
+            config=config,
+            io=io,
+            force=force,
+            progress=progress,
+            on_video_done=on_video_done,
+            reuse_from=reuse_from,
+            motion=motion,
+        )
     sampling = sampling or SamplingConfig()
     device = resolve_device(config.device)
     model = backbone if isinstance(backbone, Backbone) else build_backbone(backbone or BackboneConfig(), device)
 
     def plan(videos, redo: bool) -> ExtractionRun:
-        return plan_run(videos, out=out, spec=model.spec, sampling=sampling, recipe=recipe_of(backbone, sampling, io, config),
-                        motion=motion, force=redo, reuse_from=reuse_from, on_video_done=on_video_done)
+        return plan_run(
+            videos,
+            out=out,
+            spec=model.spec,
+            sampling=sampling,
+            recipe=recipe_of(backbone, sampling, io, config),
+            motion=motion,
+            force=redo,
+            reuse_from=reuse_from,
+            on_video_done=on_video_done,
+        )
 
     def engine(run: ExtractionRun) -> ExtractResult:
         start = time.perf_counter()
         runner = _Runner(model, config, device, run.sink, run.motion_sink)
-        loader = _loader(run.jobs(), model.spec, sampling, config, (io or IOConfig()).backend, device,
-                         motion=run.motion_config)
+        loader = _loader(
+            run.jobs(), model.spec, sampling, config, (io or IOConfig()).backend, device, motion=run.motion_config
+        )
         with _progress_bar(len(run.todo), progress) as bar, closing(loader):  # closing: workers stop
             run.progress.bar = bar
             for chunk in loader:
@@ -125,8 +146,16 @@ def extract(
 # -- decode workers ------------------------------------------------------------------------
 
 
-def _loader(jobs, spec: BackboneSpec, sampling: SamplingConfig, config: ExtractConfig, backend: str,
-            device: torch.device, *, motion: MotionConfig | None = None) -> Iterator[dict[str, Any]]:
+def _loader(
+    jobs,
+    spec: BackboneSpec,
+    sampling: SamplingConfig,
+    config: ExtractConfig,
+    backend: str,
+    device: torch.device,
+    *,
+    motion: MotionConfig | None = None,
+) -> Iterator[dict[str, Any]]:
     """Decoded chunks of ``jobs`` (``ExtractionRun.jobs()``), their frames as tensors (pinned on CUDA).
 
     ``config.num_workers`` watched decode workers (``workers.decode_videos``; 0: decoding here,
@@ -134,8 +163,9 @@ def _loader(jobs, spec: BackboneSpec, sampling: SamplingConfig, config: ExtractC
     """
     settings = DecodeSettings(spec, sampling, backend, config.chunk_frames, motion)
     pin = device.type == "cuda"
-    for part in decode_videos(jobs, settings, workers=min(config.num_workers, len(jobs)),
-                              limits=DecodeLimits.of(config)):
+    for part in decode_videos(
+        jobs, settings, workers=min(config.num_workers, len(jobs)), limits=DecodeLimits.of(config)
+    ):
         if not part["error"]:
             part["frames"] = torch.from_numpy(part["frames"])
             if pin:
@@ -147,8 +177,14 @@ class _Runner:
     """The local engine's model side: packs chunks of several videos into batches for the sink;
     hands each chunk's motion stream to the motion sink as it comes."""
 
-    def __init__(self, model: Backbone, config: ExtractConfig, device: torch.device, sink: VideoSink,
-                 motion_sink: VideoSink | None = None) -> None:
+    def __init__(
+        self,
+        model: Backbone,
+        config: ExtractConfig,
+        device: torch.device,
+        sink: VideoSink,
+        motion_sink: VideoSink | None = None,
+    ) -> None:
         self.forward, self.sink, self.batch_size = BatchForward(model, config, device), sink, config.batch_size
         self.motion_sink = motion_sink
         self.frames: list[torch.Tensor] = []
@@ -180,8 +216,14 @@ class _Runner:
             count, start = len(chunk["indices"]), chunk["start"]
             done = max(0, min(count, ready - offset))
             if done:
-                self.sink.put(chunk["job"], slice(start, start + done), chunk["indices"][:done],
-                              features[offset : offset + done], total=chunk["total"], fps=chunk["fps"])
+                self.sink.put(
+                    chunk["job"],
+                    slice(start, start + done),
+                    chunk["indices"][:done],
+                    features[offset : offset + done],
+                    total=chunk["total"],
+                    fps=chunk["fps"],
+                )
             if done < count:
                 waiting.append({**chunk, "start": start + done, "indices": chunk["indices"][done:]})
             offset += count

@@ -27,8 +27,8 @@ from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig,
 from vidseq.datasets import Dataset, VideoItem
 from vidseq.errors import Interrupted
 from vidseq.features._engine import RunProgress, VideoSink
-from vidseq.features.store import WHOLE_FRAME, FeatureStore, entry_key, note_key, resolved, video_id
 from vidseq.features.motion import motion_dim, motion_key
+from vidseq.features.store import WHOLE_FRAME, FeatureStore, entry_key, note_key, resolved, video_id
 from vidseq.outputs import check_writable
 
 FEATURE_KEY_VERSION = 2  # bump when this loop changes which features a config gives (2: opencv upscaling)
@@ -81,8 +81,10 @@ class ExtractResult:
             text += f"\n{self.duplicates} paths were the same content as another path (one video each)"
         if self.motion is not None:
             motion = self.motion
-            text += (f"\nmotion stream: {motion.extracted} extracted, {motion.reused} already done, "
-                     f"{len(motion.failed)} failed -> {motion.store.directory}")
+            text += (
+                f"\nmotion stream: {motion.extracted} extracted, {motion.reused} already done, "
+                f"{len(motion.failed)} failed -> {motion.store.directory}"
+            )
         return text
 
 
@@ -106,8 +108,12 @@ def motion_store_key(spec: BackboneSpec, sampling: SamplingConfig, motion: Motio
     }
 
 
-def recipe_of(backbone: BackboneConfig | Backbone | None, sampling: SamplingConfig, io: IOConfig | None,
-              extract: ExtractConfig | None = None) -> dict:
+def recipe_of(
+    backbone: BackboneConfig | Backbone | None,
+    sampling: SamplingConfig,
+    io: IOConfig | None,
+    extract: ExtractConfig | None = None,
+) -> dict:
     """The config sections that redo this extraction on new videos (none for a prebuilt model):
     backbone, sampling, io, and the forward settings of ``extract`` (precision, channels_last),
     so prediction computes features the way training's were computed."""
@@ -166,17 +172,30 @@ class ExtractionPlan:
         self.store.write_manifest_view()
 
 
-def plan_extraction(items: ItemsLike, *, out: str | Path, spec: BackboneSpec, sampling: SamplingConfig,
-                    recipe: dict[str, Any], force: bool = False, reuse_from: Roots = (),
-                    motion: MotionConfig | None = None) -> ExtractionPlan:
+def plan_extraction(
+    items: ItemsLike,
+    *,
+    out: str | Path,
+    spec: BackboneSpec,
+    sampling: SamplingConfig,
+    recipe: dict[str, Any],
+    force: bool = False,
+    reuse_from: Roots = (),
+    motion: MotionConfig | None = None,
+) -> ExtractionPlan:
     """Open the store for ``spec`` + ``sampling`` (with ``motion``: the motion stream's store made
     beside it), give every video a record, reuse done ones, claim the rest where no one holds them."""
     dataset = items if isinstance(items, Dataset) else None
     if motion is None:
         store = FeatureStore.open(out, store_key(spec, sampling), name=spec.name, recipe=recipe)
     else:
-        store = FeatureStore.open(out, motion_store_key(spec, sampling, motion), name=f"motion-{motion.method}",
-                                  recipe={**recipe, "motion": motion.model_dump(mode="json")}, stream="motion")
+        store = FeatureStore.open(
+            out,
+            motion_store_key(spec, sampling, motion),
+            name=f"motion-{motion.method}",
+            recipe={**recipe, "motion": motion.model_dump(mode="json")},
+            stream="motion",
+        )
     store.remove_stale_temporaries()
     for row in _note_rows(dataset):
         store.put_record(row)
@@ -209,15 +228,31 @@ def _note_rows(dataset: Dataset | None) -> list[dict[str, Any]]:
         return []
     notes = [(p, "missing", "listed but not found") for p in dataset.missing]
     notes += [(p, "skipped", "not a video file") for p in dataset.skipped]
-    return [{"key": note_key(p), "path": str(p), "resolved": resolved(p), "status": status, "error": error,
-             "subject": WHOLE_FRAME} for p, status, error in notes]
+    return [
+        {
+            "key": note_key(p),
+            "path": str(p),
+            "resolved": resolved(p),
+            "status": status,
+            "error": error,
+            "subject": WHOLE_FRAME,
+        }
+        for p, status, error in notes
+    ]
 
 
 def _row(item: VideoItem) -> dict[str, Any]:
     """An item's row: its path as given and resolved, its content id (blank, and failed, when the
     file cannot be read), label, split, group."""
-    row = {"path": str(item.path), "resolved": resolved(item.path), "label": item.label, "split": item.split,
-           "group": item.group, "subject": WHOLE_FRAME, "status": "pending"}
+    row = {
+        "path": str(item.path),
+        "resolved": resolved(item.path),
+        "label": item.label,
+        "split": item.split,
+        "group": item.group,
+        "subject": WHOLE_FRAME,
+        "status": "pending",
+    }
     try:
         row["video"] = video_id(item.path)
     except OSError as exc:
@@ -234,11 +269,13 @@ def _reuse(store: FeatureStore, item: VideoItem, row: dict[str, Any], reuse_from
         entry = entry or store.adopt(item.path, root, vid=row["video"])
     if entry is None:
         return False
-    row.update(status="done", error="", frames=len(store.read(entry).frame_indices),
-               file=entry.relative_to(store.directory))
+    row.update(
+        status="done", error="", frames=len(store.read(entry).frame_indices), file=entry.relative_to(store.directory)
+    )
     recorded = store.get_record(row["key"])
-    if recorded is None or any(str(recorded.get(k, "")) != ("" if v is None else str(v)) for k, v in row.items()
-                               if k != "key"):
+    if recorded is None or any(
+        str(recorded.get(k, "")) != ("" if v is None else str(v)) for k, v in row.items() if k != "key"
+    ):
         store.put_record(row)
     return True
 
@@ -273,8 +310,10 @@ class ExtractionRun:
     def jobs(self) -> list[tuple[int, str, bool, bool]]:
         """``(job, path, wants appearance, wants motion)`` of each video to do."""
         sinks = (self.sink, self.motion_sink)
-        return [(job, str(item.path), *(s is not None and job not in s.closed for s in sinks))
-                for job, item in enumerate(self.todo)]
+        return [
+            (job, str(item.path), *(s is not None and job not in s.closed for s in sinks))
+            for job, item in enumerate(self.todo)
+        ]
 
     def close(self) -> None:
         """The end of the engine's stream: videos still incomplete fail (``VideoSink.close``)."""
@@ -298,36 +337,69 @@ class ExtractionRun:
         return result
 
 
-def plan_run(items: ItemsLike, *, out: str | Path, spec: BackboneSpec, sampling: SamplingConfig,
-             recipe: dict[str, Any], motion: MotionConfig | None = None, force: bool = False,
-             reuse_from: Roots = (), on_video_done: Callable[[dict[str, Any]], None] | None = None) -> ExtractionRun:
+def plan_run(
+    items: ItemsLike,
+    *,
+    out: str | Path,
+    spec: BackboneSpec,
+    sampling: SamplingConfig,
+    recipe: dict[str, Any],
+    motion: MotionConfig | None = None,
+    force: bool = False,
+    reuse_from: Roots = (),
+    on_video_done: Callable[[dict[str, Any]], None] | None = None,
+) -> ExtractionRun:
     """Plan every stream of a run (the motion stream when ``motion`` is enabled; its store linked
     to the appearance store both ways) and the union of the videos they claimed."""
     check_writable(out, what="extract --out, the root of the feature stores")
     items = items if isinstance(items, Dataset) else list(items)
-    plans = [plan_extraction(items, out=out, spec=spec, sampling=sampling, recipe=recipe, force=force,
-                             reuse_from=reuse_from)]
+    plans = [
+        plan_extraction(items, out=out, spec=spec, sampling=sampling, recipe=recipe, force=force, reuse_from=reuse_from)
+    ]
     motion = motion if motion is not None and motion.enabled else None
     if motion is not None:
-        plans.append(plan_extraction(items, out=out, spec=spec, sampling=sampling, recipe=recipe, force=force,
-                                     reuse_from=reuse_from, motion=motion))
+        plans.append(
+            plan_extraction(
+                items,
+                out=out,
+                spec=spec,
+                sampling=sampling,
+                recipe=recipe,
+                force=force,
+                reuse_from=reuse_from,
+                motion=motion,
+            )
+        )
         plans[0].store.link_streams([plans[1].store])
         plans[1].store.link_streams([plans[0].store])
     wanted = [{str(item.path) for item in plan.todo} for plan in plans]
     todo = [item for item in items if any(str(item.path) in paths for paths in wanted)]
-    progress = RunProgress([sum(str(item.path) in paths for paths in wanted) for item in todo],
-                           on_video_done=on_video_done)
+    progress = RunProgress(
+        [sum(str(item.path) in paths for paths in wanted) for item in todo], on_video_done=on_video_done
+    )
     dims = [spec.feature_dim] + ([motion_dim(motion)] if motion is not None else [])
-    sinks = [VideoSink(plan, dim, items=todo, progress=progress,
-                       jobs=[job for job, item in enumerate(todo) if str(item.path) in paths])
-             for plan, dim, paths in zip(plans, dims, wanted)]
+    sinks = [
+        VideoSink(
+            plan,
+            dim,
+            items=todo,
+            progress=progress,
+            jobs=[job for job, item in enumerate(todo) if str(item.path) in paths],
+        )
+        for plan, dim, paths in zip(plans, dims, wanted)
+    ]
     if motion is None:
         return ExtractionRun(plans[0], sinks[0], todo, progress)
     return ExtractionRun(plans[0], sinks[0], todo, progress, plans[1], sinks[1], motion)
 
 
-def extract_rounds(items: ItemsLike, plan: Callable[[ItemsLike, bool], ExtractionRun],
-                   engine: Callable[[ExtractionRun], ExtractResult], *, force: bool = False) -> ExtractResult:
+def extract_rounds(
+    items: ItemsLike,
+    plan: Callable[[ItemsLike, bool], ExtractionRun],
+    engine: Callable[[ExtractionRun], ExtractResult],
+    *,
+    force: bool = False,
+) -> ExtractResult:
     """Run ``engine`` over what this process claimed; then, while other writers hold some videos,
     wait until each is recorded or its writer is gone, plan those again (reusing what the others
     wrote, claiming what they left) and run again. SIGTERM and Ctrl-C stop it cleanly: claims

@@ -58,6 +58,7 @@ from vidseq.features._engine import (
     VideoSink,
     _progress_bar,
 )
+from vidseq.features.motion import motion_dim
 from vidseq.features.plan import (
     ExtractionRun,
     ExtractResult,
@@ -68,7 +69,6 @@ from vidseq.features.plan import (
     resolve_device,
 )
 from vidseq.features.workers import DecodeJob, DecodeLimits, DecodeSettings, decode_videos
-from vidseq.features.motion import motion_dim
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # vidseq/, shipped to a remote cluster's workers
 
@@ -113,12 +113,23 @@ def extract_ray(
     else:
         source = backbone or BackboneConfig()
         spec = build_backbone(source, torch.device("cpu")).spec  # the key needs the spec (weights hash)
+
     def plan(videos, redo: bool) -> ExtractionRun:
-        return plan_run(videos, out=out, spec=spec, sampling=sampling, recipe=recipe_of(backbone, sampling, io, config),
-                        motion=motion, force=redo, reuse_from=reuse_from, on_video_done=on_video_done)
+        return plan_run(
+            videos,
+            out=out,
+            spec=spec,
+            sampling=sampling,
+            recipe=recipe_of(backbone, sampling, io, config),
+            motion=motion,
+            force=redo,
+            reuse_from=reuse_from,
+            on_video_done=on_video_done,
+        )
 
     started: list[bool] = []
     with ExitStack() as session:
+
         def engine(run: ExtractionRun) -> ExtractResult:
             if not run.todo:
                 return run.finish(0.0)  # nothing to do: no cluster started
@@ -126,8 +137,17 @@ def extract_ray(
                 started.append(True)
                 session.enter_context(_ray_session(ray, address or config.ray_address, num_cpus))
                 session.enter_context(_quiet_ray_data(ray))
-            dataset = _pipeline(ray, run.jobs(), spec=spec, source=source, sampling=sampling, config=config,
-                                backend=io.backend, num_actors=num_actors, motion=run.motion_config)
+            dataset = _pipeline(
+                ray,
+                run.jobs(),
+                spec=spec,
+                source=source,
+                sampling=sampling,
+                config=config,
+                backend=io.backend,
+                num_actors=num_actors,
+                motion=run.motion_config,
+            )
             start = time.perf_counter()
             with _progress_bar(len(run.todo), progress) as bar:
                 run.progress.bar = bar
@@ -142,34 +162,52 @@ def extract_ray(
 # -- the pipeline --------------------------------------------------------------------------
 
 
-def _pipeline(ray, jobs: list[tuple[int, str, bool, bool]], *, spec: BackboneSpec, source: BackboneConfig | Backbone,
-              sampling: SamplingConfig, config: ExtractConfig, backend: str, num_actors: int | None,
-              motion: MotionConfig | None = None):
+def _pipeline(
+    ray,
+    jobs: list[tuple[int, str, bool, bool]],
+    *,
+    spec: BackboneSpec,
+    source: BackboneConfig | Backbone,
+    sampling: SamplingConfig,
+    config: ExtractConfig,
+    backend: str,
+    num_actors: int | None,
+    motion: MotionConfig | None = None,
+):
     """videos (``ExtractionRun.jobs()``) -> frames and flow (CPU tasks) -> features (actor pool):
     a lazy Ray Dataset of feature rows."""
     actors, resources, threads = _actor_plan(ray.cluster_resources(), config=config, num_actors=num_actors)
     actors = min(actors, len(jobs))  # one video is one decode task: a second actor would idle
-    rows = [{"job": job, "path": path, "appearance": appearance, "motion": wanted}
-            for job, path, appearance, wanted in jobs]
+    rows = [
+        {"job": job, "path": path, "appearance": appearance, "motion": wanted} for job, path, appearance, wanted in jobs
+    ]
     videos = ray.data.from_items(rows, override_num_blocks=len(rows))
     # max_calls=0 is Ray's default for tasks (workers are reused without limit); saying it makes
     # the decode op's remote args differ from the actors', so Ray Data never fuses decoding into
     # the actors (fused, every video would be decoded serially inside the backbone actors).
     frames = videos.map_batches(
-        _decode, batch_size=1, num_cpus=1, max_calls=0,
-        fn_kwargs={"settings": DecodeSettings(spec, sampling, backend, config.chunk_frames, motion),
-                   "limits": DecodeLimits.of(config)},
+        _decode,
+        batch_size=1,
+        num_cpus=1,
+        max_calls=0,
+        fn_kwargs={
+            "settings": DecodeSettings(spec, sampling, backend, config.chunk_frames, motion),
+            "limits": DecodeLimits.of(config),
+        },
     )
     return frames.map_batches(
-        _BackboneActor, batch_size=config.batch_size, batch_format="numpy",
+        _BackboneActor,
+        batch_size=config.batch_size,
+        batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
         fn_constructor_kwargs={"source": source, "config": config, "threads": threads},
         **resources,
     )
 
 
-def _actor_plan(cluster: dict[str, float], *, config: ExtractConfig,
-                num_actors: int | None) -> tuple[int, dict[str, float], int]:
+def _actor_plan(
+    cluster: dict[str, float], *, config: ExtractConfig, num_actors: int | None
+) -> tuple[int, dict[str, float], int]:
     """How many backbone actors, the resources each asks for, and its torch threads.
 
     With GPUs (and a device other than cpu): one GPU and one CPU per actor, one actor per GPU;
@@ -185,15 +223,18 @@ def _actor_plan(cluster: dict[str, float], *, config: ExtractConfig,
     if gpus:
         return num_actors or gpus, {"num_gpus": 1, "num_cpus": 1}, 1
     if cpus < 2:
-        raise RayEngineError(f"the Ray cluster has {cpus} CPU(s) and no GPU: the ray engine needs at least 2 "
-                             "(decoding and the backbone run side by side); use extract.engine=local here")
+        raise RayEngineError(
+            f"the Ray cluster has {cpus} CPU(s) and no GPU: the ray engine needs at least 2 "
+            "(decoding and the backbone run side by side); use extract.engine=local here"
+        )
     actors = num_actors or cpus // 2
     share = (cpus // 2) / actors
     return actors, {"num_cpus": share}, max(1, int(share))
 
 
-def _decode(batch: dict[str, np.ndarray], *, settings: DecodeSettings,
-            limits: DecodeLimits) -> Iterator[dict[str, np.ndarray]]:
+def _decode(
+    batch: dict[str, np.ndarray], *, settings: DecodeSettings, limits: DecodeLimits
+) -> Iterator[dict[str, np.ndarray]]:
     """A Ray task: the videos of a batch (one) -> rows of fitted frames (and flow), chunk by chunk.
 
     With limits (``extract.video_timeout``, ``worker_memory_gb``) the video is decoded in a child
@@ -203,8 +244,10 @@ def _decode(batch: dict[str, np.ndarray], *, settings: DecodeSettings,
     """
     torch.set_num_threads(1)
     dim = motion_dim(settings.motion) if settings.motion is not None else None
-    jobs: list[DecodeJob] = [(int(job), str(path), bool(appearance), bool(wanted)) for job, path, appearance, wanted
-                             in zip(batch["job"], batch["path"], batch["appearance"], batch["motion"])]
+    jobs: list[DecodeJob] = [
+        (int(job), str(path), bool(appearance), bool(wanted))
+        for job, path, appearance, wanted in zip(batch["job"], batch["path"], batch["appearance"], batch["motion"])
+    ]
     for part in decode_videos(jobs, settings, workers=1 if limits.any else 0, limits=limits):
         yield _frame_rows(part, settings.spec.input_size, motion_dim=dim)
 
@@ -285,8 +328,9 @@ def _deliver(sink: VideoSink, batch: dict[str, np.ndarray], motion_sink: VideoSi
             sink.put(int(job), batch["pos"][mine], batch["index"][mine], batch["features"][mine], total=total, fps=fps)
 
 
-def _deliver_motion(sink: VideoSink, job: int, batch: dict[str, np.ndarray], mine: np.ndarray, *,
-                    total: int, fps: float) -> None:
+def _deliver_motion(
+    sink: VideoSink, job: int, batch: dict[str, np.ndarray], mine: np.ndarray, *, total: int, fps: float
+) -> None:
     """A video's motion rows of a batch to the motion sink: its flow, or why it has none."""
     errors = [str(e) for e in batch["motion_error"][mine] if e]
     if errors:
@@ -307,7 +351,7 @@ def _import_ray():
     except ImportError as exc:
         raise RayEngineError(
             f"extract.engine=ray needs Ray Data ({exc}): install the extra with "
-            "`pip install -e \".[ray]\"` (or `pip install \"ray[data]\"`), or set extract.engine=local"
+            '`pip install -e ".[ray]"` (or `pip install "ray[data]"`), or set extract.engine=local'
         ) from None
     return ray
 

@@ -51,8 +51,19 @@ from vidseq.features.claims import Claims, pid_alive
 
 FORMAT = 2
 WHOLE_FRAME = "frame"
-MANIFEST_FIELDS = ("path", "label", "split", "status", "error", "frames", "file", "group", "video", "subject",
-                   "resolved")
+MANIFEST_FIELDS = (
+    "path",
+    "label",
+    "split",
+    "status",
+    "error",
+    "frames",
+    "file",
+    "group",
+    "video",
+    "subject",
+    "resolved",
+)
 _FINGERPRINT_BYTES = 1 << 20
 _ID_CACHE: dict[tuple, str] = {}
 
@@ -114,8 +125,15 @@ def resolved(path: str | Path) -> str:
 class FeatureStore:
     """A folder of entries and their records for one extraction key."""
 
-    def __init__(self, directory: Path, key: dict[str, Any], recipe: dict[str, Any] | None = None, *,
-                 stream: str = "appearance", links: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        key: dict[str, Any],
+        recipe: dict[str, Any] | None = None,
+        *,
+        stream: str = "appearance",
+        links: dict[str, str] | None = None,
+    ) -> None:
         self.directory = Path(directory).absolute()
         self.key = key
         self.recipe = recipe or {}
@@ -128,7 +146,12 @@ class FeatureStore:
 
     @classmethod
     def open(
-        cls, root: str | Path, key: dict[str, Any], *, name: str = "features", recipe: dict[str, Any] | None = None,
+        cls,
+        root: str | Path,
+        key: dict[str, Any],
+        *,
+        name: str = "features",
+        recipe: dict[str, Any] | None = None,
         stream: str = "appearance",
     ) -> FeatureStore:
         """Open (or create) the store for ``key`` under ``root``; its folder is ``<name>-<digest>``.
@@ -159,8 +182,13 @@ class FeatureStore:
         if not (directory / "store.json").is_file():
             raise FeatureStoreError(f"{directory}: not a feature store (no store.json); run `vidseq extract` first")
         recorded = cls(directory, {})._read_record_file() or {}
-        store = cls(directory, recorded.get("key") or {}, recorded.get("recipe"),
-                    stream=recorded.get("stream") or "appearance", links=recorded.get("streams"))
+        store = cls(
+            directory,
+            recorded.get("key") or {},
+            recorded.get("recipe"),
+            stream=recorded.get("stream") or "appearance",
+            links=recorded.get("streams"),
+        )
         store._convert(recorded)
         return store
 
@@ -174,8 +202,13 @@ class FeatureStore:
             raise FeatureStoreError(f"{path}: unreadable store record ({exc})") from None
 
     def _write_record(self) -> None:
-        record = {"key": self.key, "recipe": self.recipe, "stream": self.stream, "streams": self.links,
-                  "format": FORMAT}
+        record = {
+            "key": self.key,
+            "recipe": self.recipe,
+            "stream": self.stream,
+            "streams": self.links,
+            "format": FORMAT,
+        }
         atomic.write_text(self.directory / "store.json", json.dumps(record, indent=2, sort_keys=True, default=str))
 
     def _convert(self, recorded: dict[str, Any]) -> None:
@@ -296,8 +329,9 @@ class FeatureStore:
         """The stored features of a video (by its path)."""
         return self.read(self.entry_path(video, subject))
 
-    def adopt(self, video: str | Path, root: str | Path, subject: str = WHOLE_FRAME, *,
-              vid: str | None = None) -> Path | None:
+    def adopt(
+        self, video: str | Path, root: str | Path, subject: str = WHOLE_FRAME, *, vid: str | None = None
+    ) -> Path | None:
         """Take ``video``'s finished entry from the store of the same key under another ``root``.
 
         Found by content (``find_entry``: any path spelling that wrote it there); hard-linked where
@@ -423,13 +457,16 @@ class FeatureStore:
 
 def write_entry(entry: Path, item: VideoFeatures) -> None:
     """Write an .npz atomically: to a temporary file beside it, then rename over."""
-    atomic.write_with(entry, lambda fh: np.savez(
-        fh,
-        features=np.asarray(item.features, dtype=np.float32),
-        frame_indices=np.asarray(item.frame_indices, dtype=np.int64),
-        timestamps=np.asarray(item.timestamps, dtype=np.float64),
-        meta=np.array(json.dumps(item.meta, default=str)),
-    ))
+    atomic.write_with(
+        entry,
+        lambda fh: np.savez(
+            fh,
+            features=np.asarray(item.features, dtype=np.float32),
+            frame_indices=np.asarray(item.frame_indices, dtype=np.int64),
+            timestamps=np.asarray(item.timestamps, dtype=np.float64),
+            meta=np.array(json.dumps(item.meta, default=str)),
+        ),
+    )
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -84,11 +84,15 @@ class DecodeLimits:
     def broken(self, pid: int, elapsed: float) -> str:
         """Why the worker ``pid``, ``elapsed`` seconds into its video, broke a limit ("": it did not)."""
         if self.seconds is not None and elapsed > self.seconds:
-            return (f"decoder did not finish in {self.seconds:g} s (extract.video_timeout; the worker was "
-                    "replaced: raise the limit if the video is just long)")
+            return (
+                f"decoder did not finish in {self.seconds:g} s (extract.video_timeout; the worker was "
+                "replaced: raise the limit if the video is just long)"
+            )
         if self.memory_gb is not None and _own_memory(pid, self.memory_gb * _GB) > self.memory_gb * _GB:
-            return (f"decode worker used more than {self.memory_gb:g} GB of memory "
-                    "(extract.worker_memory_gb; the worker was replaced)")
+            return (
+                f"decode worker used more than {self.memory_gb:g} GB of memory "
+                "(extract.worker_memory_gb; the worker was replaced)"
+            )
         return ""
 
 
@@ -96,12 +100,21 @@ def decode_video(job: DecodeJob, settings: DecodeSettings) -> Iterator[dict[str,
     """One video's ``video_chunks`` (and its pooled flow when it wants the motion stream)."""
     index, path, appearance, motion = job
     flow = flow_pooler(settings.motion) if settings.motion is not None and motion else None
-    return video_chunks(index, path, spec=settings.spec, sampling=settings.sampling, backend=settings.backend,
-                        chunk=settings.chunk, appearance=appearance, flow=flow)
+    return video_chunks(
+        index,
+        path,
+        spec=settings.spec,
+        sampling=settings.sampling,
+        backend=settings.backend,
+        chunk=settings.chunk,
+        appearance=appearance,
+        flow=flow,
+    )
 
 
-def decode_videos(jobs: list[DecodeJob], settings: DecodeSettings, *, workers: int,
-                  limits: DecodeLimits) -> Iterator[dict[str, Any]]:
+def decode_videos(
+    jobs: list[DecodeJob], settings: DecodeSettings, *, workers: int, limits: DecodeLimits
+) -> Iterator[dict[str, Any]]:
     """Every job's chunks (one video's in order, videos interleaved), decoded by ``workers``
     watched processes; 0: in this process, where no limit can be kept."""
     if workers < 1:
@@ -209,8 +222,9 @@ class _Worker:
         self.clock = context.RawValue("d", 0.0)
         self.job: DecodeJob | None = None
         self.why = ""
-        self.process = context.Process(target=_serve, args=(child, work, self.clock, inherited),
-                                       name="vidseq-decode", daemon=True)
+        self.process = context.Process(
+            target=_serve, args=(child, work, self.clock, inherited), name="vidseq-decode", daemon=True
+        )
         self.process.start()
         child.close()
 

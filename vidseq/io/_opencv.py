@@ -90,7 +90,6 @@ class OpenCVDecoder:
         return self._frame_at(self._end - 1, out_hw)
 
 
-
 def _capture(path: str):  # noqa: ANN202 - cv2.VideoCapture
     import cv2  # noqa: PLC0415
 

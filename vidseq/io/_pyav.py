@@ -190,7 +190,10 @@ def _prepare(container, path: str):  # noqa: ANN001, ANN202
 
 
 def _decode(  # noqa: ANN202 - a generator of (int, av.VideoFrame)
-    container, stream, landing: int | None, index: StreamIndex | None  # noqa: ANN001
+    container,
+    stream,
+    landing: int | None,
+    index: StreamIndex | None,  # noqa: ANN001
 ):
     """Yield ``(frame_index, av.VideoFrame)`` in output order.
 

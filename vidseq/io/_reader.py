@@ -68,9 +68,7 @@ class VideoReader:
         output_hw(size, 1, 1)  # reject a bad size before any decoding
         return self._with_fallback(lambda decoder: _read(decoder, indices, size))
 
-    def iter_chunks(
-        self, size: Size = None, chunk_size: int = 64
-    ) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_chunks(self, size: Size = None, chunk_size: int = 64) -> Iterator[tuple[int, np.ndarray]]:
         """Every frame in order as ``(start_index, frames)``, at most ``chunk_size`` per chunk."""
         if not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")

@@ -128,9 +128,7 @@ def _build(path: str, stream, packets: list[tuple], fmt: str) -> StreamIndex:  #
     pts = [p[1] for p in packets]
     # AVI stores no presentation times: FFmpeg numbers its packets in decode order. Any
     # container whose pts only ever grow in decode order is the same case.
-    decode_ordered = (
-        "avi" in fmt.split(",") or None in pts or all(a < b for a, b in zip(pts, pts[1:]))
-    )
+    decode_ordered = "avi" in fmt.split(",") or None in pts or all(a < b for a, b in zip(pts, pts[1:]))
     exact = not (decode_ordered and bool(ctx.has_b_frames))
     positions = _positions(pts) if exact else list(range(len(packets)))
     ids = {p[:3]: pos for p, pos in zip(packets, positions)}

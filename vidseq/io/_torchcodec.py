@@ -58,9 +58,7 @@ class TorchCodecDecoder:
         self.index = index
         self.info = info_from_index(index, NAME)
         self._decoder = self._call(
-            lambda: VideoDecoder(
-                index.path, seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=0
-            )
+            lambda: VideoDecoder(index.path, seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=0)
         )
         self._end = min(index.num_frames, len(self._decoder))
         self.info = info_from_index(index, NAME, self._end)
@@ -77,7 +75,7 @@ class TorchCodecDecoder:
         # get_frames_in_range re-seek each time (dancer: 1.5-10 s instead of 0.5 s).
         chunk: list[np.ndarray] = []
         for i in range(self._end):
-            chunk.append(resize(self._call(lambda: self._decoder[i].numpy()), out_hw))
+            chunk.append(resize(self._call(lambda i=i: self._decoder[i].numpy()), out_hw))
             if len(chunk) == chunk_size or i == self._end - 1:
                 yield stack(chunk, out_hw, self.info)
                 chunk = []

@@ -46,8 +46,7 @@ class VideoWriter:
     None picks ``encoder_name()``. Every frame must be ``uint8 (height, width, 3)`` RGB.
     """
 
-    def __init__(self, path: str | Path, *, width: int, height: int, fps: float,
-                 codec: str | None = None) -> None:
+    def __init__(self, path: str | Path, *, width: int, height: int, fps: float, codec: str | None = None) -> None:
         self.path, self.width, self.height, self.fps = Path(path), width, height, fps
         self.codec = codec or encoder_name()
         self.count = 0
@@ -83,8 +82,9 @@ class VideoWriter:
     def write(self, rgb: np.ndarray) -> None:
         """Append one ``uint8 (height, width, 3)`` RGB frame."""
         if rgb.shape != (self.height, self.width, 3):
-            raise VidseqError(f"{self.path}: frame of shape {rgb.shape}, the writer takes "
-                              f"({self.height}, {self.width}, 3)")
+            raise VidseqError(
+                f"{self.path}: frame of shape {rgb.shape}, the writer takes ({self.height}, {self.width}, 3)"
+            )
         if self._cv_writer is not None:
             self._cv_writer.write(np.ascontiguousarray(rgb[..., ::-1]))
         else:
@@ -110,7 +110,6 @@ def write_video(path: str | Path, frames: np.ndarray, *, fps: float, encoder: st
     """Encode ``(T, H, W, 3)`` uint8 RGB to a video file atomically (temporary file + os.replace).
     ``encoder``: 'libx264' (PyAV, crf 18), 'mp4v' (OpenCV), None: ``encoder_name()``."""
     height, width = frames.shape[1:3]
-    with atomic.replacing(path) as tmp, VideoWriter(tmp, width=width, height=height, fps=fps,
-                                                    codec=encoder) as writer:
+    with atomic.replacing(path) as tmp, VideoWriter(tmp, width=width, height=height, fps=fps, codec=encoder) as writer:
         for rgb in frames:
             writer.write(rgb)

@@ -51,28 +51,21 @@ def choice_option(name: str, value: Any, choices: Iterable[str]) -> str:
     return str(value)
 
 
-def check_inputs(
-    features: torch.Tensor, lengths: torch.Tensor | None, *, input_dim: int
-) -> torch.Tensor:
+def check_inputs(features: torch.Tensor, lengths: torch.Tensor | None, *, input_dim: int) -> torch.Tensor:
     """Check ``features (B, T, D)`` and ``lengths (B,)``; return ``lengths`` as int64 on CPU.
 
     ``lengths=None`` means every sequence fills all ``T`` steps. Each length must be in
     ``1..T``: a video without frames has no prediction, so it is refused here, not guessed.
     """
     if features.ndim != 3 or features.shape[-1] != input_dim:
-        raise ModelError(
-            f"features must be (batch, time, {input_dim}), got {tuple(features.shape)}"
-        )
+        raise ModelError(f"features must be (batch, time, {input_dim}), got {tuple(features.shape)}")
     if not features.is_floating_point():
         raise ModelError(f"features must be floating point, got {features.dtype}")
     batch, steps = features.shape[:2]
     if lengths is None:
         return torch.full((batch,), steps, dtype=torch.int64)
     if lengths.shape != (batch,) or lengths.is_floating_point() or lengths.is_complex():
-        raise ModelError(
-            f"lengths must be integers of shape ({batch},), "
-            f"got {lengths.dtype} {tuple(lengths.shape)}"
-        )
+        raise ModelError(f"lengths must be integers of shape ({batch},), got {lengths.dtype} {tuple(lengths.shape)}")
     lengths = lengths.to("cpu", torch.int64)
     if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
         raise ModelError(

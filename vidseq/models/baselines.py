@@ -101,9 +101,7 @@ class TemporalConvClassifier(nn.Module):
             "motion_dims": motion_dims_option(motion_dims, input_dim),
         }
         if kernel_size % 2 == 0:
-            raise ConfigError(
-                f"model option kernel_size must be odd (a centred window), got {kernel_size}"
-            )
+            raise ConfigError(f"model option kernel_size must be odd (a centred window), got {kernel_size}")
         appearance = input_dim - motion_dims  # the motion stream's last dims are not LayerNorm'd
         self.norm = nn.LayerNorm(appearance) if normalize_input and appearance else nn.Identity()
         self.convs = nn.ModuleList(

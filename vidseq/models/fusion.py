@@ -55,14 +55,18 @@ class LateFusion(nn.Module):
             raise ConfigError(f"late fusion members must share the classes, got num_classes {sorted(classes)}")
         for m in members:
             if m.stop - m.start != m.model.hparams["input_dim"] or m.start < 0:
-                raise ConfigError(f"late fusion member {m.stream}: dims [{m.start}, {m.stop}) do not fit its "
-                                  f"input_dim {m.model.hparams['input_dim']}")
+                raise ConfigError(
+                    f"late fusion member {m.stream}: dims [{m.start}, {m.stop}) do not fit its "
+                    f"input_dim {m.model.hparams['input_dim']}"
+                )
         total = sum(weights)
         self.hparams = {
             "input_dim": max(m.stop for m in members),
             "num_classes": classes.pop(),
-            "members": [{"stream": m.stream, "name": m.name, "hparams": dict(m.model.hparams),
-                         "dims": [m.start, m.stop]} for m in members],
+            "members": [
+                {"stream": m.stream, "name": m.name, "hparams": dict(m.model.hparams), "dims": [m.start, m.stop]}
+                for m in members
+            ],
             "weights": [w / total for w in weights],
         }
         self.members = nn.ModuleList(m.model for m in members)
@@ -80,8 +84,11 @@ class LateFusion(nn.Module):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``log sum_i w_i softmax(member_i)``; a member of weight 0 is not run."""
         lengths = check_inputs(features, lengths, input_dim=self.hparams["input_dim"])
-        parts = [self._member_log_probs(i, features, lengths) + self.log_weights[i]
-                 for i, w in enumerate(self.hparams["weights"]) if w > 0]
+        parts = [
+            self._member_log_probs(i, features, lengths) + self.log_weights[i]
+            for i, w in enumerate(self.hparams["weights"])
+            if w > 0
+        ]
         return torch.logsumexp(torch.stack(parts), dim=0)
 
     def _member_log_probs(self, index: int, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -190,9 +190,7 @@ class RecurrentClassifier(nn.Module):
         outputs, hidden = self.rnn(x, hx)
         return outputs, hidden, not padded
 
-    def _pool(
-        self, outputs: torch.Tensor, hidden, lengths: torch.Tensor, exact_hidden: bool
-    ) -> torch.Tensor:
+    def _pool(self, outputs: torch.Tensor, hidden, lengths: torch.Tensor, exact_hidden: bool) -> torch.Tensor:
         """``(B, F)``: the configured pooling over the valid steps only."""
         pooling = self.hparams["pooling"]
         if pooling == "last":
@@ -216,8 +214,7 @@ class RecurrentClassifier(nn.Module):
         shape = (self.hparams["num_layers"], features.shape[0], self.hparams["hidden_size"])
         if not isinstance(state, tuple) or len(state) != count:
             raise ModelError(
-                f"state must be the tuple of {count} tensor(s) that step returned, "
-                f"got {type(state).__name__}"
+                f"state must be the tuple of {count} tensor(s) that step returned, got {type(state).__name__}"
             )
         for part in state:
             if not isinstance(part, torch.Tensor) or tuple(part.shape) != shape:

@@ -43,8 +43,9 @@ register_model("meanpool", MeanPoolClassifier)
 register_model("tcn", TemporalConvClassifier)
 
 
-def build_late_fusion(input_dim: int, num_classes: int, *, members: list[dict[str, Any]],
-                      weights: list[float]) -> LateFusion:
+def build_late_fusion(
+    input_dim: int, num_classes: int, *, members: list[dict[str, Any]], weights: list[float]
+) -> LateFusion:
     """A ``LateFusion`` of fresh members from their ``{"stream", "name", "hparams", "dims"}``
     (the ``members`` of its hparams); the weights come with a checkpoint's state_dict."""
     built = []
@@ -56,12 +57,21 @@ def build_late_fusion(input_dim: int, num_classes: int, *, members: list[dict[st
             raise ConfigError("a late_fusion member cannot be a late_fusion itself")
         dim, classes, options = _split_hparams(name, hparams)
         start, stop = (int(d) for d in member["dims"])
-        built.append(Member(str(member["stream"]), name, build_model(name, input_dim=dim, num_classes=classes, **options),
-                            start, stop))
+        built.append(
+            Member(
+                str(member["stream"]),
+                name,
+                build_model(name, input_dim=dim, num_classes=classes, **options),
+                start,
+                stop,
+            )
+        )
     model = LateFusion(built, weights)
     if (model.hparams["input_dim"], model.hparams["num_classes"]) != (input_dim, num_classes):
-        raise ConfigError(f"late_fusion members read {model.hparams['input_dim']} dims into "
-                          f"{model.hparams['num_classes']} classes, not {input_dim} into {num_classes}")
+        raise ConfigError(
+            f"late_fusion members read {model.hparams['input_dim']} dims into "
+            f"{model.hparams['num_classes']} classes, not {input_dim} into {num_classes}"
+        )
     return model
 
 
@@ -91,13 +101,10 @@ def build_model(name: str, *, input_dim: int, num_classes: int, **options: Any) 
     for key in sorted(options):
         if key in _fixed(builder):
             raise ConfigError(
-                f"model {name!r} fixes {key}={_fixed(builder)[key]!r}; "
-                "pick the model by its name instead"
+                f"model {name!r} fixes {key}={_fixed(builder)[key]!r}; pick the model by its name instead"
             )
         if key not in valid:
-            raise ConfigError(
-                f"model {name!r} got unknown option {key!r}; its options are: {', '.join(valid)}"
-            )
+            raise ConfigError(f"model {name!r} got unknown option {key!r}; its options are: {', '.join(valid)}")
     return builder(input_dim, num_classes, **options)
 
 
@@ -116,9 +123,7 @@ def load_model(checkpoint: Mapping[str, Any]) -> nn.Module:
     """
     missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint]
     if missing:
-        raise ConfigError(
-            f"not a vidseq model checkpoint: missing {missing} (needs {list(CHECKPOINT_KEYS)})"
-        )
+        raise ConfigError(f"not a vidseq model checkpoint: missing {missing} (needs {list(CHECKPOINT_KEYS)})")
     name = checkpoint["name"]
     input_dim, num_classes, options = _split_hparams(name, dict(checkpoint["hparams"]))
     model = build_model(name, input_dim=input_dim, num_classes=num_classes, **options)
@@ -135,14 +140,10 @@ def _split_hparams(name: str, hparams: dict[str, Any]) -> tuple[Any, Any, dict[s
     unknown = sorted(set(hparams) - {"input_dim", "num_classes", *fixed, *model_options(name)})
     missing = sorted({"input_dim", "num_classes"} - set(hparams))
     if unknown or missing:
-        raise ConfigError(
-            f"hparams do not fit model {name!r}: missing {missing}, unknown {unknown}"
-        )
+        raise ConfigError(f"hparams do not fit model {name!r}: missing {missing}, unknown {unknown}")
     for key, value in fixed.items():
         if hparams.get(key, value) != value:
-            raise ConfigError(
-                f"hparams of model {name!r} have {key}={hparams[key]!r}, expected {value!r}"
-            )
+            raise ConfigError(f"hparams of model {name!r} have {key}={hparams[key]!r}, expected {value!r}")
     options = {key: value for key, value in hparams.items() if key not in fixed}
     return options.pop("input_dim"), options.pop("num_classes"), options
 

@@ -31,23 +31,17 @@ def pad_sequences(
     dims = {t.shape[1] if t.ndim == 2 else None for t in tensors}
     for index, tensor in enumerate(tensors):
         if tensor.ndim != 2 or tensor.shape[0] == 0:
-            raise ModelError(
-                f"sequence {index} must be (T, D) with T >= 1 frames, got {tuple(tensor.shape)}"
-            )
+            raise ModelError(f"sequence {index} must be (T, D) with T >= 1 frames, got {tuple(tensor.shape)}")
     if len(dims) != 1:
         raise ModelError(f"sequences must share one feature size D, got {sorted(dims)}")
     lengths = torch.tensor([t.shape[0] for t in tensors], dtype=torch.int64)
-    padded = torch.full(
-        (len(tensors), int(lengths.max()), tensors[0].shape[1]), float(padding_value)
-    )
+    padded = torch.full((len(tensors), int(lengths.max()), tensors[0].shape[1]), float(padding_value))
     for index, tensor in enumerate(tensors):
         padded[index, : tensor.shape[0]] = tensor
     return padded, lengths
 
 
-def length_mask(
-    lengths: torch.Tensor, steps: int, *, device: torch.device | None = None
-) -> torch.Tensor:
+def length_mask(lengths: torch.Tensor, steps: int, *, device: torch.device | None = None) -> torch.Tensor:
     """``(B, steps)`` bool: ``True`` at the valid steps ``t < lengths[b]``."""
     lengths = lengths.to(device or lengths.device)
     return torch.arange(steps, device=lengths.device)[None, :] < lengths[:, None]
@@ -77,9 +71,7 @@ class AttentionPool(nn.Module):
 
     def __init__(self, input_dim: int, hidden_dim: int) -> None:
         super().__init__()
-        self.score = nn.Sequential(
-            nn.Linear(input_dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, 1)
-        )
+        self.score = nn.Sequential(nn.Linear(input_dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, 1))
 
     def forward(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         values = torch.where(mask[..., None], values, values.new_zeros(()))

@@ -29,9 +29,18 @@ class TrainCommandResult:
     hint: str | None = None
 
 
-def train_command(cfg: VidseqConfig, *, resume: bool, overwrite: bool, track: bool, tracking_uri: str | None,
-                  experiment: str, register: str | None, progress: bool,
-                  echo: Callable[[str], None] = lambda line: None) -> TrainCommandResult:
+def train_command(
+    cfg: VidseqConfig,
+    *,
+    resume: bool,
+    overwrite: bool,
+    track: bool,
+    tracking_uri: str | None,
+    experiment: str,
+    register: str | None,
+    progress: bool,
+    echo: Callable[[str], None] = lambda line: None,
+) -> TrainCommandResult:
     """Train on ``cfg.train.features`` into ``cfg.train.out``, logged to MLflow when ``track`` (or a
     ``tracking_uri``) asks for it. The tracking store is checked before any work; a run folder that
     already holds a run is refused unless ``resume`` or ``overwrite``; runs a killed earlier process
@@ -40,15 +49,26 @@ def train_command(cfg: VidseqConfig, *, resume: bool, overwrite: bool, track: bo
     tracking = (track or tracking_uri is not None) and main_process
     tracker = open_tracker(uri=tracking_uri, experiment=experiment, enabled=tracking)
     if tracking and holds_run(cfg.train.out) and not (resume or overwrite):
-        raise VidseqError(f"{cfg.train.out} already holds a training run: pass --resume to continue it "
-                          "or --overwrite to start again")
+        raise VidseqError(
+            f"{cfg.train.out} already holds a training run: pass --resume to continue it or --overwrite to start again"
+        )
     if stale := tracker.close_stale_runs():
-        echo(f"marked KILLED {len(stale)} MLflow run(s) left RUNNING by a process that is gone: "
-             + ", ".join(f"{r.name} {r.run_id} ({r.owner})" for r in stale))
+        echo(
+            f"marked KILLED {len(stale)} MLflow run(s) left RUNNING by a process that is gone: "
+            + ", ".join(f"{r.name} {r.run_id} ({r.owner})" for r in stale)
+        )
     params = flatten(cfg.model_dump(mode="json", include={"model", "train", "evaluate"}))
     with tracker.run("train", params=params, tags=standard_tags()) as run:
-        result, outcome = tracked_train(cfg, features=cfg.train.features, out=cfg.train.out, run=run, resume=resume,
-                                        overwrite=overwrite, progress=progress and main_process, register=register)
+        result, outcome = tracked_train(
+            cfg,
+            features=cfg.train.features,
+            out=cfg.train.out,
+            run=run,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress and main_process,
+            register=register,
+        )
         run.log_metrics(outcome.metrics)
     if not main_process:
         return TrainCommandResult(None)

@@ -112,14 +112,20 @@ def run_pipeline(
     records: list[StageRecord] = []
     redo = force
     params = T.flatten(pipeline.config.model_dump(mode="json"))
-    tags = {**T.standard_tags(backbone=_backbone_tag(pipeline)), "vidseq.pipeline": pipeline.name,
-            "vidseq.workdir": str(pipeline.workdir.resolve())}
+    tags = {
+        **T.standard_tags(backbone=_backbone_tag(pipeline)),
+        "vidseq.pipeline": pipeline.name,
+        "vidseq.workdir": str(pipeline.workdir.resolve()),
+    }
     with tracker.run(pipeline.name, params=params, tags=tags) as parent:
         parent.log_text(dump_yaml(pipeline.resolved()), "pipeline.yaml")
         for stage in pipeline.stages:
             redo = redo or stage.name == from_stage
-            records.append(_run_stage(stage, pipeline, records, tracker, redo=redo, register=register,
-                                      progress=progress, echo=echo))
+            records.append(
+                _run_stage(
+                    stage, pipeline, records, tracker, redo=redo, register=register, progress=progress, echo=echo
+                )
+            )
         result = _result(pipeline, records, tracker, parent)
         parent.log_metrics(result.metrics)
         if result.model_uri:
@@ -128,8 +134,17 @@ def run_pipeline(
     return result
 
 
-def _run_stage(stage: Stage, pipeline: Pipeline, done: list[StageRecord], tracker, *, redo: bool,
-               register: str | None, progress: bool, echo: Callable[[str], None]) -> StageRecord:
+def _run_stage(
+    stage: Stage,
+    pipeline: Pipeline,
+    done: list[StageRecord],
+    tracker,
+    *,
+    redo: bool,
+    register: str | None,
+    progress: bool,
+    echo: Callable[[str], None],
+) -> StageRecord:
     directory = pipeline.workdir / stage.name / stage.short_key
     upstream = {r.name: {"outputs": r.outputs, "metrics": r.metrics} for r in done}
     marker = _read_marker(directory, stage.key)
@@ -142,8 +157,9 @@ def _run_stage(stage: Stage, pipeline: Pipeline, done: list[StageRecord], tracke
     (directory / FAILED).unlink(missing_ok=True)
     start = time.perf_counter()
     with tracker.run(stage.name, params=params, tags=tags, nested=True) as run:
-        ctx = StageContext(stage.name, stage.config, directory, upstream, run, force=redo,
-                           progress=progress, register=register)
+        ctx = StageContext(
+            stage.name, stage.config, directory, upstream, run, force=redo, progress=progress, register=register
+        )
         try:
             write_stage_config(ctx)
             outcome = STAGE_FUNCTIONS[stage.name](ctx)
@@ -154,8 +170,18 @@ def _run_stage(stage: Stage, pipeline: Pipeline, done: list[StageRecord], tracke
             raise PipelineError(_failure_message(stage, pipeline, directory, exc)) from exc
         run.log_metrics(outcome.metrics)
         seconds = time.perf_counter() - start
-        record = StageRecord(stage.name, stage.key, directory, "ran", seconds, outcome.outputs,
-                             outcome.metrics, outcome.summary, run.run_id, outcome.model_uri)
+        record = StageRecord(
+            stage.name,
+            stage.key,
+            directory,
+            "ran",
+            seconds,
+            outcome.outputs,
+            outcome.metrics,
+            outcome.summary,
+            run.run_id,
+            outcome.model_uri,
+        )
         _write_marker(record, stage, tracker.uri)
     echo(f"[{stage.name}] done in {seconds:.1f} s: {outcome.summary}")
     return record
@@ -167,12 +193,15 @@ def _stale_line(name: str, stale: list) -> str:
     parents = [run for run in stale if run.parent_run_id is None or run.parent_run_id not in {r.run_id for r in stale}]
     runs = ", ".join(f"{run.name} {run.run_id}" for run in parents)
     children = len(stale) - len(parents)
-    return (f"marked KILLED {len(stale)} MLflow run(s) that an earlier run of {name} left RUNNING "
-            f"({'; '.join(owners)}: gone): {runs}" + (f" and {children} stage run(s)" if children else ""))
+    return (
+        f"marked KILLED {len(stale)} MLflow run(s) that an earlier run of {name} left RUNNING "
+        f"({'; '.join(owners)}: gone): {runs}" + (f" and {children} stage run(s)" if children else "")
+    )
 
 
-def _reuse(stage: Stage, directory: Path, marker: dict[str, Any], tracker, params, tags,
-           echo: Callable[[str], None]) -> StageRecord:
+def _reuse(
+    stage: Stage, directory: Path, marker: dict[str, Any], tracker, params, tags, echo: Callable[[str], None]
+) -> StageRecord:
     source = {"vidseq.reused": "true", "vidseq.source_run_id": marker.get("run_id") or ""}
     with tracker.run(stage.name, params=params, tags={**tags, **source}, nested=True) as run:
         run.log_metrics(marker["metrics"])
@@ -181,8 +210,18 @@ def _reuse(stage: Stage, directory: Path, marker: dict[str, Any], tracker, param
             model_dir = marker["outputs"].get("model")
             model_uri = run.log_model(Path(model_dir), labels=_bundle_labels(model_dir)) if model_dir else None
     echo(f"[{stage.name}] reused {directory} ({marker.get('summary', '')})")
-    return StageRecord(stage.name, stage.key, directory, "reused", 0.0, marker["outputs"], marker["metrics"],
-                       marker.get("summary", ""), run.run_id, model_uri)
+    return StageRecord(
+        stage.name,
+        stage.key,
+        directory,
+        "reused",
+        0.0,
+        marker["outputs"],
+        marker["metrics"],
+        marker.get("summary", ""),
+        run.run_id,
+        model_uri,
+    )
 
 
 def _bundle_labels(model_dir: str) -> list[str]:
@@ -204,17 +243,28 @@ def _read_marker(directory: Path, key: str) -> dict[str, Any] | None:
 
 def _write_marker(record: StageRecord, stage: Stage, tracking_uri: str | None) -> None:
     marker = {
-        "stage": record.name, "key": record.key, "fingerprint": stage.fingerprint,
-        "outputs": record.outputs, "metrics": record.metrics, "summary": record.summary,
-        "run_id": record.run_id, "model_uri": record.model_uri, "tracking_uri": tracking_uri,
-        "seconds": round(record.seconds, 3), "finished": datetime.now(timezone.utc).isoformat(),
+        "stage": record.name,
+        "key": record.key,
+        "fingerprint": stage.fingerprint,
+        "outputs": record.outputs,
+        "metrics": record.metrics,
+        "summary": record.summary,
+        "run_id": record.run_id,
+        "model_uri": record.model_uri,
+        "tracking_uri": tracking_uri,
+        "seconds": round(record.seconds, 3),
+        "finished": datetime.now(timezone.utc).isoformat(),
     }
     atomic_write_text(record.directory / MARKER, json.dumps(marker, indent=2, default=str))
 
 
 def _write_failure(directory: Path, stage: Stage, exc: BaseException) -> None:
-    failure = {"stage": stage.name, "key": stage.key, "error": f"{type(exc).__name__}: {exc}",
-               "at": datetime.now(timezone.utc).isoformat()}
+    failure = {
+        "stage": stage.name,
+        "key": stage.key,
+        "error": f"{type(exc).__name__}: {exc}",
+        "at": datetime.now(timezone.utc).isoformat(),
+    }
     atomic_write_text(directory / FAILED, json.dumps(failure, indent=2))
 
 
@@ -251,7 +301,11 @@ def _data_fingerprints(pipeline: Pipeline) -> dict[str, Any]:
             except OSError:  # a dangling link, a file gone: extraction records it as failed, not a crash here
                 state = "missing"
             digest.update(f"{Path(item.path).resolve()}|{item.label}|{item.split}|{state}\n".encode())
-        extra["extract"] = {"source": str(Path(source).resolve()), "files": len(found.items), "digest": digest.hexdigest()}
+        extra["extract"] = {
+            "source": str(Path(source).resolve()),
+            "files": len(found.items),
+            "digest": digest.hexdigest(),
+        }
     return extra
 
 
@@ -267,16 +321,29 @@ def _result(pipeline: Pipeline, records: list[StageRecord], tracker, parent) -> 
             metrics.update({k: v for k, v in record.metrics.items() if k.startswith(("test_", "best_val_"))})
     model_uri = next((r.model_uri for r in reversed(records) if r.model_uri), None)
     uri = tracker.uri if parent.run_id is not None else None  # None: tracking was off
-    return PipelineResult(pipeline, records, uri, parent.run_id, model_uri, metrics,
-                          getattr(tracker, "experiment_id", None))
+    return PipelineResult(
+        pipeline, records, uri, parent.run_id, model_uri, metrics, getattr(tracker, "experiment_id", None)
+    )
 
 
 def _write_last_run(result: PipelineResult) -> None:
     summary = {
-        "pipeline": str(result.pipeline.path), "tracking_uri": result.tracking_uri,
-        "parent_run_id": result.parent_run_id, "model_uri": result.model_uri, "metrics": result.metrics,
-        "stages": [{"name": r.name, "status": r.status, "directory": str(r.directory), "key": r.key,
-                    "seconds": round(r.seconds, 3), "run_id": r.run_id} for r in result.stages],
+        "pipeline": str(result.pipeline.path),
+        "tracking_uri": result.tracking_uri,
+        "parent_run_id": result.parent_run_id,
+        "model_uri": result.model_uri,
+        "metrics": result.metrics,
+        "stages": [
+            {
+                "name": r.name,
+                "status": r.status,
+                "directory": str(r.directory),
+                "key": r.key,
+                "seconds": round(r.seconds, 3),
+                "run_id": r.run_id,
+            }
+            for r in result.stages
+        ],
     }
     atomic_write_text(result.pipeline.workdir / "last_run.json", json.dumps(summary, indent=2))
 

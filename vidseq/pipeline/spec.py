@@ -53,11 +53,19 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "predict": ("train",),
 }
 # Options that change where or how fast a stage runs, never its result: not in the key.
-EXECUTION_KEYS = frozenset({
-    "extract.out", "extract.num_workers", "extract.batch_size", "extract.chunk_frames", "extract.engine",
-    "extract.ray_address",
-    "train.features", "train.out", "predict.out",
-})
+EXECUTION_KEYS = frozenset(
+    {
+        "extract.out",
+        "extract.num_workers",
+        "extract.batch_size",
+        "extract.chunk_frames",
+        "extract.engine",
+        "extract.ray_address",
+        "train.features",
+        "train.out",
+        "predict.out",
+    }
+)
 
 ConfigRef = str | dict[str, Any] | list[str | dict[str, Any]] | None
 
@@ -124,14 +132,19 @@ class Pipeline:
     def resolved(self) -> dict[str, Any]:
         """The pipeline as it runs (every stage's full config), for the record."""
         return {
-            "name": self.name, "experiment": self.experiment, "workdir": str(self.workdir),
-            "stages": [{"name": s.name, "key": s.key, "inputs": s.inputs,
-                        "config": s.config.model_dump(mode="json")} for s in self.stages],
+            "name": self.name,
+            "experiment": self.experiment,
+            "workdir": str(self.workdir),
+            "stages": [
+                {"name": s.name, "key": s.key, "inputs": s.inputs, "config": s.config.model_dump(mode="json")}
+                for s in self.stages
+            ],
         }
 
 
-def load_pipeline(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
-                  workdir: str | Path | None = None) -> Pipeline:
+def load_pipeline(
+    path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, workdir: str | Path | None = None
+) -> Pipeline:
     """Read a pipeline file, resolve every stage's config and compute the stage keys from the
     configs alone (``fingerprint_stages`` adds what else a key must cover, e.g. data files)."""
     path = Path(path)
@@ -159,9 +172,12 @@ def load_pipeline(path: str | Path, overrides: list[str] | tuple[str, ...] = (),
     _motion_for_training(stages)
     fingerprint_stages(stages, {})
     return Pipeline(
-        name=spec.name, path=path, experiment=spec.experiment or f"vidseq-{spec.name}",
+        name=spec.name,
+        path=path,
+        experiment=spec.experiment or f"vidseq-{spec.name}",
         workdir=Path(workdir or spec.workdir or f"runs/{spec.name}"),
-        config=validate_config(base, source=str(path)), stages=stages,
+        config=validate_config(base, source=str(path)),
+        stages=stages,
     )
 
 
@@ -201,9 +217,12 @@ def fingerprint_stages(stages: list[Stage], extra: dict[str, Any]) -> None:
     keys: dict[str, str] = {}
     for stage in stages:
         stage.fingerprint = {
-            "stage": stage.name, "version": FINGERPRINT_VERSION, "config": stage_config(stage),
+            "stage": stage.name,
+            "version": FINGERPRINT_VERSION,
+            "config": stage_config(stage),
             "code": code.get(stage.name),
-            "inputs": {name: keys[name] for name in stage.inputs}, "extra": extra.get(stage.name),
+            "inputs": {name: keys[name] for name in stage.inputs},
+            "extra": extra.get(stage.name),
         }
         text = json.dumps(stage.fingerprint, sort_keys=True, separators=(",", ":"), default=str)
         stage.key = keys[stage.name] = hashlib.sha256(text.encode()).hexdigest()
@@ -255,8 +274,10 @@ def _pipeline_errors(path: Path, exc: ValidationError) -> str:
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<top level>"
         if err["type"] == "extra_forbidden":
-            lines.append(f"  unknown key '{key}' (pipeline keys: name, description, experiment, workdir, config, stages;"
-                         " a stage takes name and config)")
+            lines.append(
+                f"  unknown key '{key}' (pipeline keys: name, description, experiment, workdir, config, stages;"
+                " a stage takes name and config)"
+            )
         else:
             lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
     return "\n".join(lines)

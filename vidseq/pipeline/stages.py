@@ -58,8 +58,11 @@ def run_synth(ctx: StageContext) -> StageOutcome:
     result = generate_dataset(ctx.out / "data", ctx.config.synth, overwrite=True)
     labels = ctx.out / "data" / "labels.csv"
     ctx.run.log_artifact(labels)
-    return StageOutcome({"data": str(labels)}, {"videos": float(len(result.paths))},
-                        f"{len(result.paths)} videos in {len(result.counts)} classes")
+    return StageOutcome(
+        {"data": str(labels)},
+        {"videos": float(len(result.paths))},
+        f"{len(result.paths)} videos in {len(result.counts)} classes",
+    )
 
 
 def dataset_source(ctx_config: VidseqConfig, upstream: dict[str, dict[str, Any]]) -> str:
@@ -67,8 +70,10 @@ def dataset_source(ctx_config: VidseqConfig, upstream: dict[str, dict[str, Any]]
     if "synth" in upstream:
         return upstream["synth"]["outputs"]["data"]
     if not ctx_config.data.source:
-        raise StageError("no videos to extract: set data.source (e.g. -o data.source=/path/to/clips) "
-                         "or put a synth stage before extract")
+        raise StageError(
+            "no videos to extract: set data.source (e.g. -o data.source=/path/to/clips) "
+            "or put a synth stage before extract"
+        )
     return ctx_config.data.source
 
 
@@ -79,8 +84,10 @@ def find_dataset(config: VidseqConfig, source: str) -> Dataset:
 
 
 def dataset_rows(found: Dataset) -> list[dict[str, Any]]:
-    return [{"path": str(i.path), "label": i.label or "", "split": i.split or "", "group": i.group or ""}
-            for i in found.items]
+    return [
+        {"path": str(i.path), "label": i.label or "", "split": i.split or "", "group": i.group or ""}
+        for i in found.items
+    ]
 
 
 def run_extract(ctx: StageContext) -> StageOutcome:
@@ -91,26 +98,41 @@ def run_extract(ctx: StageContext) -> StageOutcome:
     ctx.run.log_dataset(dataset_rows(found), name=Path(source).name or "videos", source=str(source), context="extract")
     cfg = ctx.config
     earlier = [d for d in ctx.out.parent.iterdir() if d.is_dir() and d != ctx.out]  # other keys' stores
-    result = extract(found, out=ctx.out, backbone=cfg.backbone, sampling=cfg.sampling, config=cfg.extract,
-                     io=cfg.io, force=ctx.force, progress=ctx.progress, reuse_from=[] if ctx.force else earlier,
-                     motion=cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None)
+    result = extract(
+        found,
+        out=ctx.out,
+        backbone=cfg.backbone,
+        sampling=cfg.sampling,
+        config=cfg.extract,
+        io=cfg.io,
+        force=ctx.force,
+        progress=ctx.progress,
+        reuse_from=[] if ctx.force else earlier,
+        motion=cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None,
+    )
     done = result.extracted + result.reused
     if done == 0:
         first = result.failed[0]["error"] if result.failed else "no videos found"
         raise StageError(f"no video of {source} could be extracted ({len(result.failed)} failed; first: {first})")
     ctx.run.log_artifact(result.store.manifest_path)
     ctx.run.log_artifact(result.store.directory / "store.json")
-    metrics = {"videos": float(done), "extracted": float(result.extracted), "reused": float(result.reused),
-               "failed": float(len(result.failed)), "frames": float(result.frames),
-               "duplicates": float(result.duplicates),
-               "frames_per_s": result.frames / result.seconds if result.seconds else 0.0}
+    metrics = {
+        "videos": float(done),
+        "extracted": float(result.extracted),
+        "reused": float(result.reused),
+        "failed": float(len(result.failed)),
+        "frames": float(result.frames),
+        "duplicates": float(result.duplicates),
+        "frames_per_s": result.frames / result.seconds if result.seconds else 0.0,
+    }
     outputs = {"store": str(result.store.directory)}
     if result.motion is not None:
         motion = result.motion
         for name in ("manifest.csv", "store.json"):
             ctx.run.log_artifact(motion.store.directory / name, artifact_path="motion")
-        metrics.update({"motion_videos": float(motion.extracted + motion.reused),
-                        "motion_failed": float(len(motion.failed))})
+        metrics.update(
+            {"motion_videos": float(motion.extracted + motion.reused), "motion_failed": float(len(motion.failed))}
+        )
         outputs["motion_store"] = str(motion.store.directory)
     return StageOutcome(outputs, metrics, result.summary())
 
@@ -119,14 +141,30 @@ def run_train(ctx: StageContext) -> StageOutcome:
     from vidseq.training.runs import holds_run
 
     resume = holds_run(ctx.out) and not ctx.force  # late fusion: the streams' own run folders
-    _, outcome = tracked_train(ctx.config, features=ctx.output("extract", "store"), out=ctx.out, run=ctx.run,
-                               resume=resume, overwrite=ctx.force, progress=ctx.progress, register=ctx.register)
+    _, outcome = tracked_train(
+        ctx.config,
+        features=ctx.output("extract", "store"),
+        out=ctx.out,
+        run=ctx.run,
+        resume=resume,
+        overwrite=ctx.force,
+        progress=ctx.progress,
+        register=ctx.register,
+    )
     return outcome
 
 
-def tracked_train(config: VidseqConfig, *, features: str | Path | None, out: str | Path, run: Any,
-                  resume: bool = False, overwrite: bool = False, progress: bool = True,
-                  register: str | None = None) -> tuple[Any, StageOutcome]:
+def tracked_train(
+    config: VidseqConfig,
+    *,
+    features: str | Path | None,
+    out: str | Path,
+    run: Any,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    register: str | None = None,
+) -> tuple[Any, StageOutcome]:
     """``vidseq.training.train.train`` with its epochs, metrics, reports, dataset and model logged to
     ``run`` (a tracking RunHandle, or the null one); returns the TrainResult and the outcome."""
     from vidseq.predict import write_bundle
@@ -145,9 +183,17 @@ def tracked_train(config: VidseqConfig, *, features: str | Path | None, out: str
             run.log_metrics(values, step=step)
             logged.update((k, step) for k in values)
 
-    result = train(model_config=config.model, config=config.train, evaluate_config=config.evaluate,
-                   features=store, out=out, resume=resume, overwrite=overwrite, progress=progress,
-                   on_epoch_end=log_epoch)
+    result = train(
+        model_config=config.model,
+        config=config.train,
+        evaluate_config=config.evaluate,
+        features=store,
+        out=out,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        on_epoch_end=log_epoch,
+    )
     if not is_main_process():  # under DDP, rank 0 alone logs and writes the model folder
         return result, StageOutcome({"checkpoint": str(result.best_checkpoint)})
     if resume:  # the epochs before the resume point went to the interrupted attempt's run: add them
@@ -170,8 +216,9 @@ def tracked_train(config: VidseqConfig, *, features: str | Path | None, out: str
     summary = f"best epoch {result.best_epoch}, val accuracy {result.val['accuracy']:.3f}"
     if result.test is not None:
         summary += f", test accuracy {result.test['accuracy']:.3f}"
-    outcome = StageOutcome({"checkpoint": str(result.best_checkpoint), "model": str(bundle)}, metrics, summary,
-                           model_uri)
+    outcome = StageOutcome(
+        {"checkpoint": str(result.best_checkpoint), "model": str(bundle)}, metrics, summary, model_uri
+    )
     return result, outcome
 
 
@@ -235,18 +282,21 @@ def run_predict(ctx: StageContext) -> StageOutcome:
     cfg = ctx.config.predict
     if not cfg.input:
         raise StageError("the predict stage needs predict.input (e.g. -o predict.input=/path/to/videos)")
-    predictor = Predictor.from_checkpoint(ctx.output("train", "checkpoint"), device=ctx.config.extract.device,
-                                          extract_config=ctx.config.extract)
+    predictor = Predictor.from_checkpoint(
+        ctx.output("train", "checkpoint"), device=ctx.config.extract.device, extract_config=ctx.config.extract
+    )
     out = ctx.out / "predictions.csv"
     if ctx.force:
         out.unlink(missing_ok=True)
-    result = predict_batch(predictor, [cfg.input], out=out, top_k=cfg.top_k, window=cfg.window, hop=cfg.hop,
-                           progress=ctx.progress)
+    result = predict_batch(
+        predictor, [cfg.input], out=out, top_k=cfg.top_k, window=cfg.window, hop=cfg.hop, progress=ctx.progress
+    )
     ctx.run.log_artifact(out)
     total = result.predicted + result.failed + result.skipped
     metrics = {"videos": float(total), "predicted": float(result.predicted), "failed": float(result.failed)}
-    return StageOutcome({"predictions": str(out)}, metrics,
-                        f"{result.predicted} videos labelled, {result.failed} failed -> {out}")
+    return StageOutcome(
+        {"predictions": str(out)}, metrics, f"{result.predicted} videos labelled, {result.failed} failed -> {out}"
+    )
 
 
 def write_stage_config(ctx: StageContext) -> Path:

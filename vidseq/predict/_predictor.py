@@ -41,8 +41,8 @@ from vidseq.features import (
     extract,
     resolve_device,
 )
-from vidseq.models import load_model
 from vidseq.features.motion import FlowPooler
+from vidseq.models import load_model
 from vidseq.training import checkpoint as checkpoints
 from vidseq.training.evaluate import predict_proba
 
@@ -68,16 +68,28 @@ class Prediction:
     error: str = ""
 
     def as_row(self) -> dict[str, Any]:
-        return {"path": self.path, "label": self.label, "probability": self.probability,
-                "probabilities": self.probabilities, "frames": self.frames,
-                "seconds": round(self.seconds, 4), "error": self.error}
+        return {
+            "path": self.path,
+            "label": self.label,
+            "probability": self.probability,
+            "probabilities": self.probabilities,
+            "frames": self.frames,
+            "seconds": round(self.seconds, 4),
+            "error": self.error,
+        }
 
 
 class Predictor:
     """A trained head plus the backbone and sampling its features were made with."""
 
-    def __init__(self, state: dict[str, Any], recipe: dict[str, Any], *, device: str = "auto",
-                 extract_config: ExtractConfig | None = None) -> None:
+    def __init__(
+        self,
+        state: dict[str, Any],
+        recipe: dict[str, Any],
+        *,
+        device: str = "auto",
+        extract_config: ExtractConfig | None = None,
+    ) -> None:
         if not recipe.get("backbone"):
             raise PredictError(
                 "this checkpoint does not record how its features were extracted (made by an older "
@@ -98,9 +110,16 @@ class Predictor:
         self._flow = None
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, *, device: str = "auto", backbone: BackboneConfig | None = None,
-                        sampling: SamplingConfig | None = None, io: IOConfig | None = None,
-                        extract_config: ExtractConfig | None = None) -> Predictor:
+    def from_checkpoint(
+        cls,
+        checkpoint: str | Path,
+        *,
+        device: str = "auto",
+        backbone: BackboneConfig | None = None,
+        sampling: SamplingConfig | None = None,
+        io: IOConfig | None = None,
+        extract_config: ExtractConfig | None = None,
+    ) -> Predictor:
         """A predictor from ``best.pt`` of ``vidseq train`` (extraction as recorded, or as given)."""
         state = checkpoints.load(checkpoint)
         recipe = dict(state.get("extraction") or {})
@@ -110,8 +129,9 @@ class Predictor:
         return cls(state, recipe, device=device, extract_config=extract_config)
 
     @classmethod
-    def from_bundle(cls, directory: str | Path, *, device: str = "auto",
-                    extract_config: ExtractConfig | None = None) -> Predictor:
+    def from_bundle(
+        cls, directory: str | Path, *, device: str = "auto", extract_config: ExtractConfig | None = None
+    ) -> Predictor:
         """A predictor from a folder written by ``write_bundle`` (an MLflow model's data)."""
         directory = Path(directory)
         meta_file = directory / BUNDLE_FILE
@@ -122,8 +142,9 @@ class Predictor:
         weights = meta.get("weights_file")
         if weights:
             recipe["backbone"]["weights"] = str(directory / weights)
-        return cls(checkpoints.load(directory / BUNDLE_CHECKPOINT), recipe, device=device,
-                   extract_config=extract_config)
+        return cls(
+            checkpoints.load(directory / BUNDLE_CHECKPOINT), recipe, device=device, extract_config=extract_config
+        )
 
     @property
     def backbone(self):
@@ -138,8 +159,9 @@ class Predictor:
         channels_last, on this predictor's device (rebuilt if those settings change)."""
         cfg, encoder = self.extract_config, self._encoder
         if encoder is None or (encoder.precision, encoder.channels_last) != (cfg.precision, cfg.channels_last):
-            self._encoder = FrameEncoder(self.backbone, precision=cfg.precision, channels_last=cfg.channels_last,
-                                         device=self.device)
+            self._encoder = FrameEncoder(
+                self.backbone, precision=cfg.precision, channels_last=cfg.channels_last, device=self.device
+            )
         return self._encoder
 
     def embed(self, frames: np.ndarray) -> np.ndarray:
@@ -205,8 +227,9 @@ class Predictor:
         probs = dict(zip(done, self.classify([found[p].features for p in done])))
         return [self._prediction(p, probs.get(p), found.get(p), errors.get(p, ""), top_k, seconds) for p in paths]
 
-    def features(self, paths: Iterable[str | Path], *, sampling: SamplingConfig | None = None,
-                 progress: bool = False) -> tuple[dict[str, VideoFeatures], dict[str, str]]:
+    def features(
+        self, paths: Iterable[str | Path], *, sampling: SamplingConfig | None = None, progress: bool = False
+    ) -> tuple[dict[str, VideoFeatures], dict[str, str]]:
         """Features of each video as the extraction makes them (``sampling``: the recipe's
         unless given), through a temporary feature store; and the error of each that failed."""
         paths = list(dict.fromkeys(str(p) for p in paths))
@@ -214,8 +237,16 @@ class Predictor:
             items = [VideoItem(Path(p), None) for p in paths]
             # Ray builds the backbone in its own actors from the config; locally ours is reused.
             backbone = self.backbone_config if self.extract_config.engine == "ray" else self.backbone
-            result = extract(items, out=tmp, backbone=backbone, sampling=sampling or self.sampling,
-                             config=self.extract_config, io=self.io, progress=progress, motion=self.motion)
+            result = extract(
+                items,
+                out=tmp,
+                backbone=backbone,
+                sampling=sampling or self.sampling,
+                config=self.extract_config,
+                io=self.io,
+                progress=progress,
+                motion=self.motion,
+            )
             stores = {"appearance": result}
             if result.motion is not None:
                 stores["motion"] = result.motion
@@ -223,12 +254,20 @@ class Predictor:
             for name in self.streams:
                 for row in stores[name].failed:
                     errors.setdefault(row["path"], row["error"] or "not extracted")
-            found = {p: _joined([_read(stores[name].store, p) for name in self.streams])
-                     for p in paths if p not in errors}
+            found = {
+                p: _joined([_read(stores[name].store, p) for name in self.streams]) for p in paths if p not in errors
+            }
         return found, errors
 
-    def _prediction(self, path: str, probs: np.ndarray | None, features: VideoFeatures | None,
-                    error: str, top_k: int, seconds: float) -> Prediction:
+    def _prediction(
+        self,
+        path: str,
+        probs: np.ndarray | None,
+        features: VideoFeatures | None,
+        error: str,
+        top_k: int,
+        seconds: float,
+    ) -> Prediction:
         if probs is None:
             return Prediction(path, None, None, None, [], 0, seconds, error or "not predicted")
         order = np.argsort(-probs)[: max(1, top_k)]
@@ -240,7 +279,9 @@ def _read(store: FeatureStore, path: str) -> VideoFeatures:
     try:
         item = store.load(path)
         # copy out of the temporary store (a large entry may be memory-mapped from it)
-        return VideoFeatures(np.array(item.features), np.array(item.frame_indices), np.array(item.timestamps), item.meta)
+        return VideoFeatures(
+            np.array(item.features), np.array(item.frame_indices), np.array(item.timestamps), item.meta
+        )
     except (FeatureStoreError, OSError) as exc:
         raise PredictError(f"{path}: features vanished from the temporary store ({exc})") from None
 
@@ -250,8 +291,9 @@ def _joined(parts: list[VideoFeatures]) -> VideoFeatures:
     if len(parts) == 1:
         return parts[0]
     first = parts[0]
-    return VideoFeatures(np.concatenate([p.features for p in parts], axis=1), first.frame_indices,
-                         first.timestamps, first.meta)
+    return VideoFeatures(
+        np.concatenate([p.features for p in parts], axis=1), first.frame_indices, first.timestamps, first.meta
+    )
 
 
 def _extract_config(recipe: dict[str, Any], given: ExtractConfig | None, device: str) -> ExtractConfig:
@@ -260,20 +302,26 @@ def _extract_config(recipe: dict[str, Any], given: ExtractConfig | None, device:
     ``given`` leaves them unset, so served features are computed as the training ones were."""
     config = given or ExtractConfig()
     recorded = recipe.get("extract") or {}
-    forward = {key: recorded[key] for key in ("precision", "channels_last")
-               if key in recorded and key not in config.model_fields_set}
+    forward = {
+        key: recorded[key]
+        for key in ("precision", "channels_last")
+        if key in recorded and key not in config.model_fields_set
+    }
     return ExtractConfig.model_validate({**config.model_dump(), **forward, "device": device})
 
 
 def _motion_config(recipe: dict[str, Any]) -> MotionConfig:
     if not recipe.get("motion"):
-        raise PredictError("this model reads the motion stream but its checkpoint does not record the flow "
-                           "settings (motion section); train it again with this vidseq")
+        raise PredictError(
+            "this model reads the motion stream but its checkpoint does not record the flow "
+            "settings (motion section); train it again with this vidseq"
+        )
     return MotionConfig.model_validate({**recipe["motion"], "enabled": True})
 
 
-def load_predictor(model: str | Path, *, device: str = "auto",
-                   extract_config: ExtractConfig | None = None) -> Predictor:
+def load_predictor(
+    model: str | Path, *, device: str = "auto", extract_config: ExtractConfig | None = None
+) -> Predictor:
     """A predictor from a local model: a checkpoint of ``vidseq train`` (``best.pt``), a bundle
     folder, or a downloaded MLflow model folder (its ``MLmodel`` names the bundle inside)."""
     path = Path(model)
@@ -288,8 +336,10 @@ def load_predictor(model: str | Path, *, device: str = "auto",
         path = path / flavor["data"]
     if (path / BUNDLE_FILE).is_file():
         return Predictor.from_bundle(path, device=device, extract_config=extract_config)
-    raise PredictError(f"{model}: not a checkpoint, a vidseq model folder or an MLflow model folder "
-                       "(for an MLflow URI such as models:/NAME/1 use vidseq predict --model URI)")
+    raise PredictError(
+        f"{model}: not a checkpoint, a vidseq model folder or an MLflow model folder "
+        "(for an MLflow URI such as models:/NAME/1 use vidseq predict --model URI)"
+    )
 
 
 def write_bundle(checkpoint: str | Path, directory: str | Path) -> Path:
@@ -309,7 +359,11 @@ def write_bundle(checkpoint: str | Path, directory: str | Path) -> Path:
         weights_file = f"weights/{Path(weights).name}"
         (directory / "weights").mkdir(exist_ok=True)
         shutil.copyfile(weights, directory / weights_file)
-    meta = {"vidseq_version": __version__, "labels": list(state["labels"]), "extraction": recipe,
-            "weights_file": weights_file}
+    meta = {
+        "vidseq_version": __version__,
+        "labels": list(state["labels"]),
+        "extraction": recipe,
+        "weights_file": weights_file,
+    }
     (directory / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
     return directory

@@ -84,10 +84,19 @@ def collect_inputs(inputs: Iterable[str | Path]) -> tuple[list[str], dict[str, s
     return list(dict.fromkeys(paths)), errors, passed_over
 
 
-def predict_batch(predictor: Predictor, inputs: Iterable[str | Path], *, out: str | Path | None = None,
-                  top_k: int = 1, window: float | None = None, hop: float | None = None,
-                  smooth: int = 1, carry_state: bool = False, progress: bool = True,
-                  on_row: Callable[[dict[str, Any]], None] | None = None) -> BatchResult:
+def predict_batch(
+    predictor: Predictor,
+    inputs: Iterable[str | Path],
+    *,
+    out: str | Path | None = None,
+    top_k: int = 1,
+    window: float | None = None,
+    hop: float | None = None,
+    smooth: int = 1,
+    carry_state: bool = False,
+    progress: bool = True,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> BatchResult:
     """Predict every video of ``inputs``; append rows to ``out`` (``.csv`` or ``.jsonl``).
 
     Videos already predicted in ``out`` are skipped; those that failed there are tried again."""
@@ -98,8 +107,12 @@ def predict_batch(predictor: Predictor, inputs: Iterable[str | Path], *, out: st
     paths, bad, passed_over = collect_inputs(inputs)
     retried = writer.forget_failed([*paths, *bad]) if writer is not None else set()
     todo = [p for p in paths if p not in done]
-    result = BatchResult(out, skipped=len(paths) - len(todo) + sum(1 for p in bad if p in done),
-                         retried=len(retried), passed_over=passed_over)
+    result = BatchResult(
+        out,
+        skipped=len(paths) - len(todo) + sum(1 for p in bad if p in done),
+        retried=len(retried),
+        passed_over=passed_over,
+    )
     emit = _emitter(result, writer, on_row)
     for path, error in bad.items():
         if path not in done:
@@ -109,8 +122,9 @@ def predict_batch(predictor: Predictor, inputs: Iterable[str | Path], *, out: st
     with _bar(len(todo), progress) as bar:
         if windowed:
             for path in todo:
-                timeline = predict_timeline(predictor, path, window=window, hop=hop or window / 2, smooth=smooth,
-                                            carry_state=carry_state)
+                timeline = predict_timeline(
+                    predictor, path, window=window, hop=hop or window / 2, smooth=smooth, carry_state=carry_state
+                )
                 result.timelines.append(timeline)
                 _count(result, not timeline.error)
                 emit(_timeline_rows(timeline), [_json_record(timeline)])
@@ -148,20 +162,44 @@ def _count(result: BatchResult, ok: bool) -> None:
 
 
 def _video_row(pred: Prediction) -> dict[str, Any]:
-    return {"path": pred.path, "label": pred.label or "", "probability": _round(pred.probability),
-            "top_labels": "|".join(label for label, _ in pred.top),
-            "top_probabilities": "|".join(f"{p:.4f}" for _, p in pred.top),
-            "frames": pred.frames, "seconds": round(pred.seconds, 3), "error": pred.error}
+    return {
+        "path": pred.path,
+        "label": pred.label or "",
+        "probability": _round(pred.probability),
+        "top_labels": "|".join(label for label, _ in pred.top),
+        "top_probabilities": "|".join(f"{p:.4f}" for _, p in pred.top),
+        "frames": pred.frames,
+        "seconds": round(pred.seconds, 3),
+        "error": pred.error,
+    }
 
 
 def _timeline_rows(timeline: Timeline) -> list[dict[str, Any]]:
     if timeline.error:
         return _error_rows(timeline.path, timeline.error, True)
     common = {"path": timeline.path, "frames": timeline.frames, "seconds": round(timeline.seconds, 3), "error": ""}
-    rows = [{**common, "kind": "window", "start": round(w.start, 3), "end": round(w.end, 3), "label": w.label,
-             "probability": _round(w.probability)} for w in timeline.windows]
-    rows += [{**common, "kind": "segment", "start": round(s.start, 3), "end": round(s.end, 3), "label": s.label,
-              "probability": _round(s.probability)} for s in timeline.segments]
+    rows = [
+        {
+            **common,
+            "kind": "window",
+            "start": round(w.start, 3),
+            "end": round(w.end, 3),
+            "label": w.label,
+            "probability": _round(w.probability),
+        }
+        for w in timeline.windows
+    ]
+    rows += [
+        {
+            **common,
+            "kind": "segment",
+            "start": round(s.start, 3),
+            "end": round(s.end, 3),
+            "label": s.label,
+            "probability": _round(s.probability),
+        }
+        for s in timeline.segments
+    ]
     return rows
 
 
@@ -173,17 +211,26 @@ def _failed_prediction(path: str, error: str) -> Prediction:
 def _json_record(result: Prediction | Timeline) -> dict[str, Any]:
     """One video's JSON-lines object with JSON types: numbers, lists, null for what is missing."""
     if isinstance(result, Timeline):
-        record = {"path": result.path, "duration": round(result.duration, 3),
-                  "frames": result.frames, "seconds": round(result.seconds, 3),
-                  "error": result.error, "windows": [_plain(w) for w in result.windows],
-                  "segments": [_plain(s) for s in result.segments]}
+        record = {
+            "path": result.path,
+            "duration": round(result.duration, 3),
+            "frames": result.frames,
+            "seconds": round(result.seconds, 3),
+            "error": result.error,
+            "windows": [_plain(w) for w in result.windows],
+            "segments": [_plain(s) for s in result.segments],
+        }
     else:  # the CSV columns, in order
-        record = {"path": result.path, "label": result.label,
-                  "probability": _rounded(result.probability),
-                  "top_labels": [label for label, _ in result.top],
-                  "top_probabilities": [_rounded(p) for _, p in result.top],
-                  "frames": result.frames, "seconds": round(result.seconds, 3),
-                  "error": result.error}
+        record = {
+            "path": result.path,
+            "label": result.label,
+            "probability": _rounded(result.probability),
+            "top_labels": [label for label, _ in result.top],
+            "top_probabilities": [_rounded(p) for _, p in result.top],
+            "frames": result.frames,
+            "seconds": round(result.seconds, 3),
+            "error": result.error,
+        }
     return _jsonable(record)
 
 
@@ -248,8 +295,10 @@ class _Writer:
         if self.csv:
             reader = csv.DictReader(io.StringIO(text))
             if reader.fieldnames != self.columns:
-                raise PredictError(f"{self.out} holds other columns ({', '.join(reader.fieldnames or [])}): "
-                                   "it was written with or without --window; use another --out")
+                raise PredictError(
+                    f"{self.out} holds other columns ({', '.join(reader.fieldnames or [])}): "
+                    "it was written with or without --window; use another --out"
+                )
             return [(row["path"], row["error"] or "") for row in reader]
         results = []
         for line in io.StringIO(text):

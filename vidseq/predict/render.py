@@ -49,9 +49,7 @@ class _Entry:
     probability: float | None
 
 
-def render_video(
-    path: str | Path, out: str | Path, timeline: Iterable[Any], *, backend: str = "auto"
-) -> RenderResult:
+def render_video(path: str | Path, out: str | Path, timeline: Iterable[Any], *, backend: str = "auto") -> RenderResult:
     """Write ``path`` to ``out`` (.mp4, .mov or .mkv) with the labels of ``timeline`` drawn on it.
 
     ``timeline``: ``(start_s, end_s, label, probability)`` tuples, or objects with those
@@ -98,9 +96,7 @@ def draw_label(frame: np.ndarray, label: str, probability: float | None = None) 
     return canvas
 
 
-def label_box(
-    height: int, width: int, label: str, probability: float | None = None
-) -> tuple[int, int, int, int]:
+def label_box(height: int, width: int, label: str, probability: float | None = None) -> tuple[int, int, int, int]:
     """``(x0, y0, x1, y1)`` (end-exclusive) of the box ``draw_label`` draws on such a frame."""
     return _layout(height, width, _text(label, probability)).box
 
@@ -141,13 +137,9 @@ def _text(label: str, probability: float | None) -> str:
 
 
 def _check_out(path: Path, out: Path) -> None:
-    same = out.resolve() == path.resolve() or (
-        out.exists() and path.exists() and os.path.samefile(out, path)
-    )
+    same = out.resolve() == path.resolve() or (out.exists() and path.exists() and os.path.samefile(out, path))
     if same:
-        raise PredictError(
-            f"{out}: this is the input video; write the annotated video to another path"
-        )
+        raise PredictError(f"{out}: this is the input video; write the annotated video to another path")
     if out.suffix.lower() not in CONTAINERS:
         raise PredictError(f"{out}: unknown video suffix; name the output .mp4, .mov or .mkv")
 
@@ -172,13 +164,10 @@ def _entry(item: Any, position: int) -> _Entry:
         )
     except (TypeError, ValueError, AttributeError) as exc:
         raise PredictError(
-            f"timeline entry {position} ({item!r}) is not "
-            f"(start_s, end_s, label, probability): {exc}"
+            f"timeline entry {position} ({item!r}) is not (start_s, end_s, label, probability): {exc}"
         ) from None
     if not (math.isfinite(entry.start) and math.isfinite(entry.end)):
-        raise PredictError(
-            f"timeline entry {position} ({item!r}) has a start or end that is not a finite number"
-        )
+        raise PredictError(f"timeline entry {position} ({item!r}) has a start or end that is not a finite number")
     return entry
 
 
@@ -193,8 +182,7 @@ class _Encoder(VideoWriter):
     by repeating the last row/column; a frame of another size is resized."""
 
     def __init__(self, path: Path, *, width: int, height: int, fps: float) -> None:
-        super().__init__(path, width=width + width % 2, height=height + height % 2, fps=fps,
-                         codec=encoder_name())
+        super().__init__(path, width=width + width % 2, height=height + height % 2, fps=fps, codec=encoder_name())
 
     def write(self, rgb: np.ndarray) -> None:
         super().write(self._fit(rgb))
@@ -207,7 +195,5 @@ class _Encoder(VideoWriter):
 
             return cv2.resize(rgb, (self.width, self.height), interpolation=cv2.INTER_AREA)
         if (height, width) != (self.height, self.width):
-            rgb = np.pad(
-                rgb, ((0, self.height - height), (0, self.width - width), (0, 0)), mode="edge"
-            )
+            rgb = np.pad(rgb, ((0, self.height - height), (0, self.width - width), (0, 0)), mode="edge")
         return np.ascontiguousarray(rgb)

@@ -61,9 +61,7 @@ def open_stream(source: str | int) -> cv2.VideoCapture:
     if target is None:
         target = str(source)
         if not _is_url(target) and not Path(target).exists():
-            raise PredictError(
-                f"{source}: no such file; give a video file, a URL or a camera index"
-            )
+            raise PredictError(f"{source}: no such file; give a video file, a URL or a camera index")
     capture = cv2.VideoCapture(target)
     if not capture.isOpened():
         capture.release()
@@ -276,9 +274,7 @@ def _cannot_open(source: str | int, *, camera: bool) -> str:
             "that no other program holds it"
         )
     if _is_url(str(source)):
-        return (
-            f"{source}: cannot be opened; check the URL and that the stream is reachable from here"
-        )
+        return f"{source}: cannot be opened; check the URL and that the stream is reachable from here"
     return f"{source}: cannot be opened as a video; check that it is a video file OpenCV can read"
 
 

@@ -64,8 +64,16 @@ def grid(predictor: Predictor, window: float, hop: float) -> tuple[float, int, i
     return rate, max(1, round(window * rate)), max(1, round(hop * rate))
 
 
-def predict_timeline(predictor: Predictor, path: str | Path, *, window: float, hop: float,
-                     smooth: int = 1, carry_state: bool = False, progress: bool = False) -> Timeline:
+def predict_timeline(
+    predictor: Predictor,
+    path: str | Path,
+    *,
+    window: float,
+    hop: float,
+    smooth: int = 1,
+    carry_state: bool = False,
+    progress: bool = False,
+) -> Timeline:
     """Windows of ``window`` seconds every ``hop`` seconds along the video, and its segments.
 
     ``smooth`` > 1 averages each window's class probabilities with its neighbours (a centred
@@ -99,8 +107,9 @@ def predict_timeline(predictor: Predictor, path: str | Path, *, window: float, h
     return timeline
 
 
-def _windows(predictor: Predictor, features: np.ndarray, times: np.ndarray, size: int, step: int,
-             spacing: float, smooth: int) -> list[Window]:
+def _windows(
+    predictor: Predictor, features: np.ndarray, times: np.ndarray, size: int, step: int, spacing: float, smooth: int
+) -> list[Window]:
     """Window labels in order; a video shorter than one window is one (shorter) window."""
     count = len(features)
     starts = list(range(0, max(1, count - size + 1), step))
@@ -118,15 +127,18 @@ def _windows(predictor: Predictor, features: np.ndarray, times: np.ndarray, size
     ]
 
 
-def _carried(predictor: Predictor, features: np.ndarray, times: np.ndarray, size: int, step: int,
-             spacing: float) -> list[Window]:
+def _carried(
+    predictor: Predictor, features: np.ndarray, times: np.ndarray, size: int, step: int, spacing: float
+) -> list[Window]:
     """One ``step`` of the recurrent head per hop, its state carried from the video's start."""
     import torch
 
     model = predictor.model
     if not getattr(model, "supports_streaming", False):
-        raise PredictError("carrying the recurrent state needs a unidirectional LSTM/GRU trained with "
-                           "pooling: last and center: false; this model reads windows only")
+        raise PredictError(
+            "carrying the recurrent state needs a unidirectional LSTM/GRU trained with "
+            "pooling: last and center: false; this model reads windows only"
+        )
     windows, state = [], None
     with torch.inference_mode():
         for first in range(0, len(features), step):
@@ -146,8 +158,9 @@ def _moving_average(probs: np.ndarray, width: int) -> np.ndarray:
         return probs
     kernel = np.ones(width)
     pad = width // 2
-    total = np.stack([np.convolve(probs[:, c], kernel, mode="full")[pad : pad + len(probs)]
-                      for c in range(probs.shape[1])], axis=1)
+    total = np.stack(
+        [np.convolve(probs[:, c], kernel, mode="full")[pad : pad + len(probs)] for c in range(probs.shape[1])], axis=1
+    )
     counts = np.convolve(np.ones(len(probs)), kernel, mode="full")[pad : pad + len(probs)]
     return total / counts[:, None]
 

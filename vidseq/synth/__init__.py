@@ -25,7 +25,17 @@ from vidseq.synth._dataset import (
 from vidseq.synth.shapes import ALL_SHAPES, ORIENTED_SHAPES, SYMMETRIC_SHAPES, render_clip
 
 __all__ = [
-    "ALL_SHAPES", "GENERATOR", "LABELS", "MARKER", "ORIENTED_SHAPES", "SYMMETRIC_SHAPES",
-    "TEST_FRACTION", "VAL_FRACTION", "SynthResult", "generate_dataset", "render_clip",
-    "split_names", "video_rng",
+    "ALL_SHAPES",
+    "GENERATOR",
+    "LABELS",
+    "MARKER",
+    "ORIENTED_SHAPES",
+    "SYMMETRIC_SHAPES",
+    "TEST_FRACTION",
+    "VAL_FRACTION",
+    "SynthResult",
+    "generate_dataset",
+    "render_clip",
+    "split_names",
+    "video_rng",
 ]

@@ -147,23 +147,38 @@ class _Job:
 
     def render(self) -> np.ndarray:
         c = self.config
-        return render_clip(self.class_name, video_rng(c.seed, self.class_name, self.index),
-                           num_frames=c.num_frames, size=c.size, noise=c.noise)
+        return render_clip(
+            self.class_name,
+            video_rng(c.seed, self.class_name, self.index),
+            num_frames=c.num_frames,
+            size=c.size,
+            noise=c.noise,
+        )
 
 
 def _plan(config: SynthConfig) -> list[_Job] | list[camera.CameraClip]:
     """The videos to write, class by class (checks the classes, and the sources of kind camera)."""
     if config.kind == "camera":
-        return camera.plan_clips(config, splits=lambda n, name: split_names(n, config.seed, name),
-                                       rng_of=lambda name, index: video_rng(config.seed, name, index))
+        return camera.plan_clips(
+            config,
+            splits=lambda n, name: split_names(n, config.seed, name),
+            rng_of=lambda name, index: video_rng(config.seed, name, index),
+        )
     _check_config(config)
-    return [_Job(name, i, split, config) for name in config.classes
-            for i, split in enumerate(split_names(config.videos_per_class, config.seed, name))]
+    return [
+        _Job(name, i, split, config)
+        for name in config.classes
+        for i, split in enumerate(split_names(config.videos_per_class, config.seed, name))
+    ]
 
 
-def generate_dataset(out_dir: str | Path, config: SynthConfig, *,
-                     progress: Callable[[int, int], None] | None = None,
-                     overwrite: bool = False) -> SynthResult:
+def generate_dataset(
+    out_dir: str | Path,
+    config: SynthConfig,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
+) -> SynthResult:
     """Write ``config.videos_per_class`` videos per class to ``out_dir/<class>/<class>_NNNN.mp4``.
 
     Also ``labels.csv`` (path relative to ``out_dir``, label, split; kind camera: and group) and
@@ -177,8 +192,11 @@ def generate_dataset(out_dir: str | Path, config: SynthConfig, *,
     out_dir = Path(out_dir)
     _prepare_dir(out_dir, overwrite)
     encoder = encoder_name()
-    rows = [(f"{j.class_name}/{j.class_name}_{j.index:04d}.mp4", j.class_name, j.split)
-            + ((j.group,) if config.kind == "camera" else ()) for j in jobs]
+    rows = [
+        (f"{j.class_name}/{j.class_name}_{j.index:04d}.mp4", j.class_name, j.split)
+        + ((j.group,) if config.kind == "camera" else ())
+        for j in jobs
+    ]
     files = [row[0] for row in rows]
     atomic.write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=False))
     for done, (job, rel) in enumerate(zip(jobs, files), start=1):
@@ -190,5 +208,6 @@ def generate_dataset(out_dir: str | Path, config: SynthConfig, *,
     atomic.write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=True))
     counts = {name: config.videos_per_class for name in dict.fromkeys(j.class_name for j in jobs)}
     groups = [row[3] for row in rows] if config.kind == "camera" else None
-    return SynthResult(out_dir, [out_dir / rel for rel in files], [r[1] for r in rows],
-                       [r[2] for r in rows], counts, encoder, groups)
+    return SynthResult(
+        out_dir, [out_dir / rel for rel in files], [r[1] for r in rows], [r[2] for r in rows], counts, encoder, groups
+    )

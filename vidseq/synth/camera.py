@@ -100,8 +100,9 @@ class CameraClip:
     def render(self) -> np.ndarray:
         """The clip, ``(num_frames, size, size, 3)`` uint8 RGB (the same every time)."""
         rng = copy.deepcopy(self.rng)
-        return render_camera_clip(self.class_name, self.source.frame(rng), rng,
-                                  num_frames=self.num_frames, size=self.size, noise=self.noise)
+        return render_camera_clip(
+            self.class_name, self.source.frame(rng), rng, num_frames=self.num_frames, size=self.size, noise=self.noise
+        )
 
 
 # ---------------------------------------------------------------- classes and sources
@@ -123,8 +124,10 @@ def camera_classes(classes: list[str] | tuple[str, ...]) -> list[str]:
 def _check_class(name: str) -> None:
     if name not in _CLASS_MOTION:
         hint = " (a shapes class: set synth.kind=shapes to draw it)" if name in SYNTH_CLASSES else ""
-        raise ConfigError(f"unknown camera class {name!r}{hint}; with synth.kind=camera the valid "
-                          f"classes are: {', '.join(CAMERA_CLASSES)}")
+        raise ConfigError(
+            f"unknown camera class {name!r}{hint}; with synth.kind=camera the valid "
+            f"classes are: {', '.join(CAMERA_CLASSES)}"
+        )
 
 
 def find_sources(images: str | Path | None) -> list[Source]:
@@ -134,13 +137,20 @@ def find_sources(images: str | Path | None) -> list[Source]:
         return _skimage_sources()
     root = Path(images).expanduser()
     if not root.is_dir():
-        raise ConfigError(f"synth.images: {root} is not a folder; point it at a folder of images "
-                          "(.jpg, .png, ...) or videos, or leave it null for scikit-image's photos")
+        raise ConfigError(
+            f"synth.images: {root} is not a folder; point it at a folder of images "
+            "(.jpg, .png, ...) or videos, or leave it null for scikit-image's photos"
+        )
     from vidseq.datasets import VIDEO_EXTENSIONS
 
     media = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in media
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in media
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     sources = [Source(p.relative_to(root).as_posix(), p) for p in files]
     _check_count(sources, f"{root}")
     return sources
@@ -150,9 +160,11 @@ def _skimage_sources() -> list[Source]:
     try:
         import skimage.data
     except ImportError:
-        raise ConfigError("synth.images is null, which films scikit-image's bundled photos, but "
-                          "scikit-image is not installed: pip install scikit-image, or set "
-                          "synth.images to a folder of images") from None
+        raise ConfigError(
+            "synth.images is null, which films scikit-image's bundled photos, but "
+            "scikit-image is not installed: pip install scikit-image, or set "
+            "synth.images to a folder of images"
+        ) from None
     photos = {name: _load_photo(skimage.data, name) for name in SKIMAGE_PHOTOS}
     sources = [Source(name, None, _as_rgb(pixels)) for name, pixels in photos.items() if pixels is not None]
     _check_count(sources, "scikit-image's bundled photos")
@@ -183,8 +195,9 @@ def _read_image(path: Path) -> np.ndarray:
     data = np.fromfile(path, dtype=np.uint8)  # imdecode: any path, also non-ASCII
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if bgr is None:
-        raise DatasetError(f"{path}: OpenCV cannot read this image; convert it to PNG or JPEG "
-                           "or remove it from synth.images")
+        raise DatasetError(
+            f"{path}: OpenCV cannot read this image; convert it to PNG or JPEG or remove it from synth.images"
+        )
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
@@ -200,8 +213,9 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- the plan
 
 
-def plan_clips(config: SynthConfig, *, splits: Callable[[int, str], list[str]],
-               rng_of: Callable[[str, int], np.random.Generator]) -> list[CameraClip]:
+def plan_clips(
+    config: SynthConfig, *, splits: Callable[[int, str], list[str]], rng_of: Callable[[str, int], np.random.Generator]
+) -> list[CameraClip]:
     """Every clip of a camera dataset, class by class, with its split and source scene.
 
     ``splits(count, name)`` gives the train/val/test of ``count`` things (of class ``name``),
@@ -217,8 +231,18 @@ def plan_clips(config: SynthConfig, *, splits: Callable[[int, str], list[str]],
         for index, split in enumerate(splits(config.videos_per_class, name)):
             rng = rng_of(name, index)
             pool = [s for s in sources if side[s.group] == split]
-            clips.append(CameraClip(name, index, split, pool[int(rng.integers(len(pool)))], rng,
-                                    config.num_frames, config.size, config.noise))
+            clips.append(
+                CameraClip(
+                    name,
+                    index,
+                    split,
+                    pool[int(rng.integers(len(pool)))],
+                    rng,
+                    config.num_frames,
+                    config.size,
+                    config.noise,
+                )
+            )
     return clips
 
 
@@ -318,14 +342,25 @@ def _film(image: np.ndarray, path: _Path, size: int) -> np.ndarray:
         scale, roll = path.side[t] / size, path.roll[t]
         a = scale * np.array([[np.cos(roll), -np.sin(roll)], [np.sin(roll), np.cos(roll)]])
         b = np.array([path.cx[t], path.cy[t]]) - a @ np.array([centre, centre])
-        frames[t] = cv2.warpAffine(image, np.hstack([a, b[:, None]]), (size, size),
-                                   flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                                   borderMode=cv2.BORDER_REFLECT101)
+        frames[t] = cv2.warpAffine(
+            image,
+            np.hstack([a, b[:, None]]),
+            (size, size),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REFLECT101,
+        )
     return frames
 
 
-def render_camera_clip(class_name: str, image: np.ndarray, rng: np.random.Generator, *,
-                       num_frames: int = 32, size: int = 112, noise: float = 0.03) -> np.ndarray:
+def render_camera_clip(
+    class_name: str,
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    num_frames: int = 32,
+    size: int = 112,
+    noise: float = 0.03,
+) -> np.ndarray:
     """A clip of ``class_name`` filmed over ``image``: ``(num_frames, size, size, 3)`` uint8 RGB.
 
     ``image`` is ``(H, W[, 3|4])`` (grey and RGBA are converted). ``noise`` is the std of Gaussian

@@ -130,8 +130,7 @@ def _object_color(rng: np.random.Generator, background: np.ndarray, dark: bool) 
     return _color(rng, 5, max(luma.min() - _MIN_CONTRAST, 5))
 
 
-def _mask(shape: np.ndarray, size: int, cx: float, cy: float, radius: float,
-          angle: float) -> np.ndarray:
+def _mask(shape: np.ndarray, size: int, cx: float, cy: float, radius: float, angle: float) -> np.ndarray:
     """Anti-aliased coverage in [0, 1] of the polygon; the angle grows clockwise (y is down)."""
     import cv2
 
@@ -212,13 +211,10 @@ def check_class(class_name: str) -> None:
     """Raise ConfigError (naming the valid classes) unless ``class_name`` is a shapes class."""
     if class_name not in _CLASS_RENDER:
         hint = " (a camera class: set synth.kind=camera)" if class_name in CAMERA_CLASSES else ""
-        raise ConfigError(
-            f"unknown synth class {class_name!r}; valid classes are: {', '.join(SYNTH_CLASSES)}{hint}"
-        )
+        raise ConfigError(f"unknown synth class {class_name!r}; valid classes are: {', '.join(SYNTH_CLASSES)}{hint}")
 
 
-def _render(class_name: str, rng: np.random.Generator, *, num_frames: int, size: int,
-            noise: float) -> _Clip:
+def _render(class_name: str, rng: np.random.Generator, *, num_frames: int, size: int, noise: float) -> _Clip:
     """Draw a scene and a forward trajectory, render, add noise; reverse for the partner class."""
     check_class(class_name)
     kind, reverse = _CLASS_RENDER[class_name]
@@ -229,8 +225,9 @@ def _render(class_name: str, rng: np.random.Generator, *, num_frames: int, size:
     track = _TRACKS[kind](rng, num_frames, size)
     frames = np.empty((num_frames, size, size, 3), dtype=np.float32)
     for t in range(num_frames):
-        mask = _mask(ALL_SHAPES[shape], size, track.cx[t], track.cy[t], track.radius[t],
-                     track.angle[t]) * track.alpha[t]
+        mask = (
+            _mask(ALL_SHAPES[shape], size, track.cx[t], track.cy[t], track.radius[t], track.angle[t]) * track.alpha[t]
+        )
         frames[t] = background + (color - background) * mask[..., None]
     if noise > 0:
         frames += rng.standard_normal(frames.shape, dtype=np.float32) * np.float32(noise * 255)
@@ -241,8 +238,9 @@ def _render(class_name: str, rng: np.random.Generator, *, num_frames: int, size:
     return _Clip(frames, np.clip(np.rint(background), 0, 255).astype(np.uint8), track, shape)
 
 
-def render_clip(class_name: str, rng: np.random.Generator, *, num_frames: int = 32,
-                size: int = 112, noise: float = 0.03) -> np.ndarray:
+def render_clip(
+    class_name: str, rng: np.random.Generator, *, num_frames: int = 32, size: int = 112, noise: float = 0.03
+) -> np.ndarray:
     """One random clip of ``class_name``: ``(num_frames, size, size, 3)`` uint8 RGB.
 
     ``noise`` is the std of Gaussian pixel noise as a fraction of 255. A reversed class

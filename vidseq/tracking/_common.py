@@ -69,5 +69,3 @@ def _param_text(value: Any) -> str:
 
 def cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-

@@ -50,9 +50,7 @@ def default_requirements() -> list[str]:
     return pinned
 
 
-def pandas_dataset(
-    rows: list[Mapping[str, Any]], *, name: str, source: str | Path, targets: str | None
-) -> Any:
+def pandas_dataset(rows: list[Mapping[str, Any]], *, name: str, source: str | Path, targets: str | None) -> Any:
     import mlflow.data
     import pandas as pd
     from mlflow.data.dataset_source_registry import resolve_dataset_source
@@ -73,5 +71,3 @@ def pandas_dataset(
             message = f"dataset source {source!r} is neither a path nor a URL MLflow knows"
             raise TrackingError(message) from error
         return mlflow.data.from_pandas(frame, source=resolved, targets=targets, name=name)
-
-

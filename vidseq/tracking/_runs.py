@@ -67,12 +67,9 @@ class Tracker:
         ``signum`` that stopped the work); the exception is re-raised."""
         mlflow = use_uri(self.uri)
         if (active := mlflow.active_run()) is not None and not nested:
-            raise TrackingError(
-                f"run {name!r} started while run {active.info.run_id} is active: pass nested=True"
-            )
+            raise TrackingError(f"run {name!r} started while run {active.info.run_id} is active: pass nested=True")
         with mlflow_errors(f"starting run {name!r}", self.uri):  # owned by this process from the start
-            run = mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested,
-                                   tags=owner_tags())
+            run = mlflow.start_run(run_name=name, experiment_id=self.experiment_id, nested=nested, tags=owner_tags())
         handle, status = RunHandle(run.info.run_id, self.uri), "FAILED"
         run_started(handle.run_id, name, self.uri)  # SIGTERM now ends it KILLED (see _lifecycle)
         ended = False
@@ -106,14 +103,22 @@ class Tracker:
         with mlflow_errors("looking for runs left RUNNING", self.uri):
             running, token = [], None
             while True:
-                page = client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
-                                          run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+                page = client.search_runs(
+                    [self.experiment_id],
+                    "attributes.status = 'RUNNING'",
+                    run_view_type=ViewType.ACTIVE_ONLY,
+                    max_results=1000,
+                    page_token=token,
+                )
                 running.extend(page)
                 if not (token := page.token):
                     break
         wanted = dict(tags or {})
-        stale = {r.info.run_id: r for r in running
-                 if all(r.data.tags.get(k) == v for k, v in wanted.items()) and owner_gone(r.data.tags)}
+        stale = {
+            r.info.run_id: r
+            for r in running
+            if all(r.data.tags.get(k) == v for k, v in wanted.items()) and owner_gone(r.data.tags)
+        }
         for run in running:  # children of a stale run (stage runs) go with it, unless their own process lives
             parent = run.data.tags.get("mlflow.parentRunId")
             if parent in stale and run.info.run_id not in stale and not _owner_alive(run.data.tags):

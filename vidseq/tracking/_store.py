@@ -26,9 +26,7 @@ HEALTH_TIMEOUT_S = 5.0
 # The MLflow UI (3.x) opens an experiment on its GenAI pages (traces, prompts) unless this tag says
 # it holds model training; the values are the UI's own.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-_LOCAL_FIX = (
-    f"or unset MLFLOW_TRACKING_URI / drop --tracking-uri to log to the local {DEFAULT_TRACKING_URI}"
-)
+_LOCAL_FIX = f"or unset MLFLOW_TRACKING_URI / drop --tracking-uri to log to the local {DEFAULT_TRACKING_URI}"
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -62,9 +60,7 @@ def ui_hint(uri: str, experiment_id: str | None = None) -> str:
     return f"{command}, then open http://127.0.0.1:5000{page}" if page else command
 
 
-def open_tracker(
-    *, uri: str | None = None, experiment: str = "vidseq", enabled: bool = True
-) -> Tracker | NullTracker:
+def open_tracker(*, uri: str | None = None, experiment: str = "vidseq", enabled: bool = True) -> Tracker | NullTracker:
     """Check the store at ``uri`` (see ``resolve_tracking_uri``), select ``experiment`` (created
     if missing) and return a Tracker; ``enabled=False`` returns a NullTracker that logs nothing."""
     uri = resolve_tracking_uri(uri)
@@ -92,9 +88,7 @@ def _check_server(uri: str) -> None:
     send, so a server behind MLflow's basic auth (its /health is open) or a proxy that wants
     credentials fails here with one line, not on the first logged metric."""
     try:
-        with urllib.request.urlopen(
-            f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S, context=_tls_context(uri)
-        ):
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_S, context=_tls_context(uri)):
             pass
     except urllib.error.HTTPError as error:
         if error.code not in (401, 403):  # a proxy guarding /health too: the API call tells
@@ -177,8 +171,7 @@ def _check_sqlite(uri: str) -> None:
         )
     if not os.access(db.parent, os.W_OK) or (db.exists() and not os.access(db, os.W_OK)):
         raise TrackingError(
-            f"tracking URI {uri}: {db} is not writable: fix its permissions or pass another "
-            "--tracking-uri"
+            f"tracking URI {uri}: {db} is not writable: fix its permissions or pass another --tracking-uri"
         )
 
 

@@ -14,5 +14,13 @@ from vidseq.training.evaluate import EvalResult, evaluate
 from vidseq.training.sequences import SequenceSet, assign_splits, load_sequences
 from vidseq.training.train import TrainResult, train
 
-__all__ = ["CheckpointError", "EvalResult", "SequenceSet", "TrainResult", "assign_splits", "evaluate",
-           "load_sequences", "train"]
+__all__ = [
+    "CheckpointError",
+    "EvalResult",
+    "SequenceSet",
+    "TrainResult",
+    "assign_splits",
+    "evaluate",
+    "load_sequences",
+    "train",
+]

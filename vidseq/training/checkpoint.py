@@ -83,25 +83,30 @@ def extraction_recipe(stores: Mapping[str, FeatureStore]) -> dict[str, Any]:
     return recipe
 
 
-def run_record(stores: dict[str, FeatureStore], data: SequenceSet, model_config: ModelConfig,
-               config: TrainConfig) -> dict[str, Any]:
+def run_record(
+    stores: dict[str, FeatureStore], data: SequenceSet, model_config: ModelConfig, config: TrainConfig
+) -> dict[str, Any]:
     """What every checkpoint of a run records beside the model (the keys above)."""
     store = next(iter(stores.values()))
     return {
-        "labels": data.labels, "splits": dict(zip(data.paths, data.splits)),
+        "labels": data.labels,
+        "splits": dict(zip(data.paths, data.splits)),
         "split_ids": dict(zip(data.ids, data.splits)) if data.ids else {},
-        "features": str(store.directory.absolute()), "feature_key": store.key,
-        "extraction": extraction_recipe(stores), "streams": list(stores),
+        "features": str(store.directory.absolute()),
+        "feature_key": store.key,
+        "extraction": extraction_recipe(stores),
+        "streams": list(stores),
         "stream_stores": {name: str(s.directory.absolute()) for name, s in stores.items()},
         "stream_keys": {name: s.key for name, s in stores.items()},
         "config": {"model": model_config.model_dump(mode="json"), "train": config.model_dump(mode="json")},
-        "clip_seconds": clip_seconds(store, data), "vidseq_version": __version__,
+        "clip_seconds": clip_seconds(store, data),
+        "vidseq_version": __version__,
     }
 
 
-
-def check_resumable(state: dict[str, Any], stores: Mapping[str, FeatureStore], *, feature_dim: int,
-                    checkpoint: str | Path) -> None:
+def check_resumable(
+    state: dict[str, Any], stores: Mapping[str, FeatureStore], *, feature_dim: int, checkpoint: str | Path
+) -> None:
     """Refuse to resume ``checkpoint`` on other stores than its run's (another backbone, sampling
     or feature size): one line naming the run's stores, the ones now given, and the way out.
     A checkpoint that records no store key is not compared."""
@@ -124,6 +129,7 @@ def _stores_text(folders: Mapping[str, Any], keys: Mapping[str, Any], dim: int |
     """``FOLDER (key DIGEST)`` per stream, then the feature size the model reads."""
     stores = " + ".join(f"{folders.get(name, '?')} (key {key_digest(key)})" for name, key in keys.items())
     return stores + (f", {dim} features" if dim is not None else "")
+
 
 def clip_seconds(store: FeatureStore, data: SequenceSet, *, most: int = 200) -> float | None:
     """The median time span of the training clips (read from up to ``most`` stored entries): the
@@ -155,8 +161,11 @@ def recorded_stores(state: dict[str, Any], checkpoint: str | Path) -> dict[str, 
     found = {}
     for stream, folder in folders.items():
         folder = Path(folder)
-        candidates = [folder] if folder.is_absolute() else [
-            folder, *(parent / folder for parent in Path(checkpoint).absolute().parents)]
+        candidates = (
+            [folder]
+            if folder.is_absolute()
+            else [folder, *(parent / folder for parent in Path(checkpoint).absolute().parents)]
+        )
         hit = next((c for c in candidates if (c / "store.json").is_file()), None)
         if hit is None:
             digest = key_digest(keys[stream]) if keys.get(stream) else "unknown"

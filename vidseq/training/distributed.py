@@ -94,8 +94,10 @@ def init_process_group(device: torch.device | str) -> torch.device:
     if not _active():
         for name in ("MASTER_ADDR", "MASTER_PORT", "RANK"):
             if name not in os.environ:
-                raise DistributedError(f"WORLD_SIZE is {size} but {name} is not set: start vidseq with "
-                                       "`python -m torch.distributed.run --nproc-per-node N -m vidseq ...`")
+                raise DistributedError(
+                    f"WORLD_SIZE is {size} but {name} is not set: start vidseq with "
+                    "`python -m torch.distributed.run --nproc-per-node N -m vidseq ...`"
+                )
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
     return device
@@ -170,9 +172,21 @@ def _active() -> bool:
 
 
 __all__ = [
-    "DistributedError", "all_reduce_sum", "barrier", "broadcast", "cleanup", "init_process_group",
-    "is_distributed", "is_main", "is_main_process", "process_group", "rank", "unwrap", "world",
-    "world_size", "wrap",
+    "DistributedError",
+    "all_reduce_sum",
+    "barrier",
+    "broadcast",
+    "cleanup",
+    "init_process_group",
+    "is_distributed",
+    "is_main",
+    "is_main_process",
+    "process_group",
+    "rank",
+    "unwrap",
+    "world",
+    "world_size",
+    "wrap",
 ]
 
 
@@ -190,6 +204,15 @@ def relaunch_under_torchrun(nproc: int, argv: list[str] | None = None) -> int:
             skip = True
         elif not arg.startswith("--ddp="):
             args.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "vidseq", "train", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "vidseq",
+        "train",
+        *args,
+    ]
     return subprocess.run(command, check=False).returncode

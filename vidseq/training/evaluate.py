@@ -124,7 +124,9 @@ def evaluate(
     if len(subset) == 0:
         raise VidseqError(f"{checkpoint}: the {config.split!r} split has no videos in {source}")
     model = load_model(state["model"]).to(device)
-    result = evaluate_sequences(model, subset, device=device, num_views=config.views, view_fraction=config.view_fraction)
+    result = evaluate_sequences(
+        model, subset, device=device, num_views=config.views, view_fraction=config.view_fraction
+    )
     write_report(result, target)
     return EvalResult(config.split, result, target)
 

@@ -26,17 +26,23 @@ from vidseq.training.evaluate import evaluate_sequences, write_report
 from vidseq.training.sequences import SequenceSet
 
 
-def write_reports(out: Path, model: nn.Module, data: SequenceSet, history: list[dict[str, float]],
-                   evaluate_config: EvaluateConfig, device: torch.device,
-                   ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def write_reports(
+    out: Path,
+    model: nn.Module,
+    data: SequenceSet,
+    history: list[dict[str, float]],
+    evaluate_config: EvaluateConfig,
+    device: torch.device,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The model's val and test metrics, their reports, the curves and the history, into ``out``."""
     val = evaluate_sequences(model, data.subset("val"), device=device)
     write_report(val, out, prefix="val_")
     test_set = data.subset("test")
     test = None
     if len(test_set):
-        test = evaluate_sequences(model, test_set, device=device, num_views=evaluate_config.views,
-                                  view_fraction=evaluate_config.view_fraction)
+        test = evaluate_sequences(
+            model, test_set, device=device, num_views=evaluate_config.views, view_fraction=evaluate_config.view_fraction
+        )
         write_report(test, out, prefix="test_")
     plot_training_curves(out / "curves.png", history)
     M.write_json(out / "history.json", history)
@@ -94,7 +100,9 @@ def check_out(out: Path, *, resume: bool, overwrite: bool) -> bool:
     """
     exists = distributed.broadcast(holds_run(out) if distributed.is_main() else None)
     if exists and not (resume or overwrite):
-        raise VidseqError(f"{out} already holds a training run: pass --resume to continue it or --overwrite to start again")
+        raise VidseqError(
+            f"{out} already holds a training run: pass --resume to continue it or --overwrite to start again"
+        )
     return resume and exists
 
 

@@ -61,9 +61,14 @@ class SequenceSet:
         """The sequences of one split ("all" gives everything)."""
         keep = [i for i, s in enumerate(self.splits) if split == "all" or s == split]
         return SequenceSet(
-            [self.features[i] for i in keep], self.targets[keep], [self.paths[i] for i in keep],
-            [self.splits[i] for i in keep], self.labels, [self.groups[i] for i in keep] if self.groups else [],
-            list(self.streams), [self.ids[i] for i in keep] if self.ids else [],
+            [self.features[i] for i in keep],
+            self.targets[keep],
+            [self.paths[i] for i in keep],
+            [self.splits[i] for i in keep],
+            self.labels,
+            [self.groups[i] for i in keep] if self.groups else [],
+            list(self.streams),
+            [self.ids[i] for i in keep] if self.ids else [],
         )
 
     def stream_dims(self, stream: str) -> tuple[int, int]:
@@ -73,7 +78,9 @@ class SequenceSet:
             if name == stream:
                 return start, start + dims
             start += dims
-        raise DatasetError(f"no {stream} stream in these sequences (they hold {self.stream_names or 'unnamed vectors'})")
+        raise DatasetError(
+            f"no {stream} stream in these sequences (they hold {self.stream_names or 'unnamed vectors'})"
+        )
 
     @property
     def stream_names(self) -> list[str]:
@@ -82,8 +89,7 @@ class SequenceSet:
     def stream(self, stream: str) -> SequenceSet:
         """The same videos with only ``stream``'s dims (one stream's model of a late fusion)."""
         start, stop = self.stream_dims(stream)
-        return replace(self, features=[f[:, start:stop] for f in self.features],
-                       streams=[(stream, stop - start)])
+        return replace(self, features=[f[:, start:stop] for f in self.features], streams=[(stream, stop - start)])
 
     def counts(self) -> dict[str, int]:
         return {split: self.splits.count(split) for split in SPLITS}
@@ -98,8 +104,10 @@ def canonical_streams(streams: Iterable[str]) -> list[str]:
     return [name for name in STREAMS if name in streams]
 
 
-def stream_stores(store: StoreLike | Mapping[str, StoreLike], streams: Iterable[str] | None = None,
-                  ) -> dict[str, FeatureStore]:
+def stream_stores(
+    store: StoreLike | Mapping[str, StoreLike],
+    streams: Iterable[str] | None = None,
+) -> dict[str, FeatureStore]:
     """The store of each stream, in canonical order.
 
     ``store``: any stream's store of a root (the others are its linked siblings; a missing link
@@ -143,9 +151,14 @@ def load_sequences(store: StoreLike | Mapping[str, StoreLike], streams: Iterable
     index = {name: i for i, name in enumerate(labels)}
     features, dims = _read_streams(stores, [entries[_ident(r)] for r in rows], [r["path"] for r in rows])
     return SequenceSet(
-        features, np.array([index[r["label"]] for r in rows], dtype=np.int64),
-        [r["path"] for r in rows], [r["split"] or "" for r in rows], labels,
-        [r.get("group") or "" for r in rows], list(zip(stores, dims)), [_ident(r) for r in rows],
+        features,
+        np.array([index[r["label"]] for r in rows], dtype=np.int64),
+        [r["path"] for r in rows],
+        [r["split"] or "" for r in rows],
+        labels,
+        [r.get("group") or "" for r in rows],
+        list(zip(stores, dims)),
+        [_ident(r) for r in rows],
     )
 
 
@@ -166,14 +179,20 @@ def _stream_entries(stores: dict[str, FeatureStore], rows: list[dict[str, str]])
         done = {_ident(r): store.directory / r["file"] for r in store.read_manifest() if r["status"] == "done"}
         missing = [path for path in entries if path not in done]
         if missing:
-            warnings.warn(f"{store.directory}: {len(missing)} of {len(entries)} videos are not done in the {name} "
-                          f"stream (left out); extract them again with the {name} stream", stacklevel=3)
+            warnings.warn(
+                f"{store.directory}: {len(missing)} of {len(entries)} videos are not done in the {name} "
+                f"stream (left out); extract them again with the {name} stream",
+                stacklevel=3,
+            )
         entries = {path: files + [done[path]] for path, files in entries.items() if path in done}
     return entries
 
 
-def _read_streams(stores: dict[str, FeatureStore], entries: list[list[Path]], paths: list[str],
-                  ) -> tuple[list[np.ndarray], list[int]]:
+def _read_streams(
+    stores: dict[str, FeatureStore],
+    entries: list[list[Path]],
+    paths: list[str],
+) -> tuple[list[np.ndarray], list[int]]:
     """Each video's streams side by side per frame ``(T, D_1 + D_2 ...)``, and each stream's ``D``."""
     names = list(stores)
     features, dims = [], None
@@ -190,9 +209,7 @@ def _read_streams(stores: dict[str, FeatureStore], entries: list[list[Path]], pa
     return features, dims or []
 
 
-def assign_splits(
-    data: SequenceSet, *, val_fraction: float, test_fraction: float, seed: int
-) -> SequenceSet:
+def assign_splits(data: SequenceSet, *, val_fraction: float, test_fraction: float, seed: int) -> SequenceSet:
     """Fill in missing splits by whole groups, balanced by class, deterministic from ``seed``.
 
     With no split at all, groups go to test/val/train by ``test_fraction``/``val_fraction`` (as
@@ -229,8 +246,13 @@ def _group_units(data: SequenceSet) -> list[list[int]]:
     return list(units.values())
 
 
-def _distribute(units: list[list[int]], targets: np.ndarray, fractions: dict[str, float],
-                splits: list[str], rng: np.random.Generator) -> None:
+def _distribute(
+    units: list[list[int]],
+    targets: np.ndarray,
+    fractions: dict[str, float],
+    splits: list[str],
+    rng: np.random.Generator,
+) -> None:
     """Give each unit (all its videos) one of test/val/train, in place.
 
     Greedy: units in a seeded shuffle, larger first, each to the side where it most lowers the
@@ -240,8 +262,7 @@ def _distribute(units: list[list[int]], targets: np.ndarray, fractions: dict[str
     share = np.array([fractions["test"], fractions["val"], 1.0 - fractions["test"] - fractions["val"]])
     num_classes = int(targets.max()) + 1 if len(targets) else 0
     # per unit: its videos per class, then its size (the "total" column)
-    counts = [np.append(np.bincount(targets[unit], minlength=num_classes), len(unit)).astype(float)
-              for unit in units]
+    counts = [np.append(np.bincount(targets[unit], minlength=num_classes), len(unit)).astype(float) for unit in units]
     goal = share[:, None] * sum(counts, np.zeros(num_classes + 1))
     have = np.zeros_like(goal)
     order = rng.permutation(len(units))

@@ -40,11 +40,11 @@ import torch
 from torch import nn
 
 from vidseq.config import EvaluateConfig, ModelConfig, TrainConfig
+from vidseq.datasets.splits import split_report
 from vidseq.errors import VidseqError
 from vidseq.features import FeatureStore, resolve_device
 from vidseq.models import build_model, load_model, make_checkpoint, model_options, pad_sequences
 from vidseq.outputs import check_writable
-from vidseq.datasets.splits import split_report
 from vidseq.training import checkpoint as checkpoints
 from vidseq.training import distributed
 from vidseq.training.evaluate import evaluate_sequences
@@ -121,8 +121,9 @@ def train(
         given = load_sequences(stores)
         if resuming:
             _check_resume_stores(out, stores, given, late=len(stores) > 1 and config.fusion == "late")
-        data = assign_splits(given, val_fraction=config.val_fraction,
-                             test_fraction=config.test_fraction, seed=config.seed)
+        data = assign_splits(
+            given, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
+        )
         if distributed.is_main():
             _report_splits(given, data, out, table=progress)
         job = _TrainRequest(model_config, config, evaluate_config, device, resume, progress)
@@ -131,8 +132,7 @@ def train(
         return _train_one_model(job, out, stores, data, on_epoch_end)
 
 
-def _check_resume_stores(out: Path, stores: dict[str, FeatureStore], given: SequenceSet, *,
-                         late: bool) -> None:
+def _check_resume_stores(out: Path, stores: dict[str, FeatureStore], given: SequenceSet, *, late: bool) -> None:
     """Before any work: the ``last.pt`` a resume continues (late fusion: each stream run's) was
     trained on these stores, else one clear error (``checkpoints.check_resumable``)."""
     runs = [(out / "last.pt", stores, given.feature_dim)]
@@ -152,9 +152,14 @@ def _report_splits(given: SequenceSet, data: SequenceSet, out: Path, *, table: b
 
     from vidseq.metrics import write_json
 
-    found = split_report([data.labels[t] for t in data.targets], data.splits, data.groups or None,
-                         classes=data.labels, made=[not split for split in given.splits],
-                         groups_from="the feature store's manifest")
+    found = split_report(
+        [data.labels[t] for t in data.targets],
+        data.splits,
+        data.groups or None,
+        classes=data.labels,
+        made=[not split for split in given.splits],
+        groups_from="the feature store's manifest",
+    )
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "data_warnings.json", found.to_dict())
     console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -176,8 +181,15 @@ class _TrainRequest:
     progress: bool
 
 
-def _train_one_model(job: _TrainRequest, out: Path, stores: dict[str, FeatureStore], data: SequenceSet,
-               on_epoch_end: EpochHook | None, *, config: TrainConfig | None = None) -> TrainResult:
+def _train_one_model(
+    job: _TrainRequest,
+    out: Path,
+    stores: dict[str, FeatureStore],
+    data: SequenceSet,
+    on_epoch_end: EpochHook | None,
+    *,
+    config: TrainConfig | None = None,
+) -> TrainResult:
     """One ordinary run into ``out``: continued where ``resume`` and ``out/last.pt`` exists."""
     config = config or job.config
     setup = _optimisation(job.model_config, config, data, job.device)
@@ -189,8 +201,9 @@ def _train_one_model(job: _TrainRequest, out: Path, stores: dict[str, FeatureSto
     return fit(run, job.evaluate_config, progress=job.progress, on_epoch_end=on_epoch_end)
 
 
-def _train_late(job: _TrainRequest, out: Path, stores: dict[str, FeatureStore], data: SequenceSet,
-                on_epoch_end: EpochHook | None) -> TrainResult:
+def _train_late(
+    job: _TrainRequest, out: Path, stores: dict[str, FeatureStore], data: SequenceSet, on_epoch_end: EpochHook | None
+) -> TrainResult:
     """A run per stream in ``out/<stream>/`` on the same split, then their late fusion in ``out``."""
     results = {}
     for stream, store in stores.items():
@@ -200,24 +213,44 @@ def _train_late(job: _TrainRequest, out: Path, stores: dict[str, FeatureStore], 
     histories = {stream: r.history for stream, r in results.items()}
     fused = _fuse_runs(job, out, stores, data, histories) if distributed.is_main() else None
     weights, val, test = distributed.broadcast(fused)
-    extra = {"streams": {stream: {"val": r.val, "test": r.test, "best_epoch": r.best_epoch, "history": r.history}
-                         for stream, r in results.items()},
-             "fusion": {"kind": "late", "weights": weights}}
-    return TrainResult(out, max(r.best_epoch for r in results.values()), merge_histories(histories), val, test,
-                       data.labels, all(r.stopped_early for r in results.values()), extra)
+    extra = {
+        "streams": {
+            stream: {"val": r.val, "test": r.test, "best_epoch": r.best_epoch, "history": r.history}
+            for stream, r in results.items()
+        },
+        "fusion": {"kind": "late", "weights": weights},
+    }
+    return TrainResult(
+        out,
+        max(r.best_epoch for r in results.values()),
+        merge_histories(histories),
+        val,
+        test,
+        data.labels,
+        all(r.stopped_early for r in results.values()),
+        extra,
+    )
 
 
-def _fuse_runs(job: _TrainRequest, out: Path, stores: dict[str, FeatureStore], data: SequenceSet,
-               histories: dict[str, list[dict[str, float]]],
-               ) -> tuple[list[float], dict[str, Any], dict[str, Any] | None]:
+def _fuse_runs(
+    job: _TrainRequest,
+    out: Path,
+    stores: dict[str, FeatureStore],
+    data: SequenceSet,
+    histories: dict[str, list[dict[str, float]]],
+) -> tuple[list[float], dict[str, Any], dict[str, Any] | None]:
     """Fuse the streams' ``best.pt`` into ``out/best.pt`` and write the run's files (rank 0)."""
     states = {stream: checkpoints.load(out / stream / "best.pt") for stream in stores}
     model = fuse(states, data, device=job.device)
     weights = list(model.hparams["weights"])
     history = merge_histories(histories)
-    state = {**checkpoints.run_record(stores, data, job.model_config, job.config),
-             "model": make_checkpoint("late_fusion", model), "fusion": {"kind": "late", "weights": weights},
-             "best_epoch": max(int(state["best_epoch"]) for state in states.values()), "history": history}
+    state = {
+        **checkpoints.run_record(stores, data, job.model_config, job.config),
+        "model": make_checkpoint("late_fusion", model),
+        "fusion": {"kind": "late", "weights": weights},
+        "best_epoch": max(int(state["best_epoch"]) for state in states.values()),
+        "history": history,
+    }
     checkpoints.save(state, out / "best.pt")
     write_config(out, data, model=job.model_config, train=job.config, evaluate=job.evaluate_config)
     val, test = write_reports(out, model.to(job.device), data, history, job.evaluate_config, job.device)
@@ -236,7 +269,9 @@ class _Optimisation:
     autocast_dtype: torch.dtype | None
 
 
-def _optimisation(model_config: ModelConfig, config: TrainConfig, data: SequenceSet, device: torch.device) -> _Optimisation:
+def _optimisation(
+    model_config: ModelConfig, config: TrainConfig, data: SequenceSet, device: torch.device
+) -> _Optimisation:
     torch.manual_seed(config.seed)
     options = model_build_options(model_config, streams=data.streams)
     model = build_model(model_config.name, input_dim=data.feature_dim, num_classes=len(data.labels), **options)
@@ -293,8 +328,16 @@ def _class_weights(data: SequenceSet, num_classes: int) -> torch.Tensor:
 class _TrainingState:
     """The state of one training run: what a checkpoint saves and restores."""
 
-    def __init__(self, out: Path, stores: dict[str, FeatureStore], data: SequenceSet, model_config: ModelConfig,
-                 config: TrainConfig, setup: _Optimisation, device: torch.device) -> None:
+    def __init__(
+        self,
+        out: Path,
+        stores: dict[str, FeatureStore],
+        data: SequenceSet,
+        model_config: ModelConfig,
+        config: TrainConfig,
+        setup: _Optimisation,
+        device: torch.device,
+    ) -> None:
         self.out, self.stores, self.data = out, stores, data
         self.model_config, self.config, self.setup, self.device = model_config, config, setup, device
         self.epoch, self.best, self.best_epoch, self.bad_epochs = 0, None, 0, 0
@@ -308,10 +351,16 @@ class _TrainingState:
         s = self.setup
         return {
             "model": make_checkpoint(self.model_config.name, distributed.unwrap(s.model)),
-            "optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(),
-            "scaler": s.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
-            "epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
-            "bad_epochs": self.bad_epochs, "history": self.history, **self.record,
+            "optimizer": s.optimizer.state_dict(),
+            "scheduler": s.scheduler.state_dict(),
+            "scaler": s.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            **self.record,
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -330,8 +379,13 @@ class _TrainingState:
             checkpoints.save(self.checkpoint(), self.out / name)
 
 
-def fit(run: _TrainingState, evaluate_config: EvaluateConfig, *, progress: bool = True,
-        on_epoch_end: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+def fit(
+    run: _TrainingState,
+    evaluate_config: EvaluateConfig,
+    *,
+    progress: bool = True,
+    on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
     """Epochs until ``config.epochs`` or early stopping; then the best model on val and test."""
     config, train_set, val_set = run.config, run.data.subset("train"), run.data.subset("val")
     if len(train_set) == 0 or len(val_set) == 0:
@@ -343,8 +397,12 @@ def fit(run: _TrainingState, evaluate_config: EvaluateConfig, *, progress: bool 
         run.epoch += 1
         row = {"epoch": run.epoch, **train_one_epoch(run, train_set)}
         val = _validate(run, val_set)
-        row.update(val_loss=val["loss"], val_accuracy=val["accuracy"], val_macro_f1=val["macro_f1"],
-                   lr=run.setup.optimizer.param_groups[0]["lr"])
+        row.update(
+            val_loss=val["loss"],
+            val_accuracy=val["accuracy"],
+            val_macro_f1=val["macro_f1"],
+            lr=run.setup.optimizer.param_groups[0]["lr"],
+        )
         run.history.append(row)
         _track_best(run, val)
         run.save("last.pt")
@@ -361,7 +419,9 @@ def train_one_epoch(run: _TrainingState, train_set: SequenceSet) -> dict[str, fl
     """One pass over the training sequences (augmented, batched by length; this rank's share)."""
     s, config = run.setup, run.config
     rng = np.random.default_rng([config.seed, run.epoch])
-    clips = [augment(f, rng, crop_min=config.crop_min, subsample_prob=config.subsample_prob) for f in train_set.features]
+    clips = [
+        augment(f, rng, crop_min=config.crop_min, subsample_prob=config.subsample_prob) for f in train_set.features
+    ]
     lengths = np.array([len(c) for c in clips])
     batches = _shard(list(length_batches(lengths, config.batch_size, rng=rng)))
     _seed_rank(config.seed, run.epoch)
@@ -437,7 +497,9 @@ def _finish(run: _TrainingState, evaluate_config: EvaluateConfig, stopped: bool)
     return TrainResult(run.out, run.best_epoch, run.history, val, test, run.data.labels, stopped)
 
 
-def _final_reports(run: _TrainingState, evaluate_config: EvaluateConfig) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _final_reports(
+    run: _TrainingState, evaluate_config: EvaluateConfig
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     best = load_model(checkpoints.load(run.out / "best.pt")["model"]).to(run.device)
     return write_reports(run.out, best, run.data, run.history, evaluate_config, run.device)
 

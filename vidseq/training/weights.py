@@ -27,8 +27,9 @@ from vidseq.training.sequences import SequenceSet
 WEIGHT_STEP = 0.05
 
 
-def choose_weights(probabilities: Sequence[np.ndarray], targets: np.ndarray, *,
-                   step: float = WEIGHT_STEP) -> list[float]:
+def choose_weights(
+    probabilities: Sequence[np.ndarray], targets: np.ndarray, *, step: float = WEIGHT_STEP
+) -> list[float]:
     """The weights of ``sum_i w_i probabilities[i]`` (each ``(N, C)``) best on ``targets (N,)``.
 
     Best: most correct, then the lower mean cross-entropy, then the closest to equal weights.
@@ -49,13 +50,17 @@ def choose_weights(probabilities: Sequence[np.ndarray], targets: np.ndarray, *,
 
 def _simplex(count: int, steps: int) -> list[tuple[float, ...]]:
     """Every ``count`` weights in multiples of ``1 / steps`` that sum to 1, first weight rising."""
-    grid = [(*head, steps - sum(head)) for head in itertools.product(range(steps + 1), repeat=count - 1)
-            if sum(head) <= steps]
+    grid = [
+        (*head, steps - sum(head))
+        for head in itertools.product(range(steps + 1), repeat=count - 1)
+        if sum(head) <= steps
+    ]
     return [tuple(k / steps for k in point) for point in grid]
 
 
-def fuse(checkpoints: Mapping[str, Mapping[str, Any]], data: SequenceSet, *,
-         device: torch.device | str = "cpu") -> LateFusion:
+def fuse(
+    checkpoints: Mapping[str, Mapping[str, Any]], data: SequenceSet, *, device: torch.device | str = "cpu"
+) -> LateFusion:
     """The ``LateFusion`` of each stream's trained model (``checkpoints``: stream -> the ``best.pt``
     of its run), weighted as ``choose_weights`` finds best on the val split of ``data`` (the
     streams concatenated, as the fused model reads them)."""

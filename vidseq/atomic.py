@@ -49,7 +49,7 @@ def write_with(
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        if exc.filename is None:  # a full disk fails write()/fsync(), which name no file: name the target
+        if exc.filename is None and exc.errno is not None:  # a full disk's write()/fsync() names no file
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     except BaseException:
@@ -82,7 +82,7 @@ def replacing(path: str | Path) -> Iterator[Path]:
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except OSError as exc:
-        if exc.filename is None:  # a full disk's write() names no file: name the target
+        if exc.filename is None and exc.errno is not None:  # a full disk's write() names no file
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     finally:

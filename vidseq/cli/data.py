@@ -176,10 +176,13 @@ def extract(
 ) -> None:
     """Extract per-frame backbone features of every video into a resumable feature store.
 
-    One .npz per video (features (T, D), frame indices, timestamps) and a manifest.csv, in a
-    folder keyed by backbone, weights, preprocessing and sampling. Re-running skips finished
-    videos. A video that fails is recorded in the manifest and the run goes on; the exit code
-    is 1 when any video failed (in any stream).
+    One .npz per video (features (T, D), frame indices, timestamps) and its record, in a folder
+    keyed by backbone, weights, preprocessing and sampling; manifest.csv is a view of the
+    records. A video is known by its content (one file under any path spelling is one video).
+    Re-running skips finished videos and retries failed ones. Any number of extract processes
+    may write one store at once: each claims the videos it extracts, and waits for the ones
+    another holds. A video that fails is recorded and the run goes on; the exit code is 1 when
+    any video failed (in any stream). Ctrl-C or SIGTERM stops cleanly: rerun to finish.
 
     With --motion, each sampled frame also gets the pooled optical flow to the frame motion.step
     later (the next one by default; 2*grid*grid numbers: how the picture moves, which a frozen

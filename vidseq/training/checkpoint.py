@@ -24,6 +24,7 @@ load it unsafely.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,15 @@ def load(path: str | Path) -> dict[str, Any]:
 
 
 def save(state: Mapping[str, Any], path: str | Path) -> None:
-    """Write a checkpoint atomically: a killed save leaves the previous file whole. Written through
-    a Python file: a full disk is then an OSError (ENOSPC), where a path gives PyTorch's RuntimeError."""
-    with atomic.replacing(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(dict(state), fh)
+    """Write a checkpoint atomically: a killed save leaves the previous file whole.
+
+    Serialised in memory first, then written by ``vidseq.atomic``: a full disk is an OSError
+    (ENOSPC) there, where ``torch.save`` to a path raises a RuntimeError; and a SIGTERM that lands
+    during the save stays a clean interrupt (raised from a Python file's ``write`` inside
+    ``torch.save`` it came back as PyTorch's "unexpected pos" RuntimeError)."""
+    buffer = io.BytesIO()
+    torch.save(dict(state), buffer)
+    atomic.write_bytes(path, buffer.getvalue())
 
 
 def extraction_recipe(stores: Mapping[str, FeatureStore]) -> dict[str, Any]:

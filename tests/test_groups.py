@@ -23,7 +23,8 @@ from vidseq.datasets import (
     with_groups,
 )
 from vidseq.errors import DatasetError
-from vidseq.features.store import MANIFEST_FIELDS, FeatureStore, VideoFeatures
+from vidseq.features.identity import MANIFEST_FIELDS
+from vidseq.features.store import FeatureStore, VideoFeatures
 from vidseq.training.sequences import SequenceSet, assign_splits, load_sequences
 
 UCF_NAMES = (

@@ -6,21 +6,12 @@ With ``motion`` enabled the same run (one decode) also writes the optical-flow m
 (``vidseq.features.motion``) into a second store, linked to the first (``FeatureStore.stream_store``).
 """
 
-from vidseq.features.extraction import (
-    ExtractResult,
-    build_backbone,
-    extract,
-    resolve_device,
-    store_key,
-)
+from vidseq.features.extraction import extract
+from vidseq.features.identity import key_digest, video_id
+from vidseq.features.keys import build_backbone, resolve_device, store_key
+from vidseq.features.plan import ExtractResult
 from vidseq.features.ray_engine import RayEngineError, extract_ray
-from vidseq.features.store import (
-    FeatureStore,
-    FeatureStoreError,
-    VideoFeatures,
-    key_digest,
-    video_id,
-)
+from vidseq.features.store import FeatureStore, FeatureStoreError, VideoFeatures
 
 __all__ = [
     "ExtractResult",

@@ -43,20 +43,15 @@ from vidseq.features._engine import (
     put_motion,
     video_chunks,
 )
-from vidseq.features.plan import (
+from vidseq.features.keys import (
     FEATURE_KEY_VERSION,
-    ExtractionPlan,
-    ExtractionRun,
-    ExtractResult,
     build_backbone,
-    extract_rounds,
     motion_store_key,
-    plan_extraction,
-    plan_run,
     recipe_of,
     resolve_device,
     store_key,
 )
+from vidseq.features.plan import ExtractionPlan, ExtractionRun, ExtractResult, extract_rounds, plan_extraction, plan_run
 from vidseq.features.workers import DecodeLimits, DecodeSettings, decode_videos
 
 __all__ = [  # the shared core lives in ``plan`` and ``_engine``; re-exported for their old callers

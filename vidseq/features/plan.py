@@ -20,18 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from vidseq.backbones import Backbone, BackboneSpec, create_backbone
-from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
+from vidseq.backbones import BackboneSpec
+from vidseq.config import MotionConfig, SamplingConfig
 from vidseq.datasets import Dataset, VideoItem
 from vidseq.errors import Interrupted
 from vidseq.features._engine import RunProgress, VideoSink
-from vidseq.features.motion import motion_dim, motion_key
-from vidseq.features.store import WHOLE_FRAME, FeatureStore, entry_key, note_key, resolved, video_id
+from vidseq.features.identity import WHOLE_FRAME, entry_key, note_key, resolved, video_id
+from vidseq.features.keys import motion_store_key, store_key
+from vidseq.features.motion import motion_dim
+from vidseq.features.store import FeatureStore
 from vidseq.outputs import check_writable
 
-FEATURE_KEY_VERSION = 2  # bump when this loop changes which features a config gives (2: opencv upscaling)
 WAIT_POLL_SECONDS = 0.5
 
 ItemsLike = list[VideoItem] | Dataset
@@ -86,59 +85,6 @@ class ExtractResult:
                 f"{len(motion.failed)} failed -> {motion.store.directory}"
             )
         return text
-
-
-def store_key(spec: BackboneSpec, sampling: SamplingConfig) -> dict[str, Any]:
-    """Everything that changes the stored features: backbone spec, sampling, loop version."""
-    return {
-        "backbone": spec.key(),
-        "sampling": sampling.model_dump(mode="json"),
-        "extract_version": FEATURE_KEY_VERSION,
-    }
-
-
-def motion_store_key(spec: BackboneSpec, sampling: SamplingConfig, motion: MotionConfig) -> dict[str, Any]:
-    """Everything that changes the motion stream: flow settings, the geometry of the fitted frames
-    the flow sees (the backbone's resize, input size and fit), sampling, loop version."""
-    geometry = {"resize": spec.resize, "input_size": spec.input_size, "fit": spec.fit}
-    return {
-        "motion": motion_key(motion, geometry),
-        "sampling": sampling.model_dump(mode="json"),
-        "extract_version": FEATURE_KEY_VERSION,
-    }
-
-
-def recipe_of(
-    backbone: BackboneConfig | Backbone | None,
-    sampling: SamplingConfig,
-    io: IOConfig | None,
-    extract: ExtractConfig | None = None,
-) -> dict:
-    """The config sections that redo this extraction on new videos (none for a prebuilt model):
-    backbone, sampling, io, and the forward settings of ``extract`` (precision, channels_last),
-    so prediction computes features the way training's were computed."""
-    if isinstance(backbone, Backbone):
-        return {}
-    recipe = {
-        "backbone": (backbone or BackboneConfig()).model_dump(mode="json"),
-        "sampling": sampling.model_dump(mode="json"),
-        "io": (io or IOConfig()).model_dump(mode="json"),
-    }
-    if extract is not None:
-        recipe["extract"] = extract.model_dump(mode="json", include={"precision", "channels_last"})
-    return recipe
-
-
-def build_backbone(cfg: BackboneConfig, device: torch.device) -> Backbone:
-    """The backbone a ``backbone`` config section describes, on ``device``."""
-    return create_backbone(cfg.name, weights=cfg.weights, pooling=cfg.pooling, device=device, **cfg.options())
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; anything else as torch reads it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 # -- one stream's plan ----------------------------------------------------------------------

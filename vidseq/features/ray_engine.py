@@ -58,16 +58,9 @@ from vidseq.features._engine import (
     VideoSink,
     _progress_bar,
 )
+from vidseq.features.keys import build_backbone, recipe_of, resolve_device
 from vidseq.features.motion import motion_dim
-from vidseq.features.plan import (
-    ExtractionRun,
-    ExtractResult,
-    build_backbone,
-    extract_rounds,
-    plan_run,
-    recipe_of,
-    resolve_device,
-)
+from vidseq.features.plan import ExtractionRun, ExtractResult, extract_rounds, plan_run
 from vidseq.features.workers import DecodeJob, DecodeLimits, DecodeSettings, decode_videos
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # vidseq/, shipped to a remote cluster's workers

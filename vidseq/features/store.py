@@ -31,7 +31,6 @@ open: their rows become records, their entry files stay where they are.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -48,24 +47,18 @@ import numpy as np
 from vidseq import atomic
 from vidseq.errors import VidseqError
 from vidseq.features.claims import Claims, pid_alive
+from vidseq.features.identity import (
+    MANIFEST_FIELDS,
+    WHOLE_FRAME,
+    entry_key,
+    identify_row,
+    key_digest,
+    legacy_rows,
+    slug,
+    video_id,
+)
 
 FORMAT = 2
-WHOLE_FRAME = "frame"
-MANIFEST_FIELDS = (
-    "path",
-    "label",
-    "split",
-    "status",
-    "error",
-    "frames",
-    "file",
-    "group",
-    "video",
-    "subject",
-    "resolved",
-)
-_FINGERPRINT_BYTES = 1 << 20
-_ID_CACHE: dict[tuple, str] = {}
 
 
 class FeatureStoreError(VidseqError):
@@ -80,46 +73,6 @@ class VideoFeatures:
     frame_indices: np.ndarray  # (T,) int64, indices into the source video
     timestamps: np.ndarray  # (T,) float64 seconds
     meta: dict = field(default_factory=dict)
-
-
-def key_digest(key: dict[str, Any]) -> str:
-    """A short stable digest of a JSON-able key (sorted keys, so order never matters)."""
-    text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def video_id(path: str | Path) -> str:
-    """A content digest of a video: its size and its first and last MiB (cheap, path-free).
-    Cached per process by (inode, size, mtime): a file changed in place gets a new id."""
-    path = Path(path)
-    stat = path.stat()
-    cache_key = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    if cache_key in _ID_CACHE:
-        return _ID_CACHE[cache_key]
-    size = stat.st_size
-    digest = hashlib.sha1(str(size).encode())
-    with path.open("rb") as fh:
-        digest.update(fh.read(_FINGERPRINT_BYTES))
-        if size > 2 * _FINGERPRINT_BYTES:
-            fh.seek(size - _FINGERPRINT_BYTES)
-            digest.update(fh.read())
-    _ID_CACHE[cache_key] = digest.hexdigest()[:16]
-    return _ID_CACHE[cache_key]
-
-
-def entry_key(video: str, subject: str = WHOLE_FRAME) -> str:
-    """The name of an entry's record and claim: the video id, plus ``~subject`` for a part of it."""
-    return video if subject == WHOLE_FRAME else f"{video}~{_slug(subject)}"
-
-
-def note_key(path: str | Path) -> str:
-    """The record name of a path with no content to identify (missing, or not a video)."""
-    return "path-" + hashlib.sha1(resolved(path).encode()).hexdigest()[:16]
-
-
-def resolved(path: str | Path) -> str:
-    """``path`` absolute, with symlinks resolved (the same for every spelling of one file)."""
-    return str(Path(path).expanduser().resolve())
 
 
 class FeatureStore:
@@ -160,7 +113,7 @@ class FeatureStore:
         sections): not part of the key, recorded so a trained model can extract new videos the
         same way (``vidseq.predict``). ``stream`` names what the vectors are.
         """
-        directory = Path(root) / f"{_slug(name)}-{key_digest(key)}"
+        directory = Path(root) / f"{slug(name)}-{key_digest(key)}"
         store = cls(directory, key, recipe, stream=stream)
         store.features_dir.mkdir(parents=True, exist_ok=True)
         recorded = store._read_record_file()
@@ -215,7 +168,7 @@ class FeatureStore:
         """A format-1 store: its manifest rows become records (kept in memory if it is read-only)."""
         if recorded.get("format", 1) >= FORMAT:
             return
-        rows = self._legacy_rows()
+        rows = legacy_rows(self.directory / "manifest.csv")
         try:
             for row in rows:
                 if not self.record_path(row["key"]).exists():
@@ -223,27 +176,6 @@ class FeatureStore:
             self._write_record()
         except OSError:
             self._legacy = rows
-
-    def _legacy_rows(self) -> list[dict[str, Any]]:
-        path = self.directory / "manifest.csv"
-        if not path.is_file():
-            return []
-        with path.open(newline="") as fh:
-            rows = [{**dict.fromkeys(MANIFEST_FIELDS, ""), **row} for row in csv.DictReader(fh, restval="")]
-        for row in rows:
-            row["subject"] = row["subject"] or WHOLE_FRAME
-            stem = Path(row["file"]).stem if row["file"] else ""
-            row["video"] = row["video"] or (stem[-16:] if len(stem) > 17 else self._identify_or_blank(row["path"]))
-            row["resolved"] = row["resolved"] or (resolved(row["path"]) if Path(row["path"]).exists() else "")
-            row["key"] = entry_key(row["video"], row["subject"]) if row["video"] else note_key(row["path"])
-        return rows
-
-    @staticmethod
-    def _identify_or_blank(path: str) -> str:
-        try:
-            return video_id(path)
-        except OSError:
-            return ""
 
     # -- streams ---------------------------------------------------------------------------
 
@@ -271,14 +203,14 @@ class FeatureStore:
     def entry_path(self, video: str | Path, subject: str = WHOLE_FRAME, *, vid: str | None = None) -> Path:
         """Where an entry of ``video`` lives (named by stem for people, by content id for safety)."""
         video = Path(video)
-        suffix = "" if subject == WHOLE_FRAME else f"~{_slug(subject)}"
-        return self.features_dir / f"{_slug(video.stem)[:40]}-{vid or video_id(video)}{suffix}.npz"
+        suffix = "" if subject == WHOLE_FRAME else f"~{slug(subject)}"
+        return self.features_dir / f"{slug(video.stem)[:40]}-{vid or video_id(video)}{suffix}.npz"
 
     def find_entry(self, video: str | Path, vid: str, subject: str = WHOLE_FRAME) -> Path | None:
         """The entry of content ``vid`` that loads, whatever path spelling wrote it: the one its
         record names, the one ``video``'s name gives, or any ``*-<vid>`` file (a writer killed
         before its record); None when there is none."""
-        suffix = "" if subject == WHOLE_FRAME else f"~{_slug(subject)}"
+        suffix = "" if subject == WHOLE_FRAME else f"~{slug(subject)}"
         record = self.get_record(entry_key(vid, subject)) or {}
         named = [self.directory / record["file"]] if record.get("file") else []
         named.append(self.entry_path(video, subject, vid=vid))
@@ -433,13 +365,7 @@ class FeatureStore:
         """Record ``rows`` (each identified by its ``video``, its entry ``file`` or its path's
         content) and rebuild the manifest view. For stores built by hand (tests, converters)."""
         for row in rows:
-            row = {key: _cell(value) for key, value in row.items()}
-            row["subject"] = row.get("subject") or WHOLE_FRAME
-            stem = Path(row["file"]).stem if row.get("file") else ""
-            row["video"] = row.get("video") or (stem[-16:] if len(stem) > 17 else self._identify_or_blank(row["path"]))
-            row["resolved"] = row.get("resolved") or resolved(row["path"])
-            row["key"] = entry_key(row["video"], row["subject"]) if row["video"] else note_key(row["path"])
-            self.put_record(row)
+            self.put_record(identify_row({key: _cell(value) for key, value in row.items()}))
         self.write_manifest_view()
 
     @property
@@ -469,11 +395,6 @@ def write_entry(entry: Path, item: VideoFeatures) -> None:
     )
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file atomically (``vidseq.atomic.write_text``)."""
-    atomic.write_text(path, text)
-
-
 def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -481,7 +402,3 @@ def _cell(value: Any) -> str:
 def _plain(obj: Any) -> Any:
     """``obj`` as JSON would give it back (tuples -> lists, paths -> strings), for comparisons."""
     return json.loads(json.dumps(obj, default=str))
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text) or "video"

@@ -24,8 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from vidseq import atomic
 from vidseq.errors import VidseqError
-from vidseq.features.store import atomic_write_text
 from vidseq.outputs import check_writable
 from vidseq.pipeline.spec import (
     Pipeline,
@@ -255,7 +255,7 @@ def _write_marker(record: StageRecord, stage: Stage, tracking_uri: str | None) -
         "seconds": round(record.seconds, 3),
         "finished": datetime.now(timezone.utc).isoformat(),
     }
-    atomic_write_text(record.directory / MARKER, json.dumps(marker, indent=2, default=str))
+    atomic.write_text(record.directory / MARKER, json.dumps(marker, indent=2, default=str))
 
 
 def _write_failure(directory: Path, stage: Stage, exc: BaseException) -> None:
@@ -265,7 +265,7 @@ def _write_failure(directory: Path, stage: Stage, exc: BaseException) -> None:
         "error": f"{type(exc).__name__}: {exc}",
         "at": datetime.now(timezone.utc).isoformat(),
     }
-    atomic_write_text(directory / FAILED, json.dumps(failure, indent=2))
+    atomic.write_text(directory / FAILED, json.dumps(failure, indent=2))
 
 
 def _failure_message(stage: Stage, pipeline: Pipeline, directory: Path, exc: BaseException) -> str:
@@ -345,7 +345,7 @@ def _write_last_run(result: PipelineResult) -> None:
             for r in result.stages
         ],
     }
-    atomic_write_text(result.pipeline.workdir / "last_run.json", json.dumps(summary, indent=2))
+    atomic.write_text(result.pipeline.workdir / "last_run.json", json.dumps(summary, indent=2))
 
 
 def stage_directories(pipeline: Pipeline) -> dict[str, Path]:

@@ -211,7 +211,7 @@ def fingerprint_stages(stages: list[Stage], extra: dict[str, Any]) -> None:
     (plus, for extraction, the versions of the code that decides which features a config gives:
     a vidseq that extracts differently never reuses old features)."""
     from vidseq.backbones.base import SPEC_VERSION
-    from vidseq.features.extraction import FEATURE_KEY_VERSION
+    from vidseq.features.keys import FEATURE_KEY_VERSION
 
     code = {"extract": {"features": FEATURE_KEY_VERSION, "backbone_spec": SPEC_VERSION}}
     keys: dict[str, str] = {}

@@ -301,10 +301,10 @@ def run_predict(ctx: StageContext) -> StageOutcome:
 
 def write_stage_config(ctx: StageContext) -> Path:
     """The stage's resolved config, beside its outputs and in its MLflow run."""
-    from vidseq.features.store import atomic_write_text
+    from vidseq import atomic
 
     path = ctx.out / "stage_config.yaml"
-    atomic_write_text(path, to_yaml(ctx.config))
+    atomic.write_text(path, to_yaml(ctx.config))
     ctx.run.log_artifact(path)
     return path
 

@@ -4,7 +4,8 @@ Place in the data flow: ``features`` (stores) -> **training** -> checkpoints for
 ``tracking`` and ``pipeline``. Modules, lowest first (each imports only those before it):
 ``distributed`` (process groups for DDP), ``sequences`` (stores -> split, augmented, batched
 sequences), ``checkpoint`` (what a checkpoint holds; save, load, the stores it names),
-``evaluate`` (metrics and reports of a checkpoint or model), ``weights`` (late fusion: stream
+``evaluate`` (metrics and reports of a checkpoint or model), ``optim`` (the model, optimizer,
+schedule and loss of a run), ``weights`` (late fusion: stream
 weights chosen on val), ``runs`` (the run folder: reports, config, refusing to overwrite), and
 ``train`` (the loop, single-stream, fused and DDP).
 """

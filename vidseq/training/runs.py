@@ -18,9 +18,11 @@ from torch import nn
 from vidseq import atomic
 from vidseq import metrics as M
 from vidseq.config import STREAMS, EvaluateConfig
+from vidseq.datasets.splits import split_report
 from vidseq.errors import VidseqError
 from vidseq.features import FeatureStore, FeatureStoreError
 from vidseq.plots import plot_training_curves
+from vidseq.training import checkpoint as checkpoints
 from vidseq.training import distributed
 from vidseq.training.evaluate import evaluate_sequences, write_report
 from vidseq.training.sequences import SequenceSet
@@ -116,3 +118,40 @@ def to_yaml_sections(**sections: Any) -> str:
     import yaml
 
     return yaml.safe_dump({name: cfg.model_dump(mode="json") for name, cfg in sections.items()}, sort_keys=False)
+
+
+def check_resume_stores(out: Path, stores: dict[str, FeatureStore], given: SequenceSet, *, late: bool) -> None:
+    """Before any work: the ``last.pt`` a resume continues (late fusion: each stream run's) was
+    trained on these stores, else one clear error (``checkpoints.check_resumable``)."""
+    runs = [(out / "last.pt", stores, given.feature_dim)]
+    if late:
+        dims = dict(given.streams)
+        runs = [(out / stream / "last.pt", {stream: store}, dims.get(stream)) for stream, store in stores.items()]
+    for path, used, dim in runs:
+        if exists_on_main(path):
+            checkpoints.check_resumable(checkpoints.load(path), used, feature_dim=dim, checkpoint=path)
+
+
+def report_splits(given: SequenceSet, data: SequenceSet, out: Path, *, table: bool) -> None:
+    """Print the clips per class and split (``table``) and, always, one line per warning of
+    ``vidseq.datasets.splits`` (stderr); keep them in ``out/data_warnings.json``."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from vidseq.metrics import write_json
+
+    found = split_report(
+        [data.labels[t] for t in data.targets],
+        data.splits,
+        data.groups or None,
+        classes=data.labels,
+        made=[not split for split in given.splits],
+        groups_from="the feature store's manifest",
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "data_warnings.json", found.to_dict())
+    console = Console(stderr=True, soft_wrap=True, highlight=False)
+    if table:
+        console.print(found.text(), markup=False)
+    for line in found.warnings:
+        console.print(f"[yellow]warning:[/] {escape(line)}")

@@ -29,7 +29,6 @@ again; the fusion is redone from the streams' ``best.pt``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,18 +39,20 @@ import torch
 from torch import nn
 
 from vidseq.config import EvaluateConfig, ModelConfig, TrainConfig
-from vidseq.datasets.splits import split_report
 from vidseq.errors import VidseqError
 from vidseq.features import FeatureStore, resolve_device
-from vidseq.models import build_model, load_model, make_checkpoint, model_options, pad_sequences
+from vidseq.models import load_model, make_checkpoint, pad_sequences
 from vidseq.outputs import check_writable
 from vidseq.training import checkpoint as checkpoints
 from vidseq.training import distributed
 from vidseq.training.evaluate import evaluate_sequences
+from vidseq.training.optim import Optimisation, build_optimisation
 from vidseq.training.runs import (
     check_out,
+    check_resume_stores,
     exists_on_main,
     features_dir,
+    report_splits,
     write_config,
     write_reports,
 )
@@ -120,53 +121,16 @@ def train(
         resuming = check_out(out, resume=resume, overwrite=overwrite)
         given = load_sequences(stores)
         if resuming:
-            _check_resume_stores(out, stores, given, late=len(stores) > 1 and config.fusion == "late")
+            check_resume_stores(out, stores, given, late=len(stores) > 1 and config.fusion == "late")
         data = assign_splits(
             given, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed
         )
         if distributed.is_main():
-            _report_splits(given, data, out, table=progress)
+            report_splits(given, data, out, table=progress)
         job = _TrainRequest(model_config, config, evaluate_config, device, resume, progress)
         if len(stores) > 1 and config.fusion == "late":
             return _train_late(job, out, stores, data, on_epoch_end)
         return _train_one_model(job, out, stores, data, on_epoch_end)
-
-
-def _check_resume_stores(out: Path, stores: dict[str, FeatureStore], given: SequenceSet, *, late: bool) -> None:
-    """Before any work: the ``last.pt`` a resume continues (late fusion: each stream run's) was
-    trained on these stores, else one clear error (``checkpoints.check_resumable``)."""
-    runs = [(out / "last.pt", stores, given.feature_dim)]
-    if late:
-        dims = dict(given.streams)
-        runs = [(out / stream / "last.pt", {stream: store}, dims.get(stream)) for stream, store in stores.items()]
-    for path, used, dim in runs:
-        if exists_on_main(path):
-            checkpoints.check_resumable(checkpoints.load(path), used, feature_dim=dim, checkpoint=path)
-
-
-def _report_splits(given: SequenceSet, data: SequenceSet, out: Path, *, table: bool) -> None:
-    """Print the clips per class and split (``table``) and, always, one line per warning of
-    ``vidseq.datasets.splits`` (stderr); keep them in ``out/data_warnings.json``."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    from vidseq.metrics import write_json
-
-    found = split_report(
-        [data.labels[t] for t in data.targets],
-        data.splits,
-        data.groups or None,
-        classes=data.labels,
-        made=[not split for split in given.splits],
-        groups_from="the feature store's manifest",
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "data_warnings.json", found.to_dict())
-    console = Console(stderr=True, soft_wrap=True, highlight=False)
-    if table:
-        console.print(found.text(), markup=False)
-    for line in found.warnings:
-        console.print(f"[yellow]warning:[/] {escape(line)}")
 
 
 @dataclass(frozen=True)
@@ -192,7 +156,7 @@ def _train_one_model(
 ) -> TrainResult:
     """One ordinary run into ``out``: continued where ``resume`` and ``out/last.pt`` exists."""
     config = config or job.config
-    setup = _optimisation(job.model_config, config, data, job.device)
+    setup = build_optimisation(job.model_config, config, data, job.device)
     run = _TrainingState(out, stores, data, job.model_config, config, setup, job.device)
     if job.resume and exists_on_main(out / "last.pt"):
         run.restore(checkpoints.load(out / "last.pt"))
@@ -257,74 +221,6 @@ def _fuse_runs(
     return weights, val, test
 
 
-@dataclass
-class _Optimisation:
-    """The model and what updates it: optimizer, schedule, loss, AMP scaler and dtype."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    loss_fn: nn.Module
-    scaler: torch.amp.GradScaler
-    autocast_dtype: torch.dtype | None
-
-
-def _optimisation(
-    model_config: ModelConfig, config: TrainConfig, data: SequenceSet, device: torch.device
-) -> _Optimisation:
-    torch.manual_seed(config.seed)
-    options = model_build_options(model_config, streams=data.streams)
-    model = build_model(model_config.name, input_dim=data.feature_dim, num_classes=len(data.labels), **options)
-    model = distributed.wrap(model.to(device), device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    # an epoch's batches are shared out over the ranks: ceil(batches / world size) steps each
-    steps_per_epoch = math.ceil(math.ceil(data.counts()["train"] / config.batch_size) / distributed.world_size())
-    steps = steps_per_epoch * config.epochs
-    warmup = config.warmup_epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(warmup, steps))
-    weight = _class_weights(data, len(data.labels)).to(device) if config.class_weights else None
-    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
-    dtype = None
-    if device.type == "cuda" and config.amp:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    return _Optimisation(model, optimizer, scheduler, loss_fn, scaler, dtype)
-
-
-def model_build_options(model_config: ModelConfig, *, streams: list[tuple[str, int]] | None = None) -> dict[str, Any]:
-    """The options of the ``model`` section that the chosen model takes.
-
-    ``streams`` (``(name, dims)`` of the input, in order): the motion stream's dims (last) are
-    neither centred nor LayerNorm'd by the model (``motion_dims``; a pan is a constant vector).
-    """
-    options = {k: v for k, v in model_config.model_dump().items() if k in model_options(model_config.name)}
-    motion = sum(dims for name, dims in streams or [] if name == "motion")  # last in the canonical order
-    if motion:
-        options["motion_dims"] = motion
-    if model_config.name == "tcn" and options.get("pooling") not in ("max", "mean"):
-        options.pop("pooling", None)  # 'last'/'attention' are recurrent poolings: the TCN's default
-    if model_config.name in ("lstm", "gru") and options.get("pooling") == "max":
-        raise VidseqError("model.pooling 'max' is for tcn; lstm/gru take last, mean or attention")
-    return options
-
-
-def _warmup_cosine(warmup_steps: float, total_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        progress = (step - warmup_steps) / max(1.0, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def _class_weights(data: SequenceSet, num_classes: int) -> torch.Tensor:
-    train = data.targets[np.array(data.splits) == "train"]
-    counts = np.bincount(train, minlength=num_classes).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
-    return torch.tensor(weights, dtype=torch.float32)
-
-
 class _TrainingState:
     """The state of one training run: what a checkpoint saves and restores."""
 
@@ -335,7 +231,7 @@ class _TrainingState:
         data: SequenceSet,
         model_config: ModelConfig,
         config: TrainConfig,
-        setup: _Optimisation,
+        setup: Optimisation,
         device: torch.device,
     ) -> None:
         self.out, self.stores, self.data = out, stores, data

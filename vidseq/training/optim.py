@@ -1,0 +1,91 @@
+"""The model and what updates it: building the model of a config, the optimizer, the warm-up +
+cosine schedule, the loss (label smoothing, class weights) and the AMP scaler.
+
+Place in the data flow: ``sequences`` (the training set, its feature size and streams) ->
+**optim** -> the loop in ``train``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidseq.config import ModelConfig, TrainConfig
+from vidseq.errors import VidseqError
+from vidseq.models import build_model, model_options
+from vidseq.training import distributed
+from vidseq.training.sequences import SequenceSet
+
+
+@dataclass
+class Optimisation:
+    """The model and what updates it: optimizer, schedule, loss, AMP scaler and dtype."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    loss_fn: nn.Module
+    scaler: torch.amp.GradScaler
+    autocast_dtype: torch.dtype | None
+
+
+def build_optimisation(
+    model_config: ModelConfig, config: TrainConfig, data: SequenceSet, device: torch.device
+) -> Optimisation:
+    torch.manual_seed(config.seed)
+    options = model_build_options(model_config, streams=data.streams)
+    model = build_model(model_config.name, input_dim=data.feature_dim, num_classes=len(data.labels), **options)
+    model = distributed.wrap(model.to(device), device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # an epoch's batches are shared out over the ranks: ceil(batches / world size) steps each
+    steps_per_epoch = math.ceil(math.ceil(data.counts()["train"] / config.batch_size) / distributed.world_size())
+    steps = steps_per_epoch * config.epochs
+    warmup = config.warmup_epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, steps))
+    weight = class_weights(data, len(data.labels)).to(device) if config.class_weights else None
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
+    dtype = None
+    if device.type == "cuda" and config.amp:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    return Optimisation(model, optimizer, scheduler, loss_fn, scaler, dtype)
+
+
+def model_build_options(model_config: ModelConfig, *, streams: list[tuple[str, int]] | None = None) -> dict[str, Any]:
+    """The options of the ``model`` section that the chosen model takes.
+
+    ``streams`` (``(name, dims)`` of the input, in order): the motion stream's dims (last) are
+    neither centred nor LayerNorm'd by the model (``motion_dims``; a pan is a constant vector).
+    """
+    options = {k: v for k, v in model_config.model_dump().items() if k in model_options(model_config.name)}
+    motion = sum(dims for name, dims in streams or [] if name == "motion")  # last in the canonical order
+    if motion:
+        options["motion_dims"] = motion
+    if model_config.name == "tcn" and options.get("pooling") not in ("max", "mean"):
+        options.pop("pooling", None)  # 'last'/'attention' are recurrent poolings: the TCN's default
+    if model_config.name in ("lstm", "gru") and options.get("pooling") == "max":
+        raise VidseqError("model.pooling 'max' is for tcn; lstm/gru take last, mean or attention")
+    return options
+
+
+def warmup_cosine(warmup_steps: float, total_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(1.0, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def class_weights(data: SequenceSet, num_classes: int) -> torch.Tensor:
+    train = data.targets[np.array(data.splits) == "train"]
+    counts = np.bincount(train, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
+    return torch.tensor(weights, dtype=torch.float32)

@@ -163,13 +163,26 @@ def test_kill_9_of_four_writers_at_random_moments_then_a_rerun_completes(clips, 
 def test_sigterm_and_ctrl_c_stop_with_a_consistent_manifest_and_one_line(clips, reference, tmp_path):
     out = tmp_path / "features"
     stopped = 0
+
+    def records() -> int:  # records written (not a writer's temporary .tmp-* file)
+        return sum(1 for p in out.glob("*/records/*.json") if not p.name.startswith("."))
+
+    def extracting(pid: int) -> bool:  # past start-up: the process holds claims of its own
+        for claim in out.glob("*/claims/*.claim"):
+            try:
+                if f'"pid": {pid}' in claim.read_text():
+                    return True
+            except FileNotFoundError:  # released meanwhile
+                continue
+        return False
+
     for signum, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
-        before = sum(1 for _ in out.glob("*/records/*.json"))
+        before = records()
         proc = _start("extract", str(clips / "labels.csv"), "--out", str(out), *FAST)
         deadline = time.monotonic() + 300
-        while sum(1 for _ in out.glob("*/records/*.json")) < before + 2 and proc.poll() is None:
+        while not (extracting(proc.pid) and records() >= before + 2) and proc.poll() is None:
             assert time.monotonic() < deadline
-            time.sleep(0.2)
+            time.sleep(0.1)
         proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=120)
         if proc.returncode == 0:
@@ -177,7 +190,7 @@ def test_sigterm_and_ctrl_c_stop_with_a_consistent_manifest_and_one_line(clips, 
         assert proc.returncode == code, stderr
         stopped += 1
         lines = [line for line in stderr.splitlines() if line.strip()]
-        assert len(lines) == 1 and "stopped" in lines[0] and "Traceback" not in stderr, stderr
+        assert len(lines) == 1 and "stopped" in lines[0] and "Traceback" not in stderr, (stdout, stderr)
         store = _store(out)
         with store.manifest_path.open(newline="") as fh:
             view = list(csv.DictReader(fh))

@@ -27,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,18 +109,16 @@ def extract(
     device = resolve_device(config.device)
     model = backbone if isinstance(backbone, Backbone) else build_backbone(backbone or BackboneConfig(), device)
 
-    def plan(videos, redo: bool) -> ExtractionRun:
-        return plan_run(
-            videos,
-            out=out,
-            spec=model.spec,
-            sampling=sampling,
-            recipe=recipe_of(backbone, sampling, io, config),
-            motion=motion,
-            force=redo,
-            reuse_from=reuse_from,
-            on_video_done=on_video_done,
-        )
+    plan = partial(
+        plan_run,
+        out=out,
+        spec=model.spec,
+        sampling=sampling,
+        recipe=recipe_of(backbone, sampling, io, config),
+        motion=motion,
+        reuse_from=reuse_from,
+        on_video_done=on_video_done,
+    )
 
     def engine(run: ExtractionRun) -> ExtractResult:
         start = time.perf_counter()

@@ -341,7 +341,7 @@ def plan_run(
 
 def extract_rounds(
     items: ItemsLike,
-    plan: Callable[[ItemsLike, bool], ExtractionRun],
+    plan: Callable[..., ExtractionRun],
     engine: Callable[[ExtractionRun], ExtractResult],
     *,
     force: bool = False,
@@ -353,11 +353,11 @@ def extract_rounds(
     run = None
     with _signals_interrupt():
         try:
-            run = plan(items, force)
+            run = plan(items, force=force)
             result = engine(run)
             while waiting := run.waiting:
                 _wait_for_others(run)
-                run = plan(waiting, False)
+                run = plan(waiting, force=False)
                 result.merge(engine(run))
             return result
         except KeyboardInterrupt as exc:

@@ -43,6 +43,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -107,18 +108,16 @@ def extract_ray(
         source = backbone or BackboneConfig()
         spec = build_backbone(source, torch.device("cpu")).spec  # the key needs the spec (weights hash)
 
-    def plan(videos, redo: bool) -> ExtractionRun:
-        return plan_run(
-            videos,
-            out=out,
-            spec=spec,
-            sampling=sampling,
-            recipe=recipe_of(backbone, sampling, io, config),
-            motion=motion,
-            force=redo,
-            reuse_from=reuse_from,
-            on_video_done=on_video_done,
-        )
+    plan = partial(
+        plan_run,
+        out=out,
+        spec=spec,
+        sampling=sampling,
+        recipe=recipe_of(backbone, sampling, io, config),
+        motion=motion,
+        reuse_from=reuse_from,
+        on_video_done=on_video_done,
+    )
 
     started: list[bool] = []
     with ExitStack() as session:

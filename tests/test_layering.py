@@ -20,6 +20,7 @@ LAYERS = {
     "vidseq.errors": 0,
     "vidseq.atomic": 0,  # atomic file writes (imports nothing of vidseq)
     "vidseq.progress": 0,  # progress bars on a terminal, plain lines in logs (imports nothing of vidseq)
+    "vidseq.interrupts": 0,  # SIGTERM raised like Ctrl-C while clean-stopping work runs (imports nothing)
     "vidseq.config": 1,
     "vidseq.outputs": 1,  # output folders checked before work, OSErrors as one line (imports errors only)
     "vidseq.io": 2,

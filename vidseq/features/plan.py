@@ -12,14 +12,13 @@ writers hold and takes over those whose writer died, until every video has a rec
 from __future__ import annotations
 
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vidseq import interrupts
 from vidseq.backbones import BackboneSpec
 from vidseq.config import MotionConfig, SamplingConfig
 from vidseq.datasets import Dataset, VideoItem
@@ -351,7 +350,7 @@ def extract_rounds(
     wrote, claiming what they left) and run again. SIGTERM and Ctrl-C stop it cleanly: claims
     dropped, the manifest view rebuilt, ``Interrupted`` raised with what is kept."""
     run = None
-    with _signals_interrupt():
+    with interrupts.sigterm_raises():
         try:
             run = plan(items, force=force)
             result = engine(run)
@@ -380,31 +379,3 @@ def _wait_for_others(run: ExtractionRun) -> None:
     keys = [(plan.store, plan.keys[str(item.path)]) for plan in run.plans for item in plan.waiting]
     while any(not store.claims.is_free(key) for store, key in keys):
         time.sleep(WAIT_POLL_SECONDS)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, delivered like Ctrl-C so that the same clean stop runs."""
-
-    signal_name, signum = "SIGTERM", signal.SIGTERM
-
-
-@contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM raises ``_Terminated`` in the main thread while the block runs (where nobody else
-    handles SIGTERM); the previous handler comes back afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous not in (signal.SIG_DFL, None):
-        yield  # someone (a pipeline, a host program) handles SIGTERM already
-        return
-
-    def raise_terminated(signum, frame):  # the signal-handler signature
-        raise _Terminated()
-
-    signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -16,8 +16,9 @@ loaded by ``vidseq.predict._load_pyfunc`` from the bundle folder, never as a pic
 (which breaks when the class moves, mlflow/mlflow#9514).
 """
 
+from vidseq.interrupts import Terminated
 from vidseq.tracking._common import TrackingError, flatten, git_commit, standard_tags
-from vidseq.tracking._lifecycle import Terminated, exit_on_interrupt
+from vidseq.tracking._lifecycle import exit_on_interrupt
 from vidseq.tracking._model import MODEL_REQUIREMENTS, default_requirements, model_signature
 from vidseq.tracking._runs import NullRunHandle, NullTracker, RunHandle, StaleRun, Tracker
 from vidseq.tracking._store import (

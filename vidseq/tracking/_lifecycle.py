@@ -4,7 +4,7 @@ Every run carries the tags ``vidseq.host``, ``vidseq.pid`` and (on Linux) ``vids
 the start time of the owning process, so a later process can tell whether the owner is gone (the
 same host, and no process with that pid and start time) even after the pid was reused.
 
-While a vidseq run is active in the main thread, SIGTERM raises ``Terminated`` (delivered like
+While a vidseq run is active in the main thread, SIGTERM raises ``vidseq.interrupts.Terminated`` (like
 Ctrl-C: a KeyboardInterrupt, so code that stops cleanly on Ctrl-C does so on SIGTERM too), and the
 runs unwind and end KILLED. An error that carries a ``signum`` (``vidseq.errors.Interrupted``:
 work stopped cleanly by a signal) also ends them KILLED. A second SIGTERM while they end is
@@ -26,18 +26,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vidseq import interrupts
+
 HOST_TAG, PID_TAG, PID_START_TAG = "vidseq.host", "vidseq.pid", "vidseq.pid_start"
 END_REASON_TAG = "vidseq.end_reason"
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived while a vidseq run was active: raised in the main thread, like Ctrl-C."""
-
-    signal_name, signum = "SIGTERM", int(signal.SIGTERM)
-
-    def __init__(self, signum: int = signal.SIGTERM) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum, self.signal_name = int(signum), signal.Signals(signum).name
 
 
 def interruption(error: BaseException) -> int | None:
@@ -126,56 +118,28 @@ _LOCK = threading.Lock()
 _ACTIVE: dict[str, _ActiveRun] = {}  # runs started and not yet ended by this process
 _KILLED: list[_ActiveRun] = []  # runs this process ended KILLED
 _OWNER_PID = os.getpid()
-_depth = 0  # nested runs open in the main thread
-_previous_handler: Any = None
-_terminating = False
 
 
 def run_started(run_id: str, name: str, uri: str) -> None:
-    """Register an active run; the outermost one installs the SIGTERM handler (main thread, and
-    only where SIGTERM still has its default action: a program's own handler is left alone)."""
-    global _OWNER_PID, _depth, _previous_handler, _terminating
+    """Register an active run and hold SIGTERM as an interrupt while it runs (``vidseq.interrupts``)."""
+    global _OWNER_PID
     with _LOCK:
         if os.getpid() != _OWNER_PID:  # a forked child: the parent's runs are not its own
             _OWNER_PID = os.getpid()
             _ACTIVE.clear()
             _KILLED.clear()
         _ACTIVE[run_id] = _ActiveRun(run_id, name, uri)
-    if threading.current_thread() is not threading.main_thread():
-        return
-    _depth += 1
-    if _depth == 1 and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-        _terminating = False
-        _previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupts.hold()
 
 
 def run_ended(run_id: str, status: str, *, ended: bool) -> None:
-    """Forget a run once it ended (kept when ending failed: ``end_active_runs`` tries again); the
-    outermost run restores SIGTERM's handler."""
-    global _depth, _previous_handler
+    """Forget a run once it ended (kept when ending failed: ``end_active_runs`` tries again) and
+    release its hold on SIGTERM."""
     with _LOCK:
         record = _ACTIVE.pop(run_id, None) if ended else _ACTIVE.get(run_id)
         if record is not None and ended and status == "KILLED":
             _KILLED.append(record)
-    if threading.current_thread() is not threading.main_thread():
-        return
-    _depth = max(0, _depth - 1)
-    if _depth == 0 and _previous_handler is not None:
-        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
-            signal.signal(signal.SIGTERM, _previous_handler)
-        _previous_handler = None
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    global _terminating
-    if os.getpid() != _OWNER_PID:  # a forked worker (a DataLoader's) inherited this: die as by default
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
-    if _terminating:  # the runs are being ended: let that finish (kill -9 still stops it)
-        return
-    _terminating = True
-    raise Terminated(signum)
+    interrupts.release()
 
 
 def end_active_runs(status: str = "KILLED", *, reason: str | None = None) -> list[_ActiveRun]:
@@ -233,7 +197,6 @@ def exit_on_interrupt(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        global _terminating
         with _LOCK:
             before = len(_KILLED)
         try:
@@ -241,7 +204,7 @@ def exit_on_interrupt(func: Callable) -> Callable:
         except BaseException as error:
             if (signum := interruption(error)) is None:
                 raise
-            _terminating = True  # a repeated signal must not stop the runs from ending
+            interrupts.stopping()  # a repeated signal must not stop the runs from ending
             end_active_runs("KILLED", reason=f"stopped by {signal_name(error)}")
             if not isinstance(error, KeyboardInterrupt):
                 raise  # an error of its own (vidseq.errors.Interrupted): the CLI prints it and exits

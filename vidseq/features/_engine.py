@@ -349,9 +349,3 @@ def put_motion(sink: VideoSink | None, chunk: dict[str, Any]) -> None:
             total=chunk["total"],
             fps=chunk["fps"],
         )
-
-
-def _progress_bar(total: int, enabled: bool):
-    from vidseq.progress import progress_bar
-
-    return progress_bar(total, desc="extract", unit="video", enabled=enabled)

@@ -40,7 +40,6 @@ from vidseq.datasets import Dataset, VideoItem
 from vidseq.features._engine import (
     BatchForward,
     VideoSink,
-    _progress_bar,
     put_motion,
     video_chunks,
 )
@@ -54,6 +53,7 @@ from vidseq.features.keys import (
 )
 from vidseq.features.plan import ExtractionPlan, ExtractionRun, ExtractResult, extract_rounds, plan_extraction, plan_run
 from vidseq.features.workers import DecodeLimits, DecodeSettings, decode_videos
+from vidseq.progress import progress_bar
 
 __all__ = [  # the shared core lives in ``plan`` and ``_engine``; re-exported for their old callers
     "FEATURE_KEY_VERSION", "BatchForward", "ExtractResult", "ExtractionPlan", "ExtractionRun", "VideoSink",
@@ -126,7 +126,10 @@ def extract(
         loader = _loader(
             run.jobs(), model.spec, sampling, config, (io or IOConfig()).backend, device, motion=run.motion_config
         )
-        with _progress_bar(len(run.todo), progress) as bar, closing(loader):  # closing: workers stop
+        with (
+            progress_bar(len(run.todo), desc="extract", unit="video", enabled=progress) as bar,
+            closing(loader),
+        ):  # closing: workers stop
             run.progress.bar = bar
             for chunk in loader:
                 runner.add(chunk)

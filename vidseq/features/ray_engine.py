@@ -57,12 +57,12 @@ from vidseq.errors import VidseqError
 from vidseq.features._engine import (
     BatchForward,
     VideoSink,
-    _progress_bar,
 )
 from vidseq.features.keys import build_backbone, recipe_of, resolve_device
 from vidseq.features.motion import motion_dim
 from vidseq.features.plan import ExtractionRun, ExtractResult, extract_rounds, plan_run
 from vidseq.features.workers import DecodeJob, DecodeLimits, DecodeSettings, decode_videos
+from vidseq.progress import progress_bar
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]  # vidseq/, shipped to a remote cluster's workers
 
@@ -141,7 +141,7 @@ def extract_ray(
                 motion=run.motion_config,
             )
             start = time.perf_counter()
-            with _progress_bar(len(run.todo), progress) as bar:
+            with progress_bar(len(run.todo), desc="extract", unit="video", enabled=progress) as bar:
                 run.progress.bar = bar
                 for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                     _deliver(run.sink, batch, run.motion_sink)

@@ -209,14 +209,13 @@ def _row(item: VideoItem) -> dict[str, Any]:
 def _reuse(store: FeatureStore, item: VideoItem, row: dict[str, Any], reuse_from: Roots = ()) -> bool:
     """Whether the video's entry is already there (or adopted from another root); its record is
     then brought up to date (a new path spelling, label, split or group is recorded)."""
-    entry = store.find_entry(item.path, row["video"])
-    for root in reuse_from if entry is None else ():
-        entry = entry or store.adopt(item.path, root, vid=row["video"])
-    if entry is None:
+    found = store.find_entry(item.path, row["video"])
+    for root in reuse_from if found is None else ():
+        found = found or store.adopt(item.path, root, vid=row["video"])
+    if found is None:
         return False
-    row.update(
-        status="done", error="", frames=len(store.read(entry).frame_indices), file=entry.relative_to(store.directory)
-    )
+    entry, features = found
+    row.update(status="done", error="", frames=len(features.frame_indices), file=entry.relative_to(store.directory))
     recorded = store.get_record(row["key"])
     if recorded is None or any(
         str(recorded.get(k, "")) != ("" if v is None else str(v)) for k, v in row.items() if k != "key"

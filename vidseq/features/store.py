@@ -206,17 +206,17 @@ class FeatureStore:
         suffix = "" if subject == WHOLE_FRAME else f"~{slug(subject)}"
         return self.features_dir / f"{slug(video.stem)[:40]}-{vid or video_id(video)}{suffix}.npz"
 
-    def find_entry(self, video: str | Path, vid: str, subject: str = WHOLE_FRAME) -> Path | None:
-        """The entry of content ``vid`` that loads, whatever path spelling wrote it: the one its
-        record names, the one ``video``'s name gives, or any ``*-<vid>`` file (a writer killed
-        before its record); None when there is none."""
+    def find_entry(self, video: str | Path, vid: str, subject: str = WHOLE_FRAME) -> tuple[Path, VideoFeatures] | None:
+        """The entry of content ``vid`` that loads, and what it holds, whatever path spelling wrote
+        it: the one its record names, the one ``video``'s name gives, or any ``*-<vid>`` file (a
+        writer killed before its record); None when there is none."""
         suffix = "" if subject == WHOLE_FRAME else f"~{slug(subject)}"
         record = self.get_record(entry_key(vid, subject)) or {}
         named = [self.directory / record["file"]] if record.get("file") else []
         named.append(self.entry_path(video, subject, vid=vid))
         for entry in [*named, *sorted(self.features_dir.glob(f"*-{vid}{suffix}.npz"))]:
-            if self.loads(entry):
-                return entry
+            if (item := self.try_read(entry)) is not None:
+                return entry, item
         return None
 
     def is_done(self, video: str | Path, subject: str = WHOLE_FRAME) -> bool:
@@ -225,17 +225,16 @@ class FeatureStore:
             entry = self.entry_path(video, subject)
         except OSError:
             return False
-        return self.loads(entry)
+        return self.try_read(entry) is not None
 
-    def loads(self, entry: Path) -> bool:
-        """Whether ``entry`` is a file that loads."""
+    def try_read(self, entry: Path) -> VideoFeatures | None:
+        """What ``entry`` holds, or None when it is not there or does not load."""
         if not entry.is_file():
-            return False
+            return None
         try:
-            self.read(entry)
+            return self.read(entry)
         except FeatureStoreError:
-            return False
-        return True
+            return None
 
     def write(self, video: str | Path, item: VideoFeatures, subject: str = WHOLE_FRAME) -> Path:
         """Write one entry atomically; returns its path."""
@@ -263,12 +262,12 @@ class FeatureStore:
 
     def adopt(
         self, video: str | Path, root: str | Path, subject: str = WHOLE_FRAME, *, vid: str | None = None
-    ) -> Path | None:
+    ) -> tuple[Path, VideoFeatures] | None:
         """Take ``video``'s finished entry from the store of the same key under another ``root``.
 
         Found by content (``find_entry``: any path spelling that wrote it there); hard-linked where
         the file system allows (no copy, no extra space), else copied; only an entry that loads is
-        taken. Returns this store's entry, or None."""
+        taken. Returns this store's entry and what it holds, or None."""
         try:
             vid = vid or video_id(video)
         except OSError:
@@ -276,9 +275,10 @@ class FeatureStore:
         other_dir = Path(root) / self.directory.name
         if not other_dir.is_dir() or other_dir.resolve() == self.directory.resolve():
             return None
-        other = FeatureStore(other_dir, self.key).find_entry(video, vid, subject)
-        if other is None:
+        found = FeatureStore(other_dir, self.key).find_entry(video, vid, subject)
+        if found is None:
             return None
+        other, item = found
         entry = self.entry_path(video, subject, vid=vid)
         tmp = entry.with_name(f".tmp-{os.getpid()}-{entry.name}")
         try:
@@ -291,7 +291,7 @@ class FeatureStore:
         except OSError:
             tmp.unlink(missing_ok=True)
             return None
-        return entry
+        return entry, item
 
     def remove_stale_temporaries(self) -> int:
         """Delete temporary files and claims left by writers that were killed (their process is gone)."""

@@ -311,7 +311,7 @@ def test_model_error_is_a_vidseq_error():
 
 
 def test_table_lists_the_models_and_their_options():
-    assert list_models() == ["gru", "late_fusion", "lstm", "meanpool", "tcn"]
+    assert list_models() == ["gru", "late_fusion", "lstm", "meanpool", "tcn", "transformer"]
     assert set(MODELS) == set(list_models())
     assert "cell" not in model_options("lstm") and "pack" in model_options("gru")
     assert isinstance(_model("gru"), RecurrentClassifier) and _model("gru").hparams["cell"] == "gru"
@@ -322,7 +322,7 @@ def test_table_lists_the_models_and_their_options():
 @pytest.mark.parametrize(
     "name, options, match",
     [
-        ("transformer", {}, "unknown model 'transformer'; valid names: gru, late_fusion, lstm, meanpool, tcn"),
+        ("mamba", {}, "unknown model 'mamba'; valid names: gru, late_fusion, lstm, meanpool, tcn, transformer"),
         (
             "lstm",
             {"hiden_size": 8},
@@ -497,7 +497,7 @@ def _held_out_accuracy(name: str, *, seed: int, steps: int = 120) -> float:
         return (model.eval()(features, lengths).argmax(1) == labels).float().mean().item()
 
 
-@pytest.mark.parametrize("name", ["gru", "lstm", "tcn"])
+@pytest.mark.parametrize("name", ["gru", "lstm", "tcn", "transformer"])
 def test_order_aware_models_learn_the_direction_of_a_trend(name):
     """Checked over 30 seeds: GRU, LSTM and TCN reach 0.988..1.0 (threshold 0.9)."""
     assert _held_out_accuracy(name, seed=0) > 0.9

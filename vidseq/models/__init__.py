@@ -12,7 +12,8 @@ a model built by name from ``MODELS`` -> logits for ``vidseq.training.train`` / 
 
 Models: ``lstm``/``gru`` (``RecurrentClassifier``; ``pack=False`` for the padded fast path,
 ``step`` for streaming long videos), the baselines ``meanpool`` (order-blind bag of frames)
-and ``tcn`` (1-D convolutions over time), and ``late_fusion`` (``LateFusion``: one trained model
+and ``tcn`` (1-D convolutions over time), ``transformer`` (``TransformerClassifier``: a small
+pre-norm encoder; ``causal=True`` streams with ``step``), and ``late_fusion`` (``LateFusion``: one trained model
 per feature stream, probabilities averaged with weights; built from trained members, not trained).
 """
 
@@ -39,6 +40,7 @@ from vidseq.models.sequence import (
     masked_mean,
     pad_sequences,
 )
+from vidseq.models.transformer import TransformerClassifier
 
 __all__ = [
     "MODELS",
@@ -49,6 +51,7 @@ __all__ = [
     "ModelError",
     "RecurrentClassifier",
     "TemporalConvClassifier",
+    "TransformerClassifier",
     "build_late_fusion",
     "build_model",
     "length_mask",

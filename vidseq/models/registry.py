@@ -23,6 +23,7 @@ from vidseq.errors import ConfigError
 from vidseq.models.baselines import MeanPoolClassifier, TemporalConvClassifier
 from vidseq.models.fusion import LateFusion, Member
 from vidseq.models.recurrent import RecurrentClassifier
+from vidseq.models.transformer import TransformerClassifier
 
 Builder = Callable[..., nn.Module]
 MODELS: dict[str, Builder] = {}
@@ -41,6 +42,7 @@ register_model("lstm", functools.partial(RecurrentClassifier, cell="lstm"))
 register_model("gru", functools.partial(RecurrentClassifier, cell="gru"))
 register_model("meanpool", MeanPoolClassifier)
 register_model("tcn", TemporalConvClassifier)
+register_model("transformer", TransformerClassifier)
 
 
 def build_late_fusion(

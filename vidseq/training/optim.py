@@ -33,6 +33,8 @@ class Optimisation:
     loss_fn: nn.Module
     scaler: torch.amp.GradScaler
     autocast_dtype: torch.dtype | None
+    steps_per_epoch: int = 1  # optimiser steps of one epoch (this rank's)
+    warmup_steps: float = 0.0  # the linear warm-up's length in optimiser steps
 
 
 def build_optimisation(
@@ -46,7 +48,7 @@ def build_optimisation(
     # an epoch's batches are shared out over the ranks: ceil(batches / world size) steps each
     steps_per_epoch = math.ceil(math.ceil(data.counts()["train"] / config.batch_size) / distributed.world_size())
     steps = steps_per_epoch * config.epochs
-    warmup = config.warmup_epochs * steps_per_epoch
+    warmup = warmup_length(config, steps_per_epoch, steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, steps))
     weight = class_weights(data, len(data.labels)).to(device) if config.class_weights else None
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
@@ -54,17 +56,28 @@ def build_optimisation(
     if device.type == "cuda" and config.amp:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    return Optimisation(model, optimizer, scheduler, loss_fn, scaler, dtype)
+    return Optimisation(model, optimizer, scheduler, loss_fn, scaler, dtype, steps_per_epoch, warmup)
+
+
+def warmup_length(config: TrainConfig, steps_per_epoch: int, total_steps: int) -> float:
+    """Warm-up in optimiser steps: ``warmup_epochs`` of them, but at least ``warmup_min_steps``
+    (at most a quarter of the run) unless ``warmup_epochs`` is 0. With 75 clips and batches of
+    32 an epoch is 3 steps: one epoch of warm-up would be 3 steps of it."""
+    warmup = config.warmup_epochs * steps_per_epoch
+    if config.warmup_epochs > 0:
+        warmup = max(warmup, min(float(config.warmup_min_steps), total_steps / 4))
+    return warmup
 
 
 def model_build_options(model_config: ModelConfig, *, streams: list[tuple[str, int]] | None = None) -> dict[str, Any]:
     """The options of the ``model`` section that the chosen model takes.
 
     ``streams`` (``(name, dims)`` of the input, in order): the motion stream's dims (last) are
-    neither centred nor LayerNorm'd by the model (``motion_dims``; a pan is a constant vector).
+    neither centred nor LayerNorm'd by the model (``motion_dims``; a pan is a constant vector), nor
+    are a per-person store's ``trajectory`` dims (after motion: a walk left is a constant velocity).
     """
     options = {k: v for k, v in model_config.model_dump().items() if k in model_options(model_config.name)}
-    motion = sum(dims for name, dims in streams or [] if name == "motion")  # last in the canonical order
+    motion = sum(dims for name, dims in streams or [] if name in ("motion", "trajectory"))  # last in canonical order
     if motion:
         options["motion_dims"] = motion
     if model_config.name == "tcn" and options.get("pooling") not in ("max", "mean"):

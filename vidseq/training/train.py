@@ -43,6 +43,7 @@ from vidseq.errors import VidseqError
 from vidseq.features import FeatureStore, resolve_device
 from vidseq.models import load_model, make_checkpoint, pad_sequences
 from vidseq.outputs import check_writable
+from vidseq.threads import local_processes, set_torch_threads, thread_budget
 from vidseq.training import checkpoint as checkpoints
 from vidseq.training import distributed
 from vidseq.training.evaluate import evaluate_sequences
@@ -87,6 +88,7 @@ class TrainResult:
     labels: list[str]
     stopped_early: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    stop_reason: str = ""  # one line: why training ended (early stopping, or all epochs run)
 
     @property
     def best_checkpoint(self) -> Path:
@@ -114,6 +116,7 @@ def train(
     """
     model_config, config = model_config or ModelConfig(), config or TrainConfig()
     evaluate_config = evaluate_config or EvaluateConfig()
+    set_torch_threads(thread_budget().training(processes=local_processes()))  # see vidseq.threads
     out = Path(out or config.out)
     stores = stream_stores(FeatureStore.load_existing(features_dir(features or config.features)), config.streams)
     check_writable(out, what="train --out, the run folder")
@@ -193,6 +196,7 @@ def _train_late(
         data.labels,
         all(r.stopped_early for r in results.values()),
         extra,
+        "; ".join(f"{stream}: {r.stop_reason}" for stream, r in results.items()),
     )
 
 
@@ -286,7 +290,7 @@ def fit(
     config, train_set, val_set = run.config, run.data.subset("train"), run.data.subset("val")
     if len(train_set) == 0 or len(val_set) == 0:
         raise VidseqError(f"need videos in both train and val splits, got {run.data.counts()}")
-    stopped = run.bad_epochs >= config.patience
+    stopped = _patience_spent(run)
     desc = "train" if list(run.stores) == ["appearance"] else f"train {'+'.join(run.stores)}"
     bar = _epoch_bar(config.epochs, run.epoch, progress and distributed.is_main(), desc)
     while run.epoch < config.epochs and not stopped:
@@ -302,7 +306,7 @@ def fit(
         run.history.append(row)
         _track_best(run, val)
         run.save("last.pt")
-        stopped = run.bad_epochs >= config.patience
+        stopped = _patience_spent(run)
         bar.set_postfix_str(f"loss {row['train_loss']:.3f} val acc {row['val_accuracy']:.3f}")
         bar.update(1)
         if on_epoch_end is not None and distributed.is_main():
@@ -381,8 +385,29 @@ def _track_best(run: _TrainingState, val: dict[str, Any]) -> None:
     if run.best is None or score > tuple(run.best):
         run.best, run.best_epoch, run.bad_epochs = list(score), run.epoch, 0
         run.save("best.pt")
-    else:
+    elif run.epoch * run.setup.steps_per_epoch > run.setup.warmup_steps:  # warm-up epochs do not count
         run.bad_epochs += 1
+
+
+def _patience_spent(run: _TrainingState) -> bool:
+    """Early stopping: ``patience`` epochs without a better val metric (after the warm-up) that
+    also hold ``patience_steps`` optimiser steps (an epoch of a small dataset is a few steps)."""
+    config = run.config
+    steps = run.bad_epochs * run.setup.steps_per_epoch
+    return run.bad_epochs >= config.patience and steps >= config.patience_steps
+
+
+def _stop_reason(run: _TrainingState, stopped: bool) -> str:
+    """One line: why the run ended and where its best epoch is."""
+    config, spe = run.config, run.setup.steps_per_epoch
+    best = f"best val {config.monitor} at epoch {run.best_epoch}"
+    if stopped:
+        return (
+            f"early stopping after epoch {run.epoch} of {config.epochs}: val {config.monitor} did not improve for "
+            f"{run.bad_epochs} epochs ({run.bad_epochs * spe} optimiser steps; patience {config.patience} epochs "
+            f"and {config.patience_steps} steps); {best}"
+        )
+    return f"ran all {run.epoch} epochs ({run.epoch * spe} optimiser steps, {spe} per epoch); {best}"
 
 
 def _finish(run: _TrainingState, evaluate_config: EvaluateConfig, stopped: bool) -> TrainResult:
@@ -390,7 +415,8 @@ def _finish(run: _TrainingState, evaluate_config: EvaluateConfig, stopped: bool)
     metrics, so every rank returns the same result."""
     reports = _final_reports(run, evaluate_config) if distributed.is_main() else None
     val, test = distributed.broadcast(reports)
-    return TrainResult(run.out, run.best_epoch, run.history, val, test, run.data.labels, stopped)
+    reason = _stop_reason(run, stopped)
+    return TrainResult(run.out, run.best_epoch, run.history, val, test, run.data.labels, stopped, stop_reason=reason)
 
 
 def _final_reports(

@@ -1,31 +1,43 @@
-"""Extraction throughput: vidseq end to end against its parts and against a naive loop.
+"""Extraction throughput: vidseq end to end against its parts, per runtime, and against a naive loop.
 
 Measures in one run, on the same videos and sampling:
   (a) decode-only frames/s   - vidseq's decode workers with no model
-  (b) model-only frames/s    - the backbone on frames already decoded and fitted
-  (c) vidseq end-to-end      - `vidseq.features.extract` (workers + packed batches)
-  (d) naive loop             - cv2 reads every frame, one forward per sampled frame
-and prints (c)/min(a,b) and (c)/(d). Run by hand:  python benchmarks/extract.py --help
+  (b) model-only frames/s    - the extraction's ``FrameEncoder`` (normalise + backbone, fixed batch)
+                               on frames already decoded and fitted, per runtime
+  (c) vidseq end-to-end      - `vidseq.features.extract` (workers + packed batches), per runtime
+  (d) naive loop (--naive)   - cv2 reads every frame, one forward per sampled frame
+Everything is warmed up first (file cache, kernels, the ONNX export and session), then each part
+runs --repeats times, the parts alternating round by round; the best run of each counts (on a
+shared machine the slow runs measure the neighbours). Prints (c)/min(a,b), (c)/(d), and with
+--runtime onnxruntime the onnxruntime/torch ratios of (b) and (c) measured in the same rounds.
+--compete: the same rounds again beside a competing job (one busy process per usable core,
+started after the quiet rounds, stopped at the end), and the ratios of both.
+
+    python benchmarks/extract.py --runtime onnxruntime --compete
 
 With --motion (the issue's budget: the optical-flow motion stream adds at most 10 % to the
 extraction time at default settings), also, on the same videos in the same run:
   (a+m) decode-only with the motion stream's pair frames and flow, in the decode workers
   (c+m) vidseq end-to-end with the motion stream (`extract(..., motion=...)`)
   flow-only: FlowPooler alone on the pairs, one core
-(a)/(a+m) and (c)/(c+m) are each run --repeats times, alternating (the best of each counts: on a
-shared machine the slowest runs measure the neighbours), and (c+m)/(c) in time is printed.
+(a)/(a+m) and (c)/(c+m) are each run --repeats times, alternating (the best of each counts),
+and (c+m)/(c) in time is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from vidseq.backbones import create_backbone, normalize_frames
+from vidseq.backbones import FrameEncoder, create_backbone
 from vidseq.config import BackboneConfig, ExtractConfig, MotionConfig, SamplingConfig
 from vidseq.datasets import discover_videos
 from vidseq.features import extract
@@ -47,15 +59,12 @@ def decode_only(items, spec, sampling, config, motion: MotionConfig | None = Non
     return sum(len(f) for f in frames) / seconds, frames
 
 
-@torch.inference_mode()
-def model_only(model, frames: list[torch.Tensor], batch_size: int) -> float:
+def model_only(encoder: FrameEncoder, frames: list[torch.Tensor]) -> float:
+    """Frames/s of the extraction's model side alone: ``encoder`` (a ``BatchForward``'s settings:
+    fixed batch, normalisation, the runtime) on every decoded frame."""
     allframes = torch.cat(frames)
-    model.to(memory_format=torch.channels_last)
-    model(normalize_frames(allframes[:2], model.spec).contiguous(memory_format=torch.channels_last))  # warm-up
     start = time.perf_counter()
-    for i in range(0, len(allframes), batch_size):
-        x = normalize_frames(allframes[i : i + batch_size], model.spec)
-        model(x.contiguous(memory_format=torch.channels_last))
+    encoder(allframes)
     return len(allframes) / (time.perf_counter() - start)
 
 
@@ -120,6 +129,57 @@ def naive(items, model, sampling) -> float:
     return count / (time.perf_counter() - start)
 
 
+def _busy() -> None:
+    while True:
+        pass
+
+
+@contextmanager
+def competing_job(processes: int):
+    """``processes`` busy Python loops (one core each) for the block; none when 0."""
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_busy, daemon=True) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(0.5 if workers else 0)  # let them get going
+        yield
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.join()
+
+
+def rounds(parts: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Every part run ``repeats`` times, alternating part by part within each round."""
+    runs: dict[str, list[float]] = {name: [] for name in parts}
+    for _ in range(repeats):
+        for name, part in parts.items():
+            runs[name].append(part())
+    return runs
+
+
+def report(title: str, runs: dict[str, list[float]], runtimes: list[str]) -> dict[str, float]:
+    """Prints every run and the best of each part, and the ratios; returns the bests."""
+    best = {name: max(values) for name, values in runs.items()}
+    print(f"-- {title}")
+    for name, values in runs.items():
+        print(f"  {name:<26}{best[name]:8.1f} frames/s   (runs: {' '.join(f'{v:.1f}' for v in values)})")
+    a = best["(a) decode-only"]
+    for runtime in runtimes:
+        b, c = best[f"(b) model-only {runtime}"], best[f"(c) end-to-end {runtime}"]
+        line = f"  {runtime:<12} (c)/min(a,b) = {c / min(a, b):.2f} (goal >= 0.8)"
+        if "(d) naive loop" in best:
+            line += f"   (c)/(d) = {c / best['(d) naive loop']:.2f} (goal >= 3)"
+        print(line)
+    if len(runtimes) == 2:
+        model = best["(b) model-only onnxruntime"] / best["(b) model-only torch"]
+        e2e = best["(c) end-to-end onnxruntime"] / best["(c) end-to-end torch"]
+        print(f"  onnxruntime / torch: model-only {model:.2f}x   end-to-end {e2e:.2f}x")
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=Path, default=DEFAULT_VIDEOS, help="folder, list or dataset")
@@ -127,7 +187,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--backbone", default="efficientnet_lite0")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads in the main process")
+    parser.add_argument("--threads", type=int, default=2, help="torch (and onnxruntime) threads in the main process")
+    parser.add_argument(
+        "--runtime",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help="onnxruntime: measure (b) and (c) with both runtimes, in the same rounds, and print their ratios",
+    )
+    parser.add_argument(
+        "--compete",
+        action="store_true",
+        help="also run the rounds beside a competing job: one busy process per usable core",
+    )
+    parser.add_argument("--naive", action="store_true", help="also (d), the naive loop (reads every frame: slow)")
     parser.add_argument(
         "--long",
         type=int,
@@ -141,8 +213,8 @@ def main() -> None:
         action="store_true",
         help="also measure the motion stream (default motion settings) against no motion",
     )
-    parser.add_argument("--motion-only", action="store_true", help="only the motion comparison (skip (b) and (d))")
-    parser.add_argument("--repeats", type=int, default=3, help="--motion: end-to-end runs of each, alternating")
+    parser.add_argument("--motion-only", action="store_true", help="only the motion comparison (skip (b)-(d))")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each part (the best counts), alternating")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.long:
@@ -154,21 +226,40 @@ def main() -> None:
     config = ExtractConfig(num_workers=args.workers, batch_size=args.batch_size)
     backbone_cfg = BackboneConfig(name=args.backbone)
     model = create_backbone(args.backbone)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    runtimes = ["torch", "onnxruntime"] if args.runtime == "onnxruntime" else ["torch"]
     print(
         f"videos: {len(items)} from {args.videos}, uniform x{args.count}, {args.backbone}, "
-        f"workers {args.workers}, batch {args.batch_size}, torch threads {args.threads}"
+        f"workers {args.workers}, batch {args.batch_size}, threads {args.threads}, {cores} usable cores, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
-    a, frames = decode_only(items, model.spec, sampling, config)  # with --motion-only: a warm-up (file cache)
-    print(f"(a) decode-only      {a:8.1f} frames/s")
+    _, frames = decode_only(items, model.spec, sampling, config)  # warm-up: the file cache
     if not args.motion_only:
-        b = model_only(model, frames, args.batch_size)
-        c = end_to_end(items, backbone_cfg, sampling, config)
-        d = naive(items, create_backbone(args.backbone), sampling)
-        print(f"(b) model-only       {b:8.1f} frames/s")
-        print(f"(c) vidseq end-to-end{c:8.1f} frames/s")
-        print(f"(d) naive loop       {d:8.1f} frames/s")
-        print(f"(c)/min(a,b) = {c / min(a, b):.2f}   (goal >= 0.8)")
-        print(f"(c)/(d)      = {c / d:.2f}   (goal >= 3)")
+        parts = {"(a) decode-only": lambda: decode_only(items, model.spec, sampling, config)[0]}
+        for runtime in runtimes:
+            encoder = FrameEncoder(
+                model,
+                precision=config.precision,
+                channels_last=config.channels_last,
+                batch=config.batch_size,
+                runtime=runtime,
+            )
+            assert encoder.runtime == runtime, f"{args.backbone} does not run with {runtime}"
+            run_config = config.model_copy(update={"runtime": runtime})
+            parts[f"(b) model-only {runtime}"] = lambda e=encoder: model_only(e, frames)
+            parts[f"(c) end-to-end {runtime}"] = lambda c=run_config: end_to_end(items, backbone_cfg, sampling, c)
+        if args.naive:
+            naive_model = create_backbone(args.backbone)
+            parts["(d) naive loop"] = lambda: naive(items, naive_model, sampling)
+        for name, part in parts.items():  # warm-up: kernels, the export and its session, the workers
+            if not name.startswith("(d)"):
+                part()
+        quiet = report("quiet", rounds(parts, args.repeats), runtimes)
+        if args.compete:
+            with competing_job(cores):
+                busy = report(f"beside a competing job ({cores} busy processes)", rounds(parts, args.repeats), runtimes)
+            for name in quiet:
+                print(f"  {name:<26} beside the job: {busy[name] / quiet[name]:.2f}x its quiet frames/s")
     if args.motion or args.motion_only:
         motion_comparison(items, model.spec, backbone_cfg, sampling, config, args.repeats)
 

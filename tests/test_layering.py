@@ -22,6 +22,7 @@ LAYERS = {
     "vidseq.progress": 0,  # progress bars on a terminal, plain lines in logs (imports nothing of vidseq)
     "vidseq.interrupts": 0,  # SIGTERM raised like Ctrl-C while clean-stopping work runs (imports nothing)
     "vidseq.config": 1,
+    "vidseq.threads": 1,  # cores this process may use and their split (imports errors only; torch/cv2 lazily)
     "vidseq.outputs": 1,  # output folders checked before work, OSErrors as one line (imports errors only)
     "vidseq.io": 2,
     "vidseq.sampling": 2,
@@ -34,8 +35,10 @@ LAYERS = {
     "vidseq.plots": 7,  # confusion and training-curve PNGs: draws what metrics computes (imports it)
     "vidseq.training": 8,  # sequences, checkpoint, evaluate, weights, runs, distributed, train
     "vidseq.predict": 9,
+    "vidseq.bench": 9,  # `vidseq bench`: times extraction's parts (imports io, synth, backbones, features)
     "vidseq.tracking": 10,
     "vidseq.pipeline": 11,
+    "vidseq.doctor": 11,  # `vidseq doctor`: checks the install (imports io, outputs, tracking's URI helpers)
     "vidseq.cli": 12,
     "vidseq.__main__": 13,
 }

@@ -8,6 +8,7 @@ Place in the data flow: sampled frames ``uint8 (N, H, W, 3)`` RGB -> ``fit_frame
     encoder = FrameEncoder(backbone, precision="auto", channels_last=True)
     features = encoder(fit_frames(frames, backbone.spec))  # numpy (N, backbone.spec.feature_dim)
     cache_key = backbone.spec.key()                        # everything that changes the features
+    onnx_encoder = FrameEncoder(backbone, runtime="onnxruntime")  # same features via ONNX Runtime
 
 Importing this package registers the table (``list_backbones()``) but imports neither
 torchvision models nor ultralytics nor timm: builders import them when called.
@@ -32,6 +33,15 @@ from vidseq.backbones.encode import (
     fit_frames,
     preprocess_frames,
 )
+from vidseq.backbones.onnx import (
+    PARITY_TOL,
+    RUNTIMES,
+    BackboneExportError,
+    OnnxFallbackWarning,
+    cached_export,
+    export_backbone,
+    parity_error,
+)
 from vidseq.backbones.registry import (
     BACKBONES,
     DEFAULT_BACKBONE,
@@ -46,18 +56,25 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "DEFAULT_WEIGHTS",
     "IMAGENET_CLASSES",
+    "PARITY_TOL",
+    "RUNTIMES",
     "Backbone",
     "BackboneError",
+    "BackboneExportError",
     "BackboneSpec",
     "EfficientNetLite0Backbone",
     "FrameEncoder",
+    "OnnxFallbackWarning",
     "autocast_dtype",
+    "cached_export",
     "create_backbone",
     "decode_size",
+    "export_backbone",
     "fit_frames",
     "imagenet_classes",
     "list_backbones",
     "normalize_frames",
+    "parity_error",
     "pool_maps",
     "preprocess_frames",
     "register_backbone",

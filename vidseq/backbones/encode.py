@@ -6,7 +6,7 @@ already have resized them to ``decode_size``) -> **fit_frames** -> fitted ``uint
 the backbone and its pooling) -> ``float32 (N, D)`` features.
 
 Every caller goes through these two: extraction (both engines: decode workers fit, the model
-side runs a ``FrameEncoder`` set from ``extract.precision``/``channels_last``), prediction
+side runs a ``FrameEncoder`` set from ``extract.precision``/``channels_last``/``runtime``), prediction
 (``Predictor.embed`` for live streams with the same settings; files and windows run the
 extraction loop itself) and ``Backbone.features``. A second copy drifts: stream prediction once
 fitted frames its own way and skipped autocast, so on a GPU a head trained on fp16/bf16
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from vidseq.backbones.onnx import RUNTIMES, OrtSession, onnx_session
 from vidseq.backbones.spec import BackboneError, BackboneSpec, frames_tensor, normalize_frames
 from vidseq.io import output_hw, resize_frame
 
@@ -99,6 +100,15 @@ class FrameEncoder:
     depend on which other frames shared its forward: CPU kernels pick their blocking, and with it
     the order of float sums, by the batch's shape (measured: up to 1e-5 apart at batch 8 vs 16).
     Extraction uses it, so any number of writers, in any order, store bit-identical features.
+
+    ``runtime`` (``extract.runtime``): ``"torch"``, or ``"onnxruntime"``: the same fitted frames,
+    normalised by the same torch code, go through the backbone's ONNX export (``onnx.cached_export``,
+    once per spec + weights) in an ONNX Runtime session (``onnx.OrtSession``: CUDA/TensorRT
+    providers on a GPU device where installed, else CPU; intra-op threads = torch's at creation),
+    in float32 whatever ``precision`` says; its features match torch float32's within
+    ``onnx.PARITY_TOL``. A backbone that does not export runs with torch after one
+    ``OnnxFallbackWarning``: ``self.runtime`` then says ``"torch"``; ``self.requested_runtime``
+    keeps what was asked for. onnxruntime not installed: a ``ConfigError`` naming the extra.
     """
 
     def __init__(
@@ -109,12 +119,20 @@ class FrameEncoder:
         channels_last: bool = True,
         device: torch.device | str | None = None,
         batch: int | None = None,
+        runtime: str = "torch",
     ) -> None:
+        if runtime not in RUNTIMES:
+            raise BackboneError(f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
         self.backbone, self.precision, self.channels_last, self.batch = backbone, precision, channels_last, batch
         self.device = backbone.device if device is None else torch.device(device)
         self.autocast_dtype = autocast_dtype(precision, self.device)
         if channels_last:
             backbone.to(memory_format=torch.channels_last)
+        self.requested_runtime = runtime
+        self.session: OrtSession | None = None
+        if runtime == "onnxruntime":
+            self.session = onnx_session(backbone, device=self.device)
+        self.runtime = "onnxruntime" if self.session is not None else "torch"
 
     @property
     def spec(self) -> BackboneSpec:
@@ -136,6 +154,9 @@ class FrameEncoder:
         return torch.cat(parts) if parts else self._forward(frames)
 
     def _forward(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.session is not None:  # same normalisation, on the CPU, as NCHW float32 for ORT
+            x = normalize_frames(frames.cpu(), self.spec).contiguous()
+            return torch.from_numpy(self.session.run(x.numpy())).to(self.device)
         x = normalize_frames(frames.to(self.device, non_blocking=True), self.spec)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

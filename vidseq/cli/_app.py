@@ -57,7 +57,9 @@ def friendly(func: Callable) -> Callable:
             if os.environ.get("VIDSEQ_DEBUG"):
                 raise
             stopped = isinstance(exc, Interrupted)
-            err_console.print(f"[bold red]{'stopped' if stopped else 'error'}:[/] {exc}", markup=True, highlight=False)
+            err_console.print(
+                f"[bold red]{'stopped' if stopped else 'error'}:[/] {escape(str(exc))}", markup=True, highlight=False
+            )
             raise typer.Exit(128 + exc.signum if stopped else 2) from None
         except OSError as exc:
             line = os_error_line(exc)
@@ -87,8 +89,17 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Print the version."
     ),
+    threads: int | None = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="Cores vidseq may use, in all (decode workers + torch threads; sets VIDSEQ_THREADS); "
+        "default: the CPU affinity and cgroup quota. Before the command: vidseq --threads 4 extract ...",
+    ),
 ) -> None:
     """vidseq: action recognition in video."""
+    if threads is not None:  # read by vidseq.threads here and in child processes (torchrun, workers)
+        os.environ["VIDSEQ_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(threads)
 
 
 def main() -> None:

@@ -147,9 +147,9 @@ def _describe_error(exc: Exception) -> str:
 
 class BatchForward(FrameEncoder):
     """Both engines' forward: the one ``FrameEncoder`` (``uint8 (N, S, S, 3)`` fitted frames ->
-    ``(N, D)`` float32 numpy), set from the run's ``extract.precision``, ``channels_last`` and
-    ``batch_size`` (every forward exactly that many frames: stored features do not depend on
-    which videos shared a batch)."""
+    ``(N, D)`` float32 numpy), set from the run's ``extract.precision``, ``channels_last``,
+    ``runtime`` (torch or onnxruntime) and ``batch_size`` (every forward exactly that many frames:
+    stored features do not depend on which videos shared a batch)."""
 
     def __init__(self, model: Backbone, config: ExtractConfig, device: torch.device) -> None:
         super().__init__(
@@ -158,6 +158,7 @@ class BatchForward(FrameEncoder):
             channels_last=config.channels_last,
             device=device,
             batch=config.batch_size,
+            runtime=config.runtime,
         )
 
 

@@ -8,7 +8,9 @@ processed in chunks of ``chunk_frames``, so decoded frames never pile up, and it
 to a memory-mapped temporary file when they are large, so peak memory does not grow with video
 length. A bad video becomes a manifest
 row with its error, and so does one whose decoder hangs or leaks (``extract.video_timeout``,
-``extract.worker_memory_gb``: its worker is killed and replaced); the run goes on.
+``extract.worker_memory_gb``: its worker is killed and replaced); the run goes on. The run's
+thread budget (``vidseq.threads``) sizes the decode workers (``extract.num_workers: auto``) and
+the backbone's torch threads so that together they never outnumber the cores it may use.
 
 With ``motion`` enabled the same run writes the motion stream (``vidseq.features.motion``) into a second
 store under the same root, linked to the first: the decode workers read each chunk's frames and
@@ -54,6 +56,7 @@ from vidseq.features.keys import (
 from vidseq.features.plan import ExtractionPlan, ExtractionRun, ExtractResult, extract_rounds, plan_extraction, plan_run
 from vidseq.features.workers import DecodeLimits, DecodeSettings, decode_videos
 from vidseq.progress import progress_bar
+from vidseq.threads import thread_budget, torch_threads
 
 __all__ = [  # the shared core lives in ``plan`` and ``_engine``; re-exported for their old callers
     "FEATURE_KEY_VERSION", "BatchForward", "ExtractResult", "ExtractionPlan", "ExtractionRun", "VideoSink",
@@ -122,18 +125,23 @@ def extract(
 
     def engine(run: ExtractionRun) -> ExtractResult:
         start = time.perf_counter()
-        runner = _Runner(model, config, device, run.sink, run.motion_sink)
-        loader = _loader(
-            run.jobs(), model.spec, sampling, config, (io or IOConfig()).backend, device, motion=run.motion_config
-        )
-        with (
-            progress_bar(len(run.todo), desc="extract", unit="video", enabled=progress) as bar,
-            closing(loader),
-        ):  # closing: workers stop
-            run.progress.bar = bar
-            for chunk in loader:
-                runner.add(chunk)
-            runner.flush()
+        jobs = run.jobs()
+        threads = thread_budget().extraction(config.num_workers, device=device.type, videos=len(jobs))
+        with torch_threads(threads.torch):  # set first: an onnxruntime session sizes itself from it
+            runner = _Runner(model, config, device, run.sink, run.motion_sink)
+            backend = (io or IOConfig()).backend
+            loader = _loader(
+                jobs, model.spec, sampling, config, backend, device, motion=run.motion_config, workers=threads.workers
+            )
+            desc = f"extract [{threads.describe(torch.get_num_threads())}]"
+            with (
+                progress_bar(len(run.todo), desc=desc, unit="video", enabled=progress) as bar,
+                closing(loader),
+            ):  # closing: workers stop
+                run.progress.bar = bar
+                for chunk in loader:
+                    runner.add(chunk)
+                runner.flush()
         run.close()
         return run.finish(time.perf_counter() - start)
 
@@ -152,17 +160,17 @@ def _loader(
     device: torch.device,
     *,
     motion: MotionConfig | None = None,
+    workers: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Decoded chunks of ``jobs`` (``ExtractionRun.jobs()``), their frames as tensors (pinned on CUDA).
 
-    ``config.num_workers`` watched decode workers (``workers.decode_videos``; 0: decoding here,
-    without limits); ``motion``: the run's motion settings (None: no motion stream).
+    ``workers`` watched decode workers (``workers.decode_videos``; 0: decoding here, without
+    limits; the run's thread budget sizes them from ``config.num_workers``); ``motion``: the run's
+    motion settings (None: no motion stream).
     """
     settings = DecodeSettings(spec, sampling, backend, config.chunk_frames, motion)
     pin = device.type == "cuda"
-    for part in decode_videos(
-        jobs, settings, workers=min(config.num_workers, len(jobs)), limits=DecodeLimits.of(config)
-    ):
+    for part in decode_videos(jobs, settings, workers=workers, limits=DecodeLimits.of(config)):
         if not part["error"]:
             part["frames"] = torch.from_numpy(part["frames"])
             if pin:

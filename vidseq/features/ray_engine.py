@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from vidseq.backbones import Backbone, BackboneSpec
+from vidseq.backbones.onnx import require_onnxruntime
 from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
 from vidseq.datasets import Dataset, VideoItem
 from vidseq.errors import VidseqError
@@ -100,6 +101,8 @@ def extract_ray(
     """
     ray = _import_ray()
     config = config or ExtractConfig(engine="ray")
+    if config.runtime == "onnxruntime":
+        require_onnxruntime()  # here, as one line, before any actor (each actor's BatchForward runs it)
     sampling = sampling or SamplingConfig()
     io = io or IOConfig()
     if isinstance(backbone, Backbone):

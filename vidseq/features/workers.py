@@ -45,6 +45,7 @@ import torch
 from vidseq.backbones import BackboneSpec
 from vidseq.config import ExtractConfig, MotionConfig, SamplingConfig
 from vidseq.features._engine import flow_pooler, video_chunks
+from vidseq.threads import single_threaded_children
 
 POLL_SECONDS = 0.2  # how often the limits are checked (and the longest a kill waits to be seen)
 _GB = 1e9
@@ -117,10 +118,7 @@ def decode_videos(
 ) -> Iterator[dict[str, Any]]:
     """Every job's chunks (one video's in order, videos interleaved), decoded by ``workers``
     watched processes; 0: in this process, where no limit can be kept."""
-    if workers < 1:
-        # As in a worker: torch on one thread. So this process's forward runs on one thread too,
-        # as it always has with num_workers 0 (the DataLoader's in-process path did the same).
-        torch.set_num_threads(1)
+    if workers < 1:  # decoding and the forward take turns here: torch keeps the caller's threads
         for job in jobs:
             yield from decode_video(job, settings)
         return
@@ -225,7 +223,8 @@ class _Worker:
         self.process = context.Process(
             target=_serve, args=(child, work, self.clock, inherited), name="vidseq-decode", daemon=True
         )
-        self.process.start()
+        with single_threaded_children():  # OpenCV on 1 thread in the worker (set here: see there)
+            self.process.start()
         child.close()
 
     def start(self, job: DecodeJob) -> None:
@@ -265,8 +264,9 @@ def _serve(conn: Connection, work: Work, clock, inherited: list[Connection]) -> 
     The clock, one shared double (one word: always read whole): while the worker decodes it
     holds the monotonic time the video would have started at had it never waited (elapsed =
     now - value); while it waits for the parent to take an item, minus the elapsed seconds.
-    (``cv2.setNumThreads`` is never called here: in a forked worker it frees the parent's OpenCV
-    thread pool and hangs.)
+    A worker is one thread of the run's budget (``vidseq.threads``): torch on one thread here,
+    OpenCV on one from before the fork (``cv2.setNumThreads`` is never called here: in a forked
+    worker it frees the parent's OpenCV thread pool and hangs).
     """
     for other in inherited:  # the parent's ends of other workers' pipes
         other.close()

@@ -197,7 +197,8 @@ def relaunch_under_torchrun(nproc: int, argv: list[str] | None = None) -> int:
     import sys
 
     args, skip = [], False
-    for arg in (sys.argv if argv is None else argv)[2:]:  # [vidseq, train, ...]
+    argv = sys.argv if argv is None else argv  # [vidseq, (root options: --threads N, inherited as env), train, ...]
+    for arg in argv[argv.index("train") + 1 if "train" in argv else 2 :]:
         if skip:
             skip = False
         elif arg == "--ddp":

@@ -1,0 +1,552 @@
+"""Export: a trained model -> a folder of files that run without vidseq's classes (``vidseq export``).
+
+Place in the data flow: a model ``vidseq predict`` accepts (``best.pt``, a bundle or MLflow model
+folder) -> **export_model** -> ``DIR/`` holding
+
+    backbone.onnx | backbone.pt   normalised frames ``float32 (N, 3, S, S)`` -> ``float32 (N, D)``
+                                  (``Backbone.forward``, pooling included; ONNX by
+                                  ``vidseq.backbones.onnx.export_backbone``, TorchScript by tracing)
+    head.onnx | head.pt           ``features float32 (B, T, D)`` + ``lengths int64 (B,)`` ->
+                                  ``probabilities float32 (B, C)``: the temporal model and, for
+                                  late fusion, the streams' fusion (weighted mean of the members'
+                                  softmax), with batch and time dynamic
+    manifest.json                 inputs/outputs, preprocessing, sampling, streams, labels, files
+                                  and their sha256 (``vidseq.predict.exported`` reads it)
+
+``vidseq.predict.exported`` runs such a folder (``vidseq predict --model DIR``). The head is not
+the trained module traced as is: ``pack_padded_sequence`` and the input checks do not export, so
+``export_head`` rebuilds each model's forward from its own layers in a form without data-dependent
+Python (masks from ``lengths``; a bidirectional RNN run as one single-direction RNN per layer and
+direction, the backward one over each sequence reversed within its length), which gives the
+packed model's outputs for padded batches. The motion stream (OpenCV optical flow,
+``vidseq.features.motion``) is no network and is not exported: the manifest names its settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidseq import __version__
+from vidseq.backbones.spec import file_sha256
+from vidseq.models import LateFusion, MeanPoolClassifier, RecurrentClassifier, TemporalConvClassifier
+from vidseq.models.recurrent import CELLS
+from vidseq.models.sequence import masked_max, masked_mean, normalize_streams
+from vidseq.predict._predictor import Predictor, load_predictor
+from vidseq.predict.exported import (
+    BACKBONE_INPUT,
+    BACKBONE_OUTPUT,
+    EXPORT_FORMAT,
+    FORMAT_VERSION,
+    FORMATS,
+    HEAD_INPUTS,
+    HEAD_OUTPUT,
+    MANIFEST_FILE,
+    MOTION_COMPUTED_BY,
+    ExportError,
+    load_torchscript,
+    read_manifest,
+)
+
+DEFAULT_OPSET = 18
+_EXAMPLE_LENGTHS = (5, 3)  # the head is traced on a padded batch: two videos of 5 and 3 frames
+
+
+@dataclass
+class ExportResult:
+    """What ``export_model`` wrote: the folder, its manifest and the checks it passed."""
+
+    out: Path
+    manifest: dict[str, Any]
+
+    @property
+    def files(self) -> list[str]:
+        return sorted(self.manifest["files"])
+
+
+# -- the head, in a form that exports --------------------------------------------------------
+
+
+def _valid(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` bool, True at ``t < lengths[b]``; from a cumulative sum, not ``arange(T)``, so
+    the time axis stays symbolic in both exporters."""
+    steps = torch.ones_like(features[..., 0]).cumsum(1)  # 1..T per row
+    return steps <= lengths[:, None].to(features.dtype)
+
+
+def _gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x (B, T, F)`` reordered along time by ``index (B, T)``."""
+    return x.gather(1, index[..., None].expand(-1, -1, x.shape[-1]))
+
+
+class _Recurrent(nn.Module):
+    """``RecurrentClassifier.forward`` without packing: one single-direction RNN per layer and
+    direction (the trained weights, copied); the backward direction reads each sequence reversed
+    within its own length, so padding never reaches a valid step, as with a packed batch."""
+
+    def __init__(self, model: RecurrentClassifier) -> None:
+        super().__init__()
+        hp = model.hparams
+        self.norm, self.head, self.attention = model.norm, model.head, model.attention
+        self.motion_dims = int(hp.get("motion_dims") or 0)
+        self.center = bool(hp.get("center", False))
+        self.pooling, self.bidirectional = hp["pooling"], bool(hp["bidirectional"])
+        self.hidden = int(hp["hidden_size"])
+        cell = CELLS[hp["cell"]]
+        directions = ("", "_reverse") if self.bidirectional else ("",)
+        self.forward_rnns, self.backward_rnns = nn.ModuleList(), nn.ModuleList()
+        for layer in range(int(hp["num_layers"])):
+            for suffix in directions:
+                source = f"l{layer}{suffix}"
+                inputs = getattr(model.rnn, f"weight_ih_{source}").shape[1]
+                rnn = cell(inputs, self.hidden, batch_first=True, bias=model.rnn.bias)
+                with torch.no_grad():
+                    for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                        if hasattr(rnn, f"{kind}_l0"):
+                            getattr(rnn, f"{kind}_l0").copy_(getattr(model.rnn, f"{kind}_{source}"))
+                (self.backward_rnns if suffix else self.forward_rnns).append(rnn)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = _valid(features, lengths)
+        x = features
+        appearance = features.shape[-1] - self.motion_dims
+        if self.center and appearance > 0:
+            x = torch.cat([_centred(x[..., :appearance], mask), x[..., appearance:]], dim=-1)
+        x = normalize_streams(self.norm, x, self.motion_dims)
+        last = (lengths - 1).clamp(min=0)
+        if self.bidirectional:
+            position = torch.ones_like(mask, dtype=torch.int64).cumsum(1) - 1  # (B, T): 0..T-1
+            reverse = torch.where(mask, last[:, None] - position, position)
+        for layer, rnn in enumerate(self.forward_rnns):
+            out, _ = rnn(x)
+            if self.bidirectional:
+                back, _ = self.backward_rnns[layer](_gather_time(x, reverse))
+                out = torch.cat([out, _gather_time(back, reverse)], dim=-1)
+            x = out
+        if self.pooling == "last":
+            pooled = _gather_time(x[..., : self.hidden], last[:, None]).squeeze(1)
+            if self.bidirectional:  # the backward direction ends at step 0
+                pooled = torch.cat([pooled, x[:, 0, self.hidden :]], dim=-1)
+        elif self.pooling == "mean":
+            pooled = masked_mean(x, mask)
+        else:
+            pooled = self.attention(x, mask)
+        return self.head(pooled)
+
+
+def _centred(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``center_sequences``: each sequence minus its mean over its valid steps; padding zero."""
+    keep = mask[..., None]
+    valid = torch.where(keep, x, torch.zeros_like(x))
+    mean = valid.sum(1, keepdim=True) / keep.sum(1, keepdim=True).to(x.dtype)
+    return torch.where(keep, x - mean, valid)
+
+
+class _MeanPool(nn.Module):
+    def __init__(self, model: MeanPoolClassifier) -> None:
+        super().__init__()
+        self.norm, self.mlp = model.norm, model.mlp
+        self.motion_dims = int(model.hparams["motion_dims"])
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = _valid(features, lengths)
+        return self.mlp(masked_mean(normalize_streams(self.norm, features, self.motion_dims), mask))
+
+
+class _TemporalConv(nn.Module):
+    def __init__(self, model: TemporalConvClassifier) -> None:
+        super().__init__()
+        self.norm, self.convs, self.head = model.norm, model.convs, model.head
+        self.motion_dims = int(model.hparams["motion_dims"])
+        self.max_pool = model.hparams["pooling"] == "max"
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = _valid(features, lengths)
+        x = normalize_streams(self.norm, features, self.motion_dims)
+        for conv in self.convs:
+            x = torch.where(mask[..., None], x, torch.zeros_like(x))
+            x = torch.relu(conv(x.transpose(1, 2)).transpose(1, 2))
+        return self.head(masked_max(x, mask) if self.max_pool else masked_mean(x, mask))
+
+
+class _LateFusion(nn.Module):
+    """``LateFusion.forward``: ``log sum_i w_i softmax(member_i(x[..., dims_i]))``."""
+
+    def __init__(self, model: LateFusion) -> None:
+        super().__init__()
+        members = model.hparams["members"]
+        kept = [i for i, w in enumerate(model.hparams["weights"]) if w > 0]
+        self.members = nn.ModuleList(_logits_module(model.members[i]) for i in kept)
+        self.dims = [tuple(int(d) for d in members[i]["dims"]) for i in kept]
+        self.register_buffer("log_weights", torch.log(torch.tensor([model.hparams["weights"][i] for i in kept])))
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        parts = [
+            torch.log_softmax(member(features[..., start:stop], lengths).float(), dim=-1) + self.log_weights[i]
+            for i, (member, (start, stop)) in enumerate(zip(self.members, self.dims))
+        ]
+        return torch.logsumexp(torch.stack(parts), dim=0)
+
+
+def _logits_module(model: nn.Module) -> nn.Module:
+    for kind, wrapper in (
+        (LateFusion, _LateFusion),
+        (RecurrentClassifier, _Recurrent),
+        (MeanPoolClassifier, _MeanPool),
+        (TemporalConvClassifier, _TemporalConv),
+    ):
+        if isinstance(model, kind):
+            return wrapper(model)
+    raise ExportError(
+        f"a {type(model).__name__} head does not export (exportable: lstm, gru, meanpool, tcn, late_fusion)"
+    )
+
+
+class ExportHead(nn.Module):
+    """A trained temporal model as it exports: ``features (B, T, D)``, ``lengths (B,)`` int64 ->
+    ``probabilities (B, C)`` (softmax of its logits; for late fusion, the fused probability)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.logits = _logits_module(model)
+        self.eval()
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(features, lengths).float(), dim=-1)
+
+
+def export_head(model: nn.Module) -> ExportHead:
+    """``model`` (eval mode, CPU) wrapped for export; see ``ExportHead``."""
+    return ExportHead(model.cpu().eval())
+
+
+def _example_inputs(input_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.tensor(_EXAMPLE_LENGTHS, dtype=torch.int64)
+    features = torch.randn(len(lengths), int(lengths.max()), input_dim, generator=generator)
+    return features, lengths
+
+
+def _write_head(head: ExportHead, input_dim: int, path: Path, fmt: str, opset: int) -> None:
+    example = _example_inputs(input_dim)
+    names = [name for name, _, _ in HEAD_INPUTS]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer and deprecation warnings: the graph is checked after
+        if fmt == "torchscript":
+            torch.jit.save(torch.jit.trace(head, example, check_trace=False), str(path))
+            return
+        torch.onnx.export(
+            head,
+            example,
+            str(path),
+            input_names=names,
+            output_names=[HEAD_OUTPUT[0]],
+            dynamic_axes={names[0]: {0: "batch", 1: "time"}, names[1]: {0: "batch"}, HEAD_OUTPUT[0]: {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def _write_backbone(backbone, path: Path, fmt: str, opset: int) -> None:
+    if fmt == "onnx":
+        from vidseq.backbones.onnx import export_backbone
+
+        export_backbone(backbone, path, opset=opset)
+        return
+    size = backbone.spec.input_size
+    backbone.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(backbone, torch.zeros(2, 3, size, size), check_trace=False)
+        torch.jit.save(traced, str(path))
+
+
+# -- the folder ------------------------------------------------------------------------------
+
+
+def export_model(
+    model: str | Path,
+    out: str | Path,
+    *,
+    format: str = "onnx",  # noqa: A002 - the CLI's --format
+    opset: int = DEFAULT_OPSET,
+) -> ExportResult:
+    """Write the model at ``model`` (what ``load_predictor`` accepts) into the folder ``out``.
+
+    ``out`` must be absent, empty, or a previous export (replaced). The files are written to a
+    temporary folder beside ``out``, checked (each exported part against PyTorch on random
+    inputs, and the manifest read back with its sha256s), then moved into place: a failed export
+    leaves no half folder.
+    """
+    if format not in FORMATS:
+        raise ExportError(f"unknown export format {format!r}: use {' or '.join(FORMATS)}")
+    if format == "onnx":
+        _require_onnx()
+    out = Path(out)
+    if (Path(model) / MANIFEST_FILE).is_file():
+        raise ExportError(f"{model}: already an export; give the trained model (best.pt or a model folder)")
+    _check_out(out)
+    predictor = load_predictor(model, device="cpu")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-export-", dir=out.parent))
+    try:
+        manifest = _write_folder(predictor, staging, format, opset)
+        read_manifest(staging)  # what a reader checks: the format, every file, every sha256
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(out, manifest)
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise ExportError('--format onnx needs onnx and onnxruntime: pip install -e ".[onnx]"') from None
+
+
+def _check_out(out: Path) -> None:
+    if out.is_file():
+        raise ExportError(f"{out}: is a file; give a folder to export into")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST_FILE).is_file():
+        raise ExportError(f"{out}: a folder that holds other files; give a new or empty folder (or a previous export)")
+
+
+def _write_folder(predictor: Predictor, folder: Path, fmt: str, opset: int) -> dict[str, Any]:
+    suffix = ".onnx" if fmt == "onnx" else ".pt"
+    streams = predictor.streams
+    input_dim = int(predictor.model.hparams["input_dim"])
+    checks: dict[str, float] = {}
+    backbone_section = None
+    if "appearance" in streams:
+        backbone = predictor.backbone
+        path = folder / f"backbone{suffix}"
+        _write_backbone(backbone, path, fmt, opset)
+        checks["backbone"] = _check_backbone(backbone, path, fmt)
+        spec = backbone.spec
+        backbone_section = {
+            "file": path.name,
+            "inputs": [_io(BACKBONE_INPUT, ["batch", 3, spec.input_size, spec.input_size], "float32")],
+            "outputs": [_io(BACKBONE_OUTPUT, ["batch", spec.feature_dim], "float32")],
+            "spec": _spec_dict(spec),
+        }
+    head = export_head(predictor.model)
+    head_path = folder / f"head{suffix}"
+    _write_head(head, input_dim, head_path, fmt, opset)
+    checks["head"] = _check_head(head, head_path, fmt, input_dim)
+    model_state = predictor.model.hparams
+    manifest = {
+        "format": EXPORT_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "runtime": fmt,
+        "opset": opset if fmt == "onnx" else None,
+        "vidseq_version": __version__,
+        "torch_version": torch.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "labels": list(predictor.labels),
+        "model": {"name": _model_name(predictor.model), "hparams": _plain(model_state)},
+        "streams": _streams(predictor, backbone_section),
+        "fusion": _fusion(predictor),
+        "backbone": backbone_section,
+        "head": {
+            "file": head_path.name,
+            "inputs": [
+                _io(HEAD_INPUTS[0][0], ["batch", "time", input_dim], "float32"),
+                _io(HEAD_INPUTS[1][0], ["batch"], "int64"),
+            ],
+            "outputs": [_io(HEAD_OUTPUT[0], ["batch", len(predictor.labels)], "float32")],
+            "input_dim": input_dim,
+            "lengths": "frames of each video in the batch (1..time); steps at or after it are padding and never "
+            "read. A single video: batch 1, lengths [time].",
+        },
+        "preprocessing": _preprocessing(predictor, backbone_section),
+        "sampling": predictor.sampling.model_dump(mode="json"),
+        "io": predictor.io.model_dump(mode="json"),
+        "recipe": _recipe(predictor),
+        "not_exported": _not_exported(predictor),
+        "clip_seconds": predictor.clip_seconds,
+        "checks": {"max_abs_difference_vs_pytorch": checks},
+        "files": {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file()},
+    }
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _model_name(model: nn.Module) -> str:
+    if isinstance(model, LateFusion):
+        return "late_fusion"
+    if isinstance(model, RecurrentClassifier):
+        return model.hparams["cell"]
+    return "meanpool" if isinstance(model, MeanPoolClassifier) else "tcn"
+
+
+def _io(name: str, shape: list[Any], dtype: str) -> dict[str, Any]:
+    return {"name": name, "shape": shape, "dtype": dtype}
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _spec_dict(spec) -> dict[str, Any]:
+    data = dataclasses.asdict(spec)
+    data["mean"], data["std"] = list(spec.mean), list(spec.std)
+    return _plain(data)
+
+
+def _streams(predictor: Predictor, backbone_section: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each stream the head reads, its dims of the head's input and what computes it."""
+    streams, start = [], 0
+    for name in predictor.streams:
+        if name == "appearance":
+            dim = backbone_section["spec"]["feature_dim"]
+            entry = {"name": name, "computed_by": f"the backbone ({backbone_section['file']})"}
+        else:
+            from vidseq.features.motion import motion_dim
+
+            dim = motion_dim(predictor.motion)
+            entry = {
+                "name": name,
+                "computed_by": MOTION_COMPUTED_BY,
+                "settings": predictor.motion.model_dump(mode="json"),
+            }
+        streams.append({**entry, "dims": [start, start + dim]})
+        start += dim
+    return streams
+
+
+def _fusion(predictor: Predictor) -> dict[str, Any] | None:
+    if len(predictor.streams) < 2:
+        return None
+    hp = predictor.model.hparams
+    if "members" in hp:
+        return {
+            "kind": "late",
+            "in": "head",
+            "weights": {m["stream"]: w for m, w in zip(hp["members"], hp["weights"])},
+            "how": "each stream's model reads its dims; probabilities averaged with these weights (inside the head)",
+        }
+    return {"kind": "early", "how": "the streams' vectors concatenated per frame, in the order of streams"}
+
+
+def _preprocessing(predictor: Predictor, backbone_section: dict[str, Any] | None) -> dict[str, Any]:
+    spec = (backbone_section or {}).get("spec")
+    steps = [
+        "decode the video and sample frames as `sampling` says (vidseq.io, vidseq.sampling; `io` names the decoder)",
+        "fit each frame: resize the short side to `resize` and centre-crop `input_size` (fit crop), or resize "
+        "the long side to `input_size` and pad to a square with grey 114 (fit letterbox)",
+        "normalise: RGB, (pixel / 255 - mean) / std, layout NCHW float32",
+        "run the backbone per frame -> features (N, D); join the streams per frame (appearance, then motion)",
+        "run the head on (1, T, D) with lengths [T] (or a padded batch with each video's length)",
+    ]
+    section: dict[str, Any] = {"steps": steps, "precision": "float32"}
+    if spec:
+        section.update(
+            {
+                "input_size": spec["input_size"],
+                "resize": spec["resize"],
+                "fit": spec["fit"],
+                "interpolation": spec["interpolation"],
+                "mean": spec["mean"],
+                "std": spec["std"],
+                "scale": "pixel / 255",
+                "color": "RGB",
+                "layout": "NCHW",
+            }
+        )
+    return section
+
+
+def _recipe(predictor: Predictor) -> dict[str, Any]:
+    """The extraction recipe, as a checkpoint records it (``vidseq.predict.exported`` rebuilds
+    the predictor's sampling, io and motion settings from it)."""
+    recipe = {
+        "backbone": predictor.backbone_config.model_dump(mode="json"),
+        "sampling": predictor.sampling.model_dump(mode="json"),
+        "io": predictor.io.model_dump(mode="json"),
+        "extract": predictor.extract_config.model_dump(mode="json", include={"precision", "channels_last"}),
+    }
+    if predictor.motion is not None:
+        recipe["motion"] = predictor.motion.model_dump(mode="json")
+    if getattr(predictor, "actors", None) is not None:
+        recipe["actors"] = predictor.actors.model_dump(mode="json")
+    return recipe
+
+
+def _not_exported(predictor: Predictor) -> list[str]:
+    """What vidseq computes around the exported networks, which the files do not hold."""
+    parts = ["decoding and frame sampling (vidseq.io, vidseq.sampling: see sampling and io)"]
+    if predictor.motion is not None:
+        parts.append(f"the motion stream: {MOTION_COMPUTED_BY}")
+    if getattr(predictor, "actors", None) is not None:
+        parts.append("the person detector and tracker of per-person models (vidseq.features.actors: see recipe.actors)")
+    return parts
+
+
+# -- checks ----------------------------------------------------------------------------------
+
+
+def _check_backbone(backbone, path: Path, fmt: str) -> float:
+    size = backbone.spec.input_size
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = backbone(x).float().numpy()
+    got = _run_backbone_file(path, fmt, x.numpy())
+    return _difference("backbone", got, expected)
+
+
+def _check_head(head: ExportHead, path: Path, fmt: str, input_dim: int) -> float:
+    """The exported head against the wrapper, on another batch and time than it was traced with
+    (lengths 7, 2, 4, padded): batch and time are dynamic, padding is not read."""
+    lengths = torch.tensor([7, 2, 4], dtype=torch.int64)
+    x = torch.randn(3, 7, input_dim, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = head(x, lengths).numpy()
+    if fmt == "torchscript":
+        with torch.no_grad():
+            got = load_torchscript(path)(x, lengths).numpy()
+    else:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {HEAD_INPUTS[0][0]: x.numpy(), HEAD_INPUTS[1][0]: lengths.numpy()})[0]
+    return _difference("head", got, expected)
+
+
+def _run_backbone_file(path: Path, fmt: str, x: np.ndarray) -> np.ndarray:
+    if fmt == "torchscript":
+        with torch.no_grad():
+            return load_torchscript(path)(torch.from_numpy(x)).float().numpy()
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {BACKBONE_INPUT: x})[0]
+
+
+_CHECK_ATOL = 1e-3
+
+
+def _difference(part: str, got: np.ndarray, expected: np.ndarray) -> float:
+    diff = float(np.max(np.abs(got - expected))) if expected.size else 0.0
+    if got.shape != expected.shape or not diff <= _CHECK_ATOL:
+        raise ExportError(
+            f"the exported {part} does not match PyTorch (shape {got.shape} vs {expected.shape}, "
+            f"max difference {diff:.3g} > {_CHECK_ATOL:g}); please report it"
+        )
+    return diff

@@ -242,5 +242,5 @@ def test_class_names_of_the_wrong_kind_list_the_valid_names(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="valid classes are: pan_right"):
         render_camera_clip("jump", np.zeros((64, 64, 3), np.uint8), np.random.default_rng(0))
     assert not (tmp_path / "d").exists()
-    with pytest.raises(ConfigError, match="synth.kind.*'shapes' or 'camera'"):
+    with pytest.raises(ConfigError, match="synth.kind.*'shapes', 'camera' or 'actors'"):
         load_config(overrides=["synth.kind=dolly"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -86,11 +86,24 @@ class DataConfig(_Section):
 class SynthConfig(_Section):
     """The synthetic motion dataset written by ``vidseq synth``."""
 
-    kind: Literal["shapes", "camera"] = Field(
-        "shapes", description="shapes: moving shapes on noise; camera: pan/zoom/rotate over real photos."
+    kind: Literal["shapes", "camera", "actors"] = Field(
+        "shapes",
+        description="shapes: moving shapes on noise; camera: pan/zoom/rotate over real photos; actors: real "
+        "people cut out of videos, two or more per clip moving differently over real backgrounds.",
     )
     images: str | None = Field(
-        None, description="camera: a folder of images or videos to film; null: scikit-image's bundled photos."
+        None,
+        description="camera, actors: a folder of images or videos to film (actors: the backgrounds); null: "
+        "scikit-image's bundled photos.",
+    )
+    people: str | None = Field(
+        None,
+        description="actors: a folder of videos with people, cut out by the detector of the actors section "
+        "(people of one video share a split).",
+    )
+    people_per_clip: int = Field(2, ge=2, le=6, description="actors: people per clip, each doing another class.")
+    people_seconds: float = Field(
+        10.0, gt=0, description="actors: seconds read from the start of each video of synth.people."
     )
 
     classes: list[str] = Field(
@@ -128,7 +141,7 @@ class BackboneConfig(_Section):
         return {key: value for key, value in extra.items() if value is not None}
 
 
-STREAMS = ("appearance", "motion")
+STREAMS = ("appearance", "motion", "trajectory")
 
 
 class MotionConfig(_Section):
@@ -147,12 +160,46 @@ class MotionConfig(_Section):
     step: int = Field(1, ge=1, description="Flow between sampled frame i and frame i+step of the source video.")
 
 
+class ActorsConfig(_Section):
+    """Per-person sequences (see vidseq.features.actors): detect people, track them, one sequence per track."""
+
+    enabled: bool = Field(False, description="Extract one sequence per tracked person instead of one per video.")
+    weights: str = Field(
+        "yolo11n.pt",
+        description="Any Ultralytics detection checkpoint (.pt): a local file, or a name Ultralytics downloads "
+        "when online (yolo11n.pt, COCO: person is class 0).",
+    )
+    classes: list[int] = Field([0], min_length=1, description="The detector's class ids that are people.")
+    imgsz: int = Field(640, ge=32, le=4096, description="Detector input size (pixels, long side).")
+    conf: float = Field(0.1, gt=0, lt=1, description="Lowest detection confidence handed to the tracker.")
+    tracker: Literal["bytetrack", "botsort"] = Field("bytetrack", description="Ultralytics' tracker (no ReID).")
+    fps: float = Field(5.0, gt=0, le=60, description="Frames per second detected and tracked (a regular grid).")
+    lost_seconds: float = Field(2.0, gt=0, description="How long a lost person keeps their track id.")
+    margin: float = Field(0.15, ge=0, le=2, description="Crop margin around the box, as a fraction of its long side.")
+    min_frames: int = Field(4, ge=1, description="Tracks with fewer tracked frames are dropped.")
+    batch: int = Field(8, ge=1, description="Frames per detector forward.")
+    labels: str | None = Field(
+        None,
+        description="A per-person labels CSV (path,label and track, or time,x1,y1,x2,y2; see README): each matching "
+        "track gets its own label; null: the clip's label goes to its main actor.",
+    )
+    main: Literal["longest", "largest", "central"] = Field(
+        "longest",
+        description="Training on clip labels: the clip's main actor is its longest track (most frames), largest "
+        "(mean box area) or most central one; the others are left out.",
+    )
+
+
 class ExtractConfig(_Section):
     """How features are extracted (see vidseq.features)."""
 
     out: str = Field("runs/features", description="Root folder of feature stores.")
     batch_size: int = Field(64, ge=1, description="Frames per backbone forward (several videos packed).")
-    num_workers: int = Field(2, ge=0, description="Decode worker processes (0: decode in the main process).")
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        "auto",
+        description="Decode worker processes (0: decode in the main process); auto: sized with the backbone's "
+        "torch threads from the cores vidseq may use (vidseq --threads N, VIDSEQ_THREADS), never more in total.",
+    )
     chunk_frames: int = Field(64, ge=1, description="Frames a worker decodes at once (bounds memory).")
     video_timeout: float | None = Field(
         600.0,
@@ -171,6 +218,11 @@ class ExtractConfig(_Section):
         "auto", description="auto: fp16 autocast on CUDA (bf16 where supported), fp32 on CPU."
     )
     channels_last: bool = Field(True, description="channels_last memory format (about 2x on CPU here).")
+    runtime: Literal["torch", "onnxruntime"] = Field(
+        "torch",
+        description="What runs the backbone: torch, or onnxruntime (the onnx extra; its ONNX export, cached; "
+        "features match torch's within 1e-4 of the largest; a backbone that does not export runs with torch).",
+    )
     engine: Literal["local", "ray"] = Field(
         "local",
         description="local: decode workers + one model in this process; ray: a Ray Data pipeline (the ray extra).",
@@ -183,21 +235,28 @@ class ExtractConfig(_Section):
 class ModelConfig(_Section):
     """The temporal classifier (see vidseq.models); options a model does not take are ignored."""
 
-    name: Literal["lstm", "gru", "meanpool", "tcn"] = Field(
-        "gru", description="lstm, gru, or a baseline: meanpool, tcn."
+    name: Literal["lstm", "gru", "transformer", "meanpool", "tcn"] = Field(
+        "gru", description="lstm, gru, transformer, or a baseline: meanpool, tcn."
     )
     hidden_size: int = Field(256, ge=1, description="Hidden units.")
-    num_layers: int = Field(1, ge=1, description="Recurrent (or convolution) layers.")
+    num_layers: int = Field(1, ge=1, description="Recurrent (convolution, transformer) layers.")
     bidirectional: bool = Field(False, description="lstm/gru: read the sequence both ways.")
     dropout: float = Field(0.2, ge=0, lt=1, description="Dropout between layers and before the head.")
-    input_dropout: float = Field(0.0, ge=0, lt=1, description="lstm/gru: dropout on input features.")
-    pooling: Literal["last", "mean", "attention", "max"] = Field(
-        "last", description="lstm/gru: last state, mean or attention; tcn: max or mean (else max)."
+    input_dropout: float = Field(0.0, ge=0, lt=1, description="lstm/gru/transformer: dropout on input features.")
+    pooling: Literal["last", "mean", "attention", "max", "cls"] = Field(
+        "last",
+        description="lstm/gru: last state, mean or attention; transformer: those or cls (a class token); "
+        "tcn: max or mean (else max).",
     )
     pack: bool = Field(True, description="lstm/gru: pack variable-length batches (padding never leaks).")
     kernel_size: int = Field(3, ge=1, description="tcn: kernel size (odd).")
     center: bool = Field(
-        True, description="lstm/gru: subtract each video's mean feature first (learn motion, not scenes)."
+        True,
+        description="lstm/gru/transformer: subtract each video's mean feature first (learn motion, not scenes).",
+    )
+    num_heads: int = Field(4, ge=1, description="transformer: attention heads (hidden_size must be a multiple).")
+    causal: bool = Field(
+        False, description="transformer: each step attends only to earlier ones (needed to stream with step)."
     )
 
 
@@ -210,11 +269,30 @@ class TrainConfig(_Section):
     batch_size: int = Field(32, ge=1, description="Sequences per step.")
     lr: float = Field(1e-3, gt=0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
-    warmup_epochs: float = Field(1.0, ge=0, description="Linear warm-up length, then cosine decay.")
+    warmup_epochs: float = Field(
+        1.0, ge=0, description="Linear warm-up length in epochs (see warmup_min_steps), then cosine decay."
+    )
+    warmup_min_steps: int = Field(
+        10,
+        ge=0,
+        description="Warm-up lasts at least this many optimiser steps (at most a quarter of the run) unless "
+        "warmup_epochs is 0: on small data an epoch is a few steps.",
+    )
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="Cross-entropy label smoothing.")
     class_weights: bool = Field(False, description="Weight the loss by inverse class frequency.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the gradient norm (null: off).")
-    patience: int = Field(10, ge=1, description="Early stopping: epochs without a better val metric.")
+    patience: int = Field(
+        10,
+        ge=1,
+        description="Early stopping: epochs without a better val metric, counted after the warm-up "
+        "(and see patience_steps).",
+    )
+    patience_steps: int = Field(
+        100,
+        ge=0,
+        description="Early stopping also waits this many optimiser steps without a better val metric: "
+        "on small data (a few steps per epoch) patience in epochs alone stops before the model has learnt.",
+    )
     monitor: Literal["accuracy", "macro_f1", "loss"] = Field(
         "accuracy", description="Validation metric for early stopping and best.pt."
     )
@@ -227,10 +305,11 @@ class TrainConfig(_Section):
     )
     test_fraction: float = Field(0.15, ge=0, lt=1, description="Held out for test where the data has no splits at all.")
     seed: int = Field(0, description="Seed of initialisation, data order and augmentation.")
-    streams: list[Literal["appearance", "motion"]] = Field(
+    streams: list[Literal["appearance", "motion", "trajectory"]] = Field(
         default_factory=lambda: ["appearance"],
         min_length=1,
-        description="Feature streams: appearance (the backbone), motion (optical flow; needs motion extracted).",
+        description="Feature streams: appearance (the backbone), motion (optical flow; needs motion extracted), "
+        "trajectory (per-person stores only: each track's box centre, size and velocities).",
     )
     fusion: Literal["late", "early"] = Field(
         "late",
@@ -276,6 +355,7 @@ class VidseqConfig(_Section):
     synth: SynthConfig = Field(default_factory=SynthConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     motion: MotionConfig = Field(default_factory=MotionConfig)
+    actors: ActorsConfig = Field(default_factory=ActorsConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

@@ -66,10 +66,18 @@ def synth(
         False, help="Write into a non-empty folder that vidseq synth did not make (its other files are kept)."
     ),
     kind: str | None = typer.Option(
-        None, help="shapes (moving shapes) or camera (pan/zoom/rotate over real photos) (synth.kind)."
+        None,
+        help="shapes (moving shapes), camera (pan/zoom/rotate over real photos) or actors (real people moving "
+        "over real backgrounds, a box and class per person in people.csv) (synth.kind).",
     ),
     images: Path | None = typer.Option(
-        None, help="camera: a folder of images or videos to film (synth.images); default: scikit-image's photos."
+        None,
+        help="camera, actors: a folder of images or videos to film (synth.images); default: scikit-image's photos.",
+    ),
+    people: Path | None = typer.Option(
+        None,
+        help="actors: a folder of videos with people, cut out by the detector of the actors section "
+        "(synth.people; -o actors.weights=detector.pt -o actors.classes=[0]).",
     ),
 ) -> None:
     """Write a synthetic labelled action dataset whose classes differ only by motion and order.
@@ -87,18 +95,42 @@ def synth(
         "seed": seed,
         "kind": kind,
         "images": images,
+        "people": people,
     }
-    cfg = load(config, override, {f"synth.{key}": value for key, value in flags.items()}).synth
+    full = load(config, override, {f"synth.{key}": value for key, value in flags.items()})
+    cfg = full.synth
+    bank = None
+    if cfg.kind == "actors":
+        from vidseq.errors import ConfigError
+        from vidseq.features.person_bank import collect_people, find_videos
+
+        if cfg.people is None:
+            raise ConfigError("synth.kind=actors needs --people DIR (synth.people): a folder of videos with people")
+        videos, failed = find_videos(cfg.people), []
+        with progress_bar(len(videos), desc="people", unit="video") as bar:
+            bank = collect_people(
+                videos,
+                full.actors,
+                min_frames=full.actors.min_frames,
+                seconds=cfg.people_seconds,
+                root=cfg.people,
+                failed=failed,
+                progress=lambda done, total: bar.update(done - bar.n),
+            )
+        for line in failed:
+            err_console.print(f"skipped {line}", highlight=False)
+        sources = len({person.source for person in bank})
+        console.print(f"people: {len(bank)} cut out of {sources} of {len(videos)} videos in {cfg.people}")
     with progress_bar(None, desc="synth", unit="video") as bar:
 
         def advance(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        result = generate_dataset(out, cfg, overwrite=overwrite, progress=advance)
-    console.print(
-        f"wrote {len(result.paths)} videos in {len(result.counts)} classes to {out} (labels: {out / 'labels.csv'})"
-    )
+        result = generate_dataset(out, cfg, overwrite=overwrite, progress=advance, bank=bank)
+    extra = f", people: {result.people}" if result.people is not None else ""
+    where = f"{out} (labels: {out / 'labels.csv'}{extra})"
+    console.print(f"wrote {len(result.paths)} videos in {len(result.counts)} classes to {where}")
 
 
 @app.command()
@@ -164,7 +196,17 @@ def extract(
     workers: int | None = typer.Option(None, help="Decode worker processes (extract.num_workers)."),
     device: str | None = typer.Option(None, help="auto, cpu, cuda, cuda:N (extract.device)."),
     engine: str | None = typer.Option(None, help="local or ray (extract.engine; ray needs the ray extra)."),
+    runtime: str | None = typer.Option(
+        None, help="What runs the backbone: torch or onnxruntime (extract.runtime; the onnx extra)."
+    ),
     ray_address: str | None = typer.Option(None, help="Ray cluster to join (extract.ray_address); none: a local Ray."),
+    actors: bool = typer.Option(
+        False,
+        "--actors",
+        help="One sequence per tracked person instead of one per video (actors.enabled): people are detected "
+        "(actors.weights, an Ultralytics detector) and tracked (actors.tracker) on a grid of actors.fps frames/s; "
+        "each track's crops go through the backbone, and its trajectory is a stream of its own.",
+    ),
     motion: bool = typer.Option(
         False,
         "--motion",
@@ -201,13 +243,18 @@ def extract(
         "extract.num_workers": workers,
         "extract.device": device,
         "extract.engine": engine,
+        "extract.runtime": runtime,
         "extract.ray_address": ray_address,
         "motion.enabled": True if motion else None,
+        "actors.enabled": True if actors else None,
     }
     cfg = load(config, override, flags)
     data_options = cfg.data.model_dump(exclude={"source"})
     data_options.pop("format")
     found = discover_videos(source, format=cfg.data.format, **data_options)
+    if cfg.actors.enabled:
+        _extract_actors(found, cfg, force=force, quiet=quiet)
+        return
     motion_cfg = cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None
     result = run_extract(
         found,
@@ -227,6 +274,32 @@ def extract(
         for row in result.motion.failed:
             err_console.print(f"[red]motion failed:[/] {row['path']}: {row['error']}", highlight=False)
     if not result.ok or (result.motion is not None and not result.motion.ok):
+        raise typer.Exit(1)
+
+
+def _extract_actors(found, cfg, *, force: bool, quiet: bool) -> None:
+    """``vidseq extract --actors``: per-person stores (see vidseq.features.actor_extraction)."""
+    from vidseq.config import wants_motion
+    from vidseq.features.actor_extraction import extract_actors
+
+    motion = cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None
+    result = extract_actors(
+        found,
+        out=cfg.extract.out,
+        actors=cfg.actors,
+        backbone=cfg.backbone,
+        config=cfg.extract,
+        io=cfg.io,
+        motion=motion,
+        force=force,
+        progress=not quiet,
+    )
+    console.print(result.summary(), highlight=False)
+    for row in result.empty:
+        console.print(f"no person: {row['path']}: {row['error']}", highlight=False, markup=False)
+    for row in result.failed:
+        err_console.print(f"[red]failed:[/] {row['path']}: {row['error']}", highlight=False)
+    if not result.ok:
         raise typer.Exit(1)
 
 

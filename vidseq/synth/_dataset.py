@@ -4,7 +4,9 @@ Place in the data flow: a *source* of videos, upstream of everything else (``vid
 writes a folder that ``vidseq.datasets`` reads like a real dataset: a folder per class, plus
 ``labels.csv`` with splits). The clips come from ``shapes`` or, with ``synth.kind: camera``,
 from ``camera`` (camera motion over real photos; ``labels.csv`` then has a ``group`` column, the
-source photo); both kinds are planned, written and marked here.
+source photo), or with ``synth.kind: actors`` from ``actors`` (real people over real backgrounds,
+given a person bank; also ``people.csv``: each person's class and box); all kinds are planned,
+written and marked here.
 
 All randomness comes from a ``numpy.random.Generator`` seeded from (seed, class name, index), so
 a video does not depend on which other classes or counts were asked for. The files are encoded
@@ -18,7 +20,7 @@ import csv
 import io
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +31,13 @@ from vidseq.config import SYNTH_CLASSES, SynthConfig
 from vidseq.errors import ConfigError, DatasetError
 from vidseq.io import encoder_name, write_video
 from vidseq.outputs import check_writable
-from vidseq.synth import camera
+from vidseq.synth import actors, camera
 from vidseq.synth.shapes import check_class, render_clip
 
 MARKER = "synth.json"
 LABELS = "labels.csv"
+PEOPLE = "people.csv"  # synth.kind actors: a row per person per clip
+PEOPLE_HEADER = ("path", "label", "time", "x1", "y1", "x2", "y2", "split", "group")
 GENERATOR = "vidseq.synth"
 VAL_FRACTION = TEST_FRACTION = 0.15  # the rest is train
 
@@ -50,6 +54,7 @@ class SynthResult:
     counts: dict[str, int]
     encoder: str = "libx264"
     groups: list[str] | None = None
+    people: Path | None = None  # kind actors: people.csv
 
 
 def video_rng(seed: int, class_name: str, index: int) -> np.random.Generator:
@@ -103,7 +108,7 @@ def _prepare_dir(out_dir: Path, overwrite: bool) -> None:
             "empty or new folder, or pass overwrite=True (--overwrite) to write into it anyway"
         )
     if marker is not None:
-        _remove_listed(out_dir, [*marker.get("files", []), LABELS])
+        _remove_listed(out_dir, [*marker.get("files", []), LABELS, PEOPLE])
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -119,12 +124,16 @@ def _remove_listed(out_dir: Path, files: list[str]) -> None:
                 folder.rmdir()
 
 
-def _marker_text(config: SynthConfig, encoder: str, files: list[str], complete: bool) -> str:
+def _marker_text(
+    config: SynthConfig, encoder: str, files: list[str], complete: bool, people: list[str] | None = None
+) -> str:
     from vidseq import __version__
 
     body = {"generator": GENERATOR, "version": __version__, "seed": config.seed,
             "config": config.model_dump(mode="json"), "encoder": encoder, "complete": complete,
             "files": files}  # fmt: skip
+    if people is not None:  # kind actors: the people of the bank
+        body["people"] = people
     return json.dumps(body, indent=2) + "\n"
 
 
@@ -156,8 +165,22 @@ class _Job:
         )
 
 
-def _plan(config: SynthConfig) -> list[_Job] | list[camera.CameraClip]:
-    """The videos to write, class by class (checks the classes, and the sources of kind camera)."""
+def _plan(
+    config: SynthConfig, bank: Sequence[actors.PersonCutout] | None
+) -> list[_Job] | list[camera.CameraClip] | list[actors.ActorsClip]:
+    """The videos to write, class by class (checks the classes, and the sources of kinds camera, actors)."""
+    if config.kind == "actors":
+        if bank is None:
+            raise ConfigError(
+                "synth.kind=actors needs people cut out of videos: run vidseq synth --kind actors --people DIR "
+                "(a folder of videos with people) with a detector (-o actors.weights=detector.pt)"
+            )
+        return actors.plan_clips(
+            config,
+            bank,
+            splits=lambda n, name: split_names(n, config.seed, name),
+            rng_of=lambda name, index: video_rng(config.seed, name, index),
+        )
     if config.kind == "camera":
         return camera.plan_clips(
             config,
@@ -178,6 +201,7 @@ def generate_dataset(
     *,
     progress: Callable[[int, int], None] | None = None,
     overwrite: bool = False,
+    bank: Sequence[actors.PersonCutout] | None = None,
 ) -> SynthResult:
     """Write ``config.videos_per_class`` videos per class to ``out_dir/<class>/<class>_NNNN.mp4``.
 
@@ -187,27 +211,48 @@ def generate_dataset(
     every camera class). A folder synth wrote is rewritten (identically for the same config);
     another non-empty folder is refused unless ``overwrite``, which writes into it and leaves the
     files synth did not write alone. ``progress(done, total)`` follows each video.
+
+    ``synth.kind: actors`` pastes the people of ``bank`` (``vidseq.features.person_bank``) over
+    real backgrounds and also writes ``people.csv`` (path, label, time, x1, y1, x2, y2, split,
+    group: a row per person, their box in pixels at a time in seconds where they are fully seen);
+    a clip's label in ``labels.csv`` is its largest person's.
     """
-    jobs = _plan(config)
+    jobs = _plan(config, bank)
     out_dir = Path(out_dir)
     _prepare_dir(out_dir, overwrite)
     encoder = encoder_name()
     rows = [
         (f"{j.class_name}/{j.class_name}_{j.index:04d}.mp4", j.class_name, j.split)
-        + ((j.group,) if config.kind == "camera" else ())
+        + ((j.group,) if config.kind != "shapes" else ())
         for j in jobs
     ]
     files = [row[0] for row in rows]
-    atomic.write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=False))
+    names = sorted({p.name for p in bank}) if config.kind == "actors" and bank is not None else None
+    atomic.write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=False, people=names))
     for done, (job, rel) in enumerate(zip(jobs, files), start=1):
         (out_dir / job.class_name).mkdir(exist_ok=True)
         write_video(out_dir / rel, job.render(), fps=config.fps, encoder=encoder)
         if progress is not None:
             progress(done, len(jobs))
     atomic.write_text(out_dir / LABELS, _labels_text(rows))
-    atomic.write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=True))
+    people = None
+    if config.kind == "actors":
+        people = out_dir / PEOPLE
+        atomic.write_text(people, _people_text(jobs, files, config.fps))  # type: ignore[arg-type]
+    atomic.write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=True, people=names))
     counts = {name: config.videos_per_class for name in dict.fromkeys(j.class_name for j in jobs)}
-    groups = [row[3] for row in rows] if config.kind == "camera" else None
+    groups = [row[3] for row in rows] if config.kind != "shapes" else None
     return SynthResult(
-        out_dir, [out_dir / rel for rel in files], [r[1] for r in rows], [r[2] for r in rows], counts, encoder, groups
-    )
+        out_dir, [out_dir / rel for rel in files], [r[1] for r in rows], [r[2] for r in rows], counts, encoder, groups,
+        people,
+    )  # fmt: skip
+
+
+def _people_text(jobs: list[actors.ActorsClip], files: list[str], fps: float) -> str:
+    """people.csv: a row per person of each clip (``PEOPLE_HEADER``)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(PEOPLE_HEADER)
+    for job, rel in zip(jobs, files):
+        writer.writerows(job.people_rows(rel, fps))
+    return buffer.getvalue()

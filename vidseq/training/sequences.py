@@ -9,13 +9,16 @@ Splits vidseq makes (``assign_splits``) move whole groups (the manifest's ``grou
 one source); a video without a group is a group of its own.
 
 Streams: a root may hold one store per stream (``appearance``: a backbone's vectors;
-``motion``: pooled optical flow), linked to each other. ``load_sequences(store, streams)`` reads
+``motion``: pooled optical flow; ``trajectory``: per-person stores' box tracks), linked to each other.
+A per-person store (``vidseq.features.actor_extraction``) holds an entry per tracked person; with
+clip labels only each clip's main actor is read (``actors.main``). ``load_sequences(store, streams)`` reads
 the videos done in every asked stream and puts their vectors side by side per frame, always in
 the canonical order (appearance, then motion): ``SequenceSet.streams`` says which dims are whose.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,6 +30,8 @@ import numpy as np
 from vidseq.config import STREAMS
 from vidseq.errors import DatasetError
 from vidseq.features import FeatureStore
+from vidseq.features.actors import main_actor
+from vidseq.features.identity import WHOLE_FRAME
 
 SPLITS = ("train", "val", "test")
 StoreLike = FeatureStore | str | Path
@@ -140,7 +145,7 @@ def load_sequences(store: StoreLike | Mapping[str, StoreLike], streams: Iterable
     unlabelled = [r for r in rows if not r["label"]]
     if unlabelled:
         warnings.warn(f"{primary.directory}: {len(unlabelled)} extracted videos have no label (left out)", stacklevel=2)
-    rows = [r for r in rows if r["label"]]
+    rows = _main_actors(primary, [r for r in rows if r["label"]])
     entries = _stream_entries(stores, rows)
     rows = [r for r in rows if _ident(r) in entries]
     if not rows:
@@ -160,6 +165,34 @@ def load_sequences(store: StoreLike | Mapping[str, StoreLike], streams: Iterable
         list(zip(stores, dims)),
         [_ident(r) for r in rows],
     )
+
+
+def _main_actors(store: FeatureStore, rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """A per-person store's rows with clip labels: only each clip's main actor (the rule of the
+    store's ``actors.main``: longest, largest or most central track; see ``actors.main_actor``).
+    Tracks labelled one by one (``actors.labels``) are all kept."""
+    tracks: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        if (row.get("subject") or WHOLE_FRAME) != WHOLE_FRAME:
+            tracks.setdefault(row["video"], []).append(row)
+    if not tracks:
+        return rows
+    rule = (store.recipe.get("actors") or {}).get("main", "longest")
+    left_out = set()
+    for video_rows in tracks.values():
+        if len(video_rows) > 1:
+            metas = [_entry_meta(store.directory / r["file"]) for r in video_rows]
+            if any(meta.get("labels") == "person" for meta in metas):
+                continue  # each person has a label of their own (actors.labels): all are read
+            keep = main_actor([meta["track"] for meta in metas], rule)
+            left_out.update(id(r) for i, r in enumerate(video_rows) if i != keep)
+    return [row for row in rows if id(row) not in left_out]
+
+
+def _entry_meta(entry: Path) -> dict:
+    """The meta of an entry (only it is read): a per-person entry's ``track`` summary, ``labels``."""
+    with np.load(entry) as data:
+        return json.loads(str(data["meta"]))
 
 
 def _ident(row: dict[str, str]) -> str:

@@ -7,6 +7,7 @@ prints its result.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -35,7 +36,7 @@ def train(
     out: Path | None = typer.Option(None, "--out", help="Run folder (train.out)."),
     config: Path | None = CONFIG_OPTION,
     override: list[str] = OVERRIDE_OPTION,
-    model: str | None = typer.Option(None, help="lstm, gru, meanpool, tcn (model.name)."),
+    model: str | None = typer.Option(None, help="lstm, gru, transformer, meanpool, tcn (model.name)."),
     epochs: int | None = typer.Option(None, help="Maximum epochs (train.epochs)."),
     streams: str | None = typer.Option(
         None, help="Comma-separated feature streams: appearance, motion (train.streams; motion must be extracted)."
@@ -100,6 +101,7 @@ def train(
     if result is None:
         return  # a DDP rank other than 0: rank 0 reports
     console.print(f"best epoch {result.best_epoch} of {len(result.history)}; run folder {result.out}")
+    console.print(result.stop_reason, highlight=False, markup=False)  # early stopping or all epochs, and why
     for stream, record in result.extra.get("streams", {}).items():
         test = f", test accuracy {record['test']['accuracy']:.3f}" if record.get("test") else ""
         console.print(f"  {stream}: val accuracy {record['val']['accuracy']:.3f}{test}")
@@ -144,7 +146,8 @@ def predict(
         ...,
         "--model",
         "-m",
-        help="best.pt of `vidseq train`, a model folder, or an MLflow model URI (models:/NAME/1, runs:/ID/model).",
+        help="best.pt of `vidseq train`, a model folder, a folder of `vidseq export`, or an MLflow model URI "
+        "(models:/NAME/1, runs:/ID/model).",
     ),
     out: Path | None = typer.Option(
         None,
@@ -169,12 +172,21 @@ def predict(
         None, help="Label a live source as frames arrive: a camera index (0), a file or a URL."
     ),
     render: Path | None = typer.Option(None, help="Write the (one) input video with its labels drawn on it (.mp4)."),
+    actors: bool = typer.Option(
+        False,
+        "--actors",
+        help="A row per tracked person (a model trained on `vidseq extract --actors` stores): track id, first and "
+        "last time, label, probability; with --window a timeline per person, --render their boxes, --stream live.",
+    ),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N."),
     workers: int | None = typer.Option(None, help="Decode worker processes (extract.num_workers)."),
     engine: str = typer.Option(
         "local", help="local or ray: how frames are decoded and embedded (as `vidseq extract`)."
     ),
     ray_address: str | None = typer.Option(None, help="--engine ray: the cluster to join; none: a local Ray."),
+    runtime: str | None = typer.Option(
+        None, help="What runs the backbone: torch or onnxruntime (as `vidseq extract --runtime`; the onnx extra)."
+    ),
     tracking_uri: str | None = typer.Option(None, help="MLflow tracking URI for models:/ and runs:/ URIs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -191,9 +203,15 @@ def predict(
 
     if not inputs and stream is None:
         raise VidseqError("give videos, folders or list files to label (or --stream SOURCE)")
-    options = {"engine": engine, "ray_address": ray_address, "num_workers": workers}
+    options = {"engine": engine, "ray_address": ray_address, "num_workers": workers, "runtime": runtime}
     extract_config = ExtractConfig(**{k: v for k, v in options.items() if v is not None})
     predictor = load_predictor(_local_model(model, tracking_uri), device=device, extract_config=extract_config)
+    if actors or getattr(predictor, "actors", None) is not None:
+        _predict_actors(
+            predictor, inputs, actors=actors, out=out, quiet=quiet, stream=stream, render=render,
+            window=window, hop=hop, smooth=smooth, carry_state=carry_state,
+        )  # fmt: skip
+        return
     if stream is not None:
         _predict_stream(predictor, stream, window or predictor.default_window, hop)
         return
@@ -210,6 +228,94 @@ def predict(
         quiet=quiet,
         smooth=smooth,
         carry_state=carry_state,
+    )
+
+
+def _predict_actors(
+    predictor, inputs, *, actors: bool, out, quiet: bool, stream, render, window, hop, smooth, carry_state
+) -> None:
+    """``vidseq predict --actors``: a row per tracked person, with --window a timeline per person,
+    --render the boxes drawn, --stream a live source (see vidseq.predict.actors)."""
+    from vidseq.predict.actors import TIMELINE_COLUMNS, predict_actors, render_actors
+    from vidseq.predict.batch import collect_inputs
+
+    if not actors:
+        raise VidseqError("this model was trained on per-person sequences: add --actors (a row per tracked person)")
+    if stream is not None:
+        _stream_actors(predictor, stream, window or predictor.default_window, hop)
+        return
+    paths, errors, _ = collect_inputs(inputs)
+    if render is not None and (errors or len(paths) != 1):
+        problem = "; ".join(f"{p}: {e}" for p, e in errors.items()) or f"got {len(paths)} videos"
+        raise VidseqError(f"--render draws on one video: {problem}")
+    options = {"window": window, "hop": hop, "smooth": smooth, "carry_state": carry_state}
+    people = predict_actors(predictor, paths, progress=not quiet, **options)
+    if window is not None:
+        rows = [row for person in people for row in person.timeline_rows()]
+        blank = dict.fromkeys(TIMELINE_COLUMNS)
+        rows += [{**blank, "path": p, "kind": "video", "error": e} for p, e in errors.items()]
+    else:
+        rows = [person.as_row() for person in people]
+        rows += [{**dict.fromkeys(rows[0] if rows else ["path"]), "path": p, "error": e} for p, e in errors.items()]
+    if out is not None:
+        _write_rows(Path(out), rows)
+    if window is not None:
+        table = Table("path", "track", "start s", "end s", "label", "probability", "error", title="segments per person")
+        for row in rows:
+            if row["kind"] in ("segment", "video"):
+                table.add_row(*("" if row[k] is None else str(row[k]) for k in (
+                    "path", "track", "start", "end", "label", "probability", "error")))  # fmt: skip
+    else:
+        table = Table("path", "track", "first s", "last s", "frames", "label", "probability", "error")
+        for row in rows:
+            table.add_row(*("" if row[k] is None else str(row[k]) for k in (
+                "path", "track", "first", "last", "frames", "label", "probability", "error")))  # fmt: skip
+    console.print(table)
+    if render is not None and people and people[0].track is not None:
+        result = render_actors(paths[0], render, people, backend=predictor.io.backend)
+        console.print(f"wrote {result.out} ({result.frames} frames, {len(people)} people)", highlight=False)
+    failed = [row for row in rows if row["error"] and row["track"] is None]
+    if any("no person" not in row["error"] for row in failed):
+        raise typer.Exit(1)
+
+
+def _write_rows(out: Path, rows: list[dict]) -> None:
+    """Rows to FILE.jsonl, else CSV (written atomically)."""
+    from vidseq.atomic import write_text
+
+    if out.suffix == ".jsonl":
+        write_text(out, "".join(json.dumps(row) + "\n" for row in rows))
+        return
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]) if rows else ["path"])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out, text.getvalue())
+
+
+def _stream_actors(predictor, source: str, window: float, hop: float | None) -> None:
+    """``--stream SOURCE --actors``: each person's label per window as it completes, then how fast."""
+    from vidseq.predict.actors import ActorStream, latency_summary
+
+    stream = ActorStream(predictor, source, window=window, hop=hop or window / 2)
+    latencies = []
+    for item in stream:
+        latencies.append(item.latency)
+        console.print(
+            f"person {item.track:<4} {item.start:8.2f}-{item.end:8.2f} s  {item.label:<20} {item.probability:.3f}  "
+            f"latency {item.latency * 1000:.0f} ms",
+            highlight=False,
+            markup=False,
+        )
+    console.print(
+        f"{stream.stream_seconds:.1f} s of stream ({stream.frames_read} frames, {stream.grid_frames} tracked at "
+        f"{stream.rate:g} fps) in {stream.wall_seconds:.1f} s: real-time factor {stream.realtime_factor:.2f}; "
+        f"{len(latencies)} labels, latency {latency_summary(latencies)}",
+        highlight=False,
+        markup=False,
     )
 
 

@@ -9,7 +9,8 @@ recorded at training time, so a model always sees features made the way it was t
 A *bundle* folder (``write_bundle``) holds everything needed to predict; ``vidseq.tracking``
 logs it as an MLflow pyfunc model whose loader is ``_load_pyfunc`` below
 (``loader_module="vidseq.predict"``): no class is pickled, so a logged model still loads after
-vidseq's classes move.
+vidseq's classes move. ``export_model`` writes a model as ONNX or TorchScript files with a
+manifest (``vidseq export``); ``load_predictor`` runs such a folder (``exported``).
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from vidseq.config import ExtractConfig
 from vidseq.predict._predictor import (
     BUNDLE_CHECKPOINT,
     BUNDLE_FILE,
     PredictError,
     Prediction,
     Predictor,
-    load_predictor,
     write_bundle,
 )
+from vidseq.predict._predictor import load_predictor as _load_trained
 from vidseq.predict.batch import BatchResult, predict_batch
+from vidseq.predict.export import ExportResult, export_model
+from vidseq.predict.exported import MANIFEST_FILE, ExportedPredictor, ExportError, load_exported, read_manifest
 from vidseq.predict.render import RenderResult, render_video
 from vidseq.predict.stream import StreamLabel, stream_labels
 from vidseq.predict.windows import Segment, Timeline, Window, predict_timeline
@@ -38,6 +42,9 @@ __all__ = [
     "BUNDLE_CHECKPOINT",
     "BUNDLE_FILE",
     "BatchResult",
+    "ExportError",
+    "ExportResult",
+    "ExportedPredictor",
     "PredictError",
     "Prediction",
     "Predictor",
@@ -47,13 +54,27 @@ __all__ = [
     "StreamLabel",
     "Timeline",
     "Window",
+    "export_model",
+    "load_exported",
     "load_predictor",
     "predict_batch",
     "predict_timeline",
+    "read_manifest",
     "render_video",
     "stream_labels",
     "write_bundle",
 ]
+
+
+def load_predictor(
+    model: str | Path, *, device: str = "auto", extract_config: ExtractConfig | None = None
+) -> Predictor:
+    """A predictor from a local model: a checkpoint of ``vidseq train`` (``best.pt``), a bundle
+    folder, a downloaded MLflow model folder, or a folder of ``vidseq export`` (its
+    ``manifest.json``: the exported backbone and head run, ``ExportedPredictor``)."""
+    if (Path(model) / MANIFEST_FILE).is_file():
+        return load_exported(model, device=device, extract_config=extract_config)
+    return _load_trained(model, device=device, extract_config=extract_config)
 
 
 class PyfuncModel:
@@ -65,15 +86,22 @@ class PyfuncModel:
     def predict(self, model_input: Any, params: dict[str, Any] | None = None):
         import pandas as pd
 
-        top_k = int((params or {}).get("top_k", 1))
-        rows = [p.as_row() for p in self.predictor.predict(_input_paths(model_input), top_k=top_k)]
+        if getattr(self.predictor, "actors", None) is not None:  # trained on actors: a row per tracked person
+            from vidseq.predict.actors import ROW_COLUMNS, predict_actors
+
+            rows = [p.as_row() for p in predict_actors(self.predictor, _input_paths(model_input))]
+            columns, nullable = ROW_COLUMNS, ("track", "first", "last", "probability")
+        else:
+            top_k = int((params or {}).get("top_k", 1))
+            rows = [p.as_row() for p in self.predictor.predict(_input_paths(model_input), top_k=top_k)]
+            columns = ["path", "label", "probability", "probabilities", "frames", "seconds", "error"]
+            nullable = ("probability",)
         for row in rows:  # a video that failed: an empty label (the column stays all strings)
             row["label"] = row["label"] or ""
-        columns = ["path", "label", "probability", "probabilities", "frames", "seconds", "error"]
         frame = pd.DataFrame(rows, columns=columns)
-        missing = frame["probability"].isna()
-        if missing.any():  # None, not NaN: MLflow's scoring server writes NaN, which is not JSON
-            frame["probability"] = frame["probability"].astype(object).where(~missing, None)
+        for column in nullable:
+            if frame[column].isna().any():  # None, not NaN: MLflow's scoring server writes NaN, which is not JSON
+                frame[column] = pd.Series([row[column] for row in rows], index=frame.index, dtype=object)
         return frame
 
 

@@ -5,7 +5,7 @@ decode and batched backbone as ``vidseq extract``, into a temporary store) -> th
 -> one row per video. The extraction settings (backbone, sampling, io) come from the recipe the
 feature store recorded at training time, so a model always sees features made the way it was
 trained on. Frames that arrive one by one (a live stream) go through ``embed``: the same
-``fit_frames`` and ``FrameEncoder`` (precision, channels_last) as the extraction's.
+``fit_frames`` and ``FrameEncoder`` (precision, channels_last, runtime) as the extraction's.
 
 A *bundle* is a folder that holds everything needed to predict (``checkpoint.pt``,
 ``vidseq.json`` and a copy of a weights file when the backbone was loaded from one). It is what
@@ -30,7 +30,7 @@ import torch
 
 from vidseq import __version__
 from vidseq.backbones import FrameEncoder, fit_frames
-from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
+from vidseq.config import ActorsConfig, BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
 from vidseq.datasets import VideoItem
 from vidseq.errors import VidseqError
 from vidseq.features import (
@@ -43,6 +43,7 @@ from vidseq.features import (
 )
 from vidseq.features.motion import FlowPooler
 from vidseq.models import load_model
+from vidseq.threads import set_torch_threads, thread_budget
 from vidseq.training import checkpoint as checkpoints
 from vidseq.training.evaluate import predict_proba
 
@@ -98,16 +99,23 @@ class Predictor:
         self.labels: list[str] = list(state["labels"])
         self.streams: list[str] = list(state.get("streams") or ["appearance"])  # canonical order
         self.motion = _motion_config(recipe) if "motion" in self.streams else None
+        # per-person models (`vidseq extract --actors`): the tracking settings of their store
+        self.actors = ActorsConfig.model_validate(recipe["actors"]) if recipe.get("actors") else None
         self.clip_seconds: float | None = state.get("clip_seconds")  # median training clip span
         self.backbone_config = BackboneConfig.model_validate(recipe["backbone"])
         self.sampling = SamplingConfig.model_validate(recipe.get("sampling") or {})
         self.io = IOConfig.model_validate(recipe.get("io") or {})
         self.extract_config = _extract_config(recipe, extract_config, device)
         self.device = resolve_device(device)
-        self.model = load_model(state["model"]).to(self.device)
+        self.model = self._load_head(state)
         self._backbone = None
         self._encoder: FrameEncoder | None = None
         self._flow = None
+
+    def _load_head(self, state: dict[str, Any]):
+        """The temporal head, on this predictor's device (an exported folder's predictor,
+        ``vidseq.predict.exported``, runs its exported head instead)."""
+        return load_model(state["model"]).to(self.device)
 
     @classmethod
     def from_checkpoint(
@@ -142,6 +150,9 @@ class Predictor:
         weights = meta.get("weights_file")
         if weights:
             recipe["backbone"]["weights"] = str(directory / weights)
+        detector = meta.get("detector_file")
+        if detector and recipe.get("actors"):  # a per-person model: the detector travelled with it
+            recipe["actors"]["weights"] = str(directory / detector)
         return cls(
             checkpoints.load(directory / BUNDLE_CHECKPOINT), recipe, device=device, extract_config=extract_config
         )
@@ -155,12 +166,19 @@ class Predictor:
 
     @property
     def encoder(self) -> FrameEncoder:
-        """The backbone run as the extraction runs it: ``extract_config``'s precision and
-        channels_last, on this predictor's device (rebuilt if those settings change)."""
+        """The backbone run as the extraction runs it: ``extract_config``'s precision,
+        channels_last and runtime (torch or onnxruntime), on this predictor's device (rebuilt if
+        those settings change)."""
         cfg, encoder = self.extract_config, self._encoder
-        if encoder is None or (encoder.precision, encoder.channels_last) != (cfg.precision, cfg.channels_last):
+        wanted = (cfg.precision, cfg.channels_last, cfg.runtime)
+        if encoder is None or (encoder.precision, encoder.channels_last, encoder.requested_runtime) != wanted:
+            set_torch_threads(thread_budget().inference())  # frames embedded here: the budget's cores
             self._encoder = FrameEncoder(
-                self.backbone, precision=cfg.precision, channels_last=cfg.channels_last, device=self.device
+                self.backbone,
+                precision=cfg.precision,
+                channels_last=cfg.channels_last,
+                device=self.device,
+                runtime=cfg.runtime,
             )
         return self._encoder
 
@@ -338,7 +356,8 @@ def load_predictor(
         return Predictor.from_bundle(path, device=device, extract_config=extract_config)
     raise PredictError(
         f"{model}: not a checkpoint, a vidseq model folder or an MLflow model folder "
-        "(for an MLflow URI such as models:/NAME/1 use vidseq predict --model URI)"
+        "(for an MLflow URI such as models:/NAME/1 use vidseq predict --model URI; "
+        "a folder of vidseq export holds manifest.json)"
     )
 
 
@@ -359,11 +378,18 @@ def write_bundle(checkpoint: str | Path, directory: str | Path) -> Path:
         weights_file = f"weights/{Path(weights).name}"
         (directory / "weights").mkdir(exist_ok=True)
         shutil.copyfile(weights, directory / weights_file)
+    detector_file = None
+    detector = (recipe.get("actors") or {}).get("weights")
+    if detector and Path(detector).expanduser().is_file():  # a per-person model's detector travels too
+        detector_file = f"weights/detector/{Path(detector).name}"
+        (directory / "weights" / "detector").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(detector).expanduser(), directory / detector_file)
     meta = {
         "vidseq_version": __version__,
         "labels": list(state["labels"]),
         "extraction": recipe,
         "weights_file": weights_file,
+        "detector_file": detector_file,
     }
     (directory / BUNDLE_FILE).write_text(json.dumps(meta, indent=2))
     return directory

@@ -6,7 +6,8 @@ and probability of the timeline entry at the frame's time (``index / fps``) are 
 at the top left (OpenCV, scaled to the frame); the frames are encoded to H.264 with PyAV at the
 input's frame rate, one output frame per input frame (OpenCV's mp4v where PyAV has no libx264,
 ``vidseq.io.VideoWriter``). The file appears atomically (a temporary file in the same
-folder, then ``os.replace``), and the input is never overwritten.
+folder, then ``os.replace``), and the input is never overwritten. ``render_frames`` is that
+loop with any drawing: ``vidseq.predict.actors`` draws each tracked person's box (``draw_box``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import bisect
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,19 +59,35 @@ def render_video(path: str | Path, out: str | Path, timeline: Iterable[Any], *, 
     ``backend`` picks the decoder (see ``vidseq.io``). Raises VideoDecodeError naming an
     unreadable input, PredictError for ``out == path``, an unknown suffix or a bad entry.
     """
+    _check_out(Path(path), Path(out))
+    entries = _entries(timeline)
+    starts = [entry.start for entry in entries]
+
+    def draw(frame: np.ndarray, index: int, seconds: float) -> np.ndarray:
+        entry = _entry_at(entries, starts, seconds)
+        return frame if entry is None else draw_label(frame, entry.label, entry.probability)
+
+    return render_frames(path, out, draw, backend=backend)
+
+
+def render_frames(
+    path: str | Path,
+    out: str | Path,
+    draw: Callable[[np.ndarray, int, float], np.ndarray],
+    *,
+    backend: str = "auto",
+) -> RenderResult:
+    """Write ``path`` to ``out`` (.mp4, .mov or .mkv), every frame passed through
+    ``draw(frame, index, seconds)`` (``uint8 (H, W, 3)`` RGB in and out; ``seconds = index / fps``):
+    the loop shared by ``render_video`` and the per-person boxes of ``vidseq.predict.actors``."""
     path, out = Path(path), Path(out)
     _check_out(path, out)
-    entries = _entries(timeline)
     info = probe(path, backend=backend)
     fps = info.fps if info.fps and math.isfinite(info.fps) and info.fps > 0 else DEFAULT_FPS
-    starts = [entry.start for entry in entries]
     with atomic.replacing(out) as tmp, _Encoder(tmp, width=info.width, height=info.height, fps=fps) as encoder:
         for first, frames in iter_frames(path, backend=backend, chunk_size=16):
             for index, frame in enumerate(frames, start=first):
-                entry = _entry_at(entries, starts, index / fps)
-                if entry is not None:
-                    frame = draw_label(frame, entry.label, entry.probability)
-                encoder.write(frame)
+                encoder.write(draw(frame, index, index / fps))
     return RenderResult(out, encoder.count, fps)
 
 
@@ -94,6 +111,34 @@ def draw_label(frame: np.ndarray, label: str, probability: float | None = None) 
         cv2.LINE_AA,
     )
     return canvas
+
+
+def draw_box(
+    frame: np.ndarray, box: Sequence[float], text: str, colour: tuple[int, int, int] = (0, 200, 255)
+) -> np.ndarray:
+    """``frame`` (drawn on in place, ``uint8 (H, W, 3)`` RGB, contiguous) with the rectangle
+    ``box`` (``x1, y1, x2, y2`` pixels) in ``colour`` and ``text`` on a filled tab of that colour
+    above its top-left corner (below it where the box touches the top of the frame)."""
+    import cv2
+
+    height, width = frame.shape[:2]
+    x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+    x1, x2 = max(0, min(width - 1, x1)), max(0, min(width - 1, x2))
+    y1, y2 = max(0, min(height - 1, y1)), max(0, min(height - 1, y2))
+    line = max(1, round(height / 300))
+    cv2.rectangle(frame, (x1, y1), (x2, y2), colour, line)
+    scale = max(0.35, height * _TEXT_HEIGHT * 0.6 / _text_size(text, 1.0, 2)[1])
+    thickness = max(1, round(scale * 1.6))
+    text_w, text_h = _text_size(text, scale, thickness)
+    pad = max(2, round(text_h * 0.3))
+    tab_h = text_h + 2 * pad + max(1, round(text_h * 0.3))
+    top = y1 - tab_h if y1 - tab_h >= 0 else y1
+    left = max(0, min(x1, width - text_w - 2 * pad))
+    cv2.rectangle(frame, (left, top), (left + text_w + 2 * pad, top + tab_h), colour, thickness=cv2.FILLED)
+    ink = (0, 0, 0) if sum(colour) > 380 else _TEXT_RGB
+    origin = (left + pad, top + pad + text_h)
+    cv2.putText(frame, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, ink, thickness, cv2.LINE_AA)
+    return frame
 
 
 def label_box(height: int, width: int, label: str, probability: float | None = None) -> tuple[int, int, int, int]:

@@ -98,13 +98,32 @@ def predict_timeline(
     times = np.asarray(item.timestamps, dtype=np.float64)
     spacing = 1.0 / min(rate, fps)
     duration = float(times[-1] + spacing) if len(times) else 0.0
-    if carry_state:
-        windows = _carried(predictor, item.features, times, size, step, spacing)
-    else:
-        windows = _windows(predictor, item.features, times, size, step, spacing, smooth)
+    windows = window_labels(
+        predictor, item.features, times, size=size, step=step, spacing=spacing, smooth=smooth, carry_state=carry_state
+    )
     timeline = Timeline(key, duration, windows, merge_segments(windows, duration=duration), len(times))
     timeline.seconds = time.perf_counter() - start
     return timeline
+
+
+def window_labels(
+    predictor: Predictor,
+    features: np.ndarray,
+    times: np.ndarray,
+    *,
+    size: int,
+    step: int,
+    spacing: float,
+    smooth: int = 1,
+    carry_state: bool = False,
+) -> list[Window]:
+    """The labels of windows of ``size`` consecutive rows of ``features`` (one row per grid
+    frame, at ``times`` seconds, ``spacing`` seconds apart), every ``step`` rows: a video's grid
+    features, or one tracked person's sequence (``vidseq.predict.actors``). ``smooth`` and
+    ``carry_state`` as in ``predict_timeline``."""
+    if carry_state:
+        return _carried(predictor, features, times, size, step, spacing)
+    return _windows(predictor, features, times, size, step, spacing, smooth)
 
 
 def _windows(
@@ -165,10 +184,11 @@ def _moving_average(probs: np.ndarray, width: int) -> np.ndarray:
     return total / counts[:, None]
 
 
-def merge_segments(windows: list[Window], *, duration: float) -> list[Segment]:
+def merge_segments(windows: list[Window], *, duration: float, start: float = 0.0) -> list[Segment]:
     """Join consecutive windows of one label. Each window stands for the time around its
     centre; a boundary lies halfway between the centres of two windows that disagree; the first
-    segment starts at 0 and the last ends at ``duration``."""
+    segment starts at ``start`` (a video's 0, a tracked person's first time) and the last ends
+    at ``duration``."""
     segments: list[Segment] = []
     for i, win in enumerate(windows):
         if segments and segments[-1].label == win.label:
@@ -176,7 +196,7 @@ def merge_segments(windows: list[Window], *, duration: float) -> list[Segment]:
             seg.probability += win.probability
             seg.windows += 1
             continue
-        boundary = 0.0 if i == 0 else (_centre(windows[i - 1]) + _centre(win)) / 2
+        boundary = start if i == 0 else (_centre(windows[i - 1]) + _centre(win)) / 2
         if segments:
             segments[-1].end = boundary
         segments.append(Segment(boundary, duration, win.label, win.probability, 1))

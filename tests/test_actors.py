@@ -286,3 +286,37 @@ def test_per_person_labels_go_to_the_tracks_they_name(tmp_path, actors_config, s
     assert sorted(data.labels[t] for t in data.targets) == ["left_one", "right_one"]
     clip_labels = load_sequences(first.store)
     assert len(clip_labels) == 1 and len(clip_labels.features[0]) == len(one.features)  # the main (longest) actor
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_a_pipeline_with_actors_extracts_trains_and_predicts_per_person(tmp_path, monkeypatch, detector, short_clips):
+    """`vidseq run` with actors.enabled: the extract stage writes per-person stores, train reads
+    them, the predict stage writes a row per tracked person (not whole-frame rows)."""
+    from vidseq.pipeline import run_pipeline
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    listing = tmp_path / "clips.csv"
+    labels = {"ntu": "solo", "dancer": "solo", "pianist": "solo", "pedestrians": "crowd", "gym": "crowd"}
+    listing.write_text("path,label\n" + "".join(f"{short_clips[k]},{v}\n" for k, v in labels.items()))
+    spec = tmp_path / "people.yaml"
+    spec.write_text(
+        "name: people\nexperiment: vidseq-people\nworkdir: runs/people\n"
+        "config:\n"
+        f"  data: {{source: {listing}}}\n"
+        f"  actors: {{enabled: true, weights: {detector}, classes: [0, 1], imgsz: 512, fps: 3, min_frames: 3}}\n"
+        "  extract: {num_workers: 0}\n"
+        "  train: {epochs: 2, batch_size: 2, val_fraction: 0.34, test_fraction: 0.0,"
+        " streams: [appearance, trajectory]}\n"
+        f"  predict: {{input: {short_clips['pedestrians']}}}\n"
+        "stages: [extract, train, predict]\n"
+    )
+    result = run_pipeline(spec, progress=False, echo=lambda line: None)
+    extract = result.record("extract")
+    assert Path(extract.outputs["store"]).name.startswith("actors-efficientnet_lite0-")
+    assert extract.metrics["tracked"] == 5 and extract.metrics["tracks"] >= 5
+    rows = list(csv.DictReader(open(result.record("predict").outputs["predictions"])))
+    assert len(rows) >= 2 and all(r["track"] and r["label"] in ("solo", "crowd") for r in rows)  # a row per person
+    again = run_pipeline(spec, progress=False, echo=lambda line: None)
+    assert [r.status for r in again.stages] == ["reused", "reused", "reused"]

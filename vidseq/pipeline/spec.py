@@ -203,6 +203,8 @@ def stage_config(stage: Stage) -> dict[str, Any]:
         from vidseq.features.motion import MOTION_VERSION
 
         out["motion"] = {**dumped["motion"], "version": MOTION_VERSION}
+    if stage.name == "extract" and stage.config.actors.enabled:  # per-person stores: the tracking settings
+        out["actors"] = {k: v for k, v in dumped["actors"].items() if k != "batch"}
     return out
 
 

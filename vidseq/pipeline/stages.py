@@ -97,6 +97,8 @@ def run_extract(ctx: StageContext) -> StageOutcome:
     found = find_dataset(ctx.config, source)
     ctx.run.log_dataset(dataset_rows(found), name=Path(source).name or "videos", source=str(source), context="extract")
     cfg = ctx.config
+    if cfg.actors.enabled:
+        return _extract_actors(ctx, found, source)
     earlier = [d for d in ctx.out.parent.iterdir() if d.is_dir() and d != ctx.out]  # other keys' stores
     result = extract(
         found,
@@ -134,6 +136,43 @@ def run_extract(ctx: StageContext) -> StageOutcome:
             {"motion_videos": float(motion.extracted + motion.reused), "motion_failed": float(len(motion.failed))}
         )
         outputs["motion_store"] = str(motion.store.directory)
+    return StageOutcome(outputs, metrics, result.summary())
+
+
+def _extract_actors(ctx: StageContext, found: Dataset, source: str) -> StageOutcome:
+    """The extract stage with ``actors.enabled``: a store entry per tracked person (crops, trajectory
+    and, with motion, flow inside the crops); the train stage reads the crops' store."""
+    from vidseq.features.actor_extraction import extract_actors
+
+    cfg = ctx.config
+    result = extract_actors(
+        found,
+        out=ctx.out,
+        actors=cfg.actors,
+        backbone=cfg.backbone,
+        config=cfg.extract,
+        io=cfg.io,
+        motion=cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None,
+        force=ctx.force,
+        progress=ctx.progress,
+    )
+    if result.tracked + result.reused == 0:
+        first = (result.failed or result.empty or [{"error": "no videos found"}])[0]["error"]
+        raise StageError(f"no person was tracked in any video of {source} (first: {first})")
+    for store in result.stores.values():
+        store.write_manifest_view()
+        ctx.run.log_artifact(store.manifest_path, artifact_path=store.stream)
+    metrics = {
+        "videos": float(result.tracked + result.reused),
+        "tracked": float(result.tracked),
+        "tracks": float(result.tracks),
+        "empty": float(len(result.empty)),
+        "failed": float(len(result.failed)),
+        "frames_per_s": result.frames / result.seconds if result.seconds else 0.0,
+    }
+    outputs = {"store": str(result.store.directory)}
+    if "motion" in result.stores:
+        outputs["motion_store"] = str(result.stores["motion"].directory)
     return StageOutcome(outputs, metrics, result.summary())
 
 
@@ -288,6 +327,8 @@ def run_predict(ctx: StageContext) -> StageOutcome:
     out = ctx.out / "predictions.csv"
     if ctx.force:
         out.unlink(missing_ok=True)
+    if predictor.actors is not None:
+        return _predict_actors(ctx, predictor, cfg.input, out)
     result = predict_batch(
         predictor, [cfg.input], out=out, top_k=cfg.top_k, window=cfg.window, hop=cfg.hop, progress=ctx.progress
     )
@@ -297,6 +338,32 @@ def run_predict(ctx: StageContext) -> StageOutcome:
     return StageOutcome(
         {"predictions": str(out)}, metrics, f"{result.predicted} videos labelled, {result.failed} failed -> {out}"
     )
+
+
+def _predict_actors(ctx: StageContext, predictor, source: str, out: Path) -> StageOutcome:
+    """The predict stage of a per-person model: a row per tracked person (as ``predict --actors``)."""
+    import csv
+    import io
+
+    from vidseq.atomic import write_text
+    from vidseq.predict.actors import predict_actors
+    from vidseq.predict.batch import collect_inputs
+
+    paths, errors, _ = collect_inputs([source])
+    rows = [row.as_row() for row in predict_actors(predictor, paths, progress=ctx.progress)]
+    rows += [{"path": path, "error": error} for path, error in errors.items()]
+    text = io.StringIO()
+    fields = ["path", "track", "first", "last", "frames", "label", "probability", "error"]
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out, text.getvalue())
+    ctx.run.log_artifact(out)
+    people = sum(1 for row in rows if row.get("track") is not None)
+    failed = sum(1 for row in rows if row.get("track") is None and "no person" not in (row.get("error") or ""))
+    metrics = {"videos": float(len(paths) + len(errors)), "people": float(people), "failed": float(failed)}
+    summary = f"{people} people labelled, {failed} videos failed -> {out}"
+    return StageOutcome({"predictions": str(out)}, metrics, summary)
 
 
 def write_stage_config(ctx: StageContext) -> Path:

@@ -100,6 +100,8 @@ def predict_batch(
     """Predict every video of ``inputs``; append rows to ``out`` (``.csv`` or ``.jsonl``).
 
     Videos already predicted in ``out`` are skipped; those that failed there are tried again."""
+    if getattr(predictor, "actors", None) is not None:
+        raise VidseqError("this model was trained on per-person sequences: predict with --actors (a row per person)")
     out = Path(out) if out is not None else None
     windowed = window is not None
     writer = _Writer(out, windowed) if out is not None else None

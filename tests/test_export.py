@@ -234,6 +234,16 @@ def _heads():
             "gru", input_dim=D, num_classes=C, hidden_size=8, pooling="attention", center=True, motion_dims=4
         ),
         "tcn": build_model("tcn", input_dim=D, num_classes=C, hidden_size=8),
+        "transformer-causal-centred-motion": build_model(
+            "transformer",
+            input_dim=D,
+            num_classes=C,
+            hidden_size=8,
+            num_heads=2,
+            causal=True,
+            center=True,
+            motion_dims=4,
+        ),
         "late-fusion": build_late_fusion(
             D,
             C,

@@ -40,7 +40,13 @@ from torch import nn
 
 from vidseq import __version__
 from vidseq.backbones.spec import file_sha256
-from vidseq.models import LateFusion, MeanPoolClassifier, RecurrentClassifier, TemporalConvClassifier
+from vidseq.models import (
+    LateFusion,
+    MeanPoolClassifier,
+    RecurrentClassifier,
+    TemporalConvClassifier,
+    TransformerClassifier,
+)
 from vidseq.models.recurrent import CELLS
 from vidseq.models.sequence import masked_max, masked_mean, normalize_streams
 from vidseq.predict._predictor import Predictor, load_predictor
@@ -199,17 +205,30 @@ class _LateFusion(nn.Module):
         return torch.logsumexp(torch.stack(parts), dim=0)
 
 
+class _Transformer(nn.Module):
+    """The transformer head as it is: masks, not packing, keep padding out, so it traces whole."""
+
+    def __init__(self, model: TransformerClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.model(features, lengths)
+
+
 def _logits_module(model: nn.Module) -> nn.Module:
     for kind, wrapper in (
         (LateFusion, _LateFusion),
         (RecurrentClassifier, _Recurrent),
         (MeanPoolClassifier, _MeanPool),
         (TemporalConvClassifier, _TemporalConv),
+        (TransformerClassifier, _Transformer),
     ):
         if isinstance(model, kind):
             return wrapper(model)
     raise ExportError(
-        f"a {type(model).__name__} head does not export (exportable: lstm, gru, meanpool, tcn, late_fusion)"
+        f"a {type(model).__name__} head does not export (exportable: lstm, gru, transformer, meanpool, tcn, "
+        "late_fusion)"
     )
 
 

@@ -320,3 +320,33 @@ def test_a_pipeline_with_actors_extracts_trains_and_predicts_per_person(tmp_path
     assert len(rows) >= 2 and all(r["track"] and r["label"] in ("solo", "crowd") for r in rows)  # a row per person
     again = run_pipeline(spec, progress=False, echo=lambda line: None)
     assert [r.status for r in again.stages] == ["reused", "reused", "reused"]
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_two_actor_extractions_share_one_store_and_track_each_video_once(tmp_path, detector, short_clips):
+    """Two `vidseq extract --actors` processes at once on the same clips: every video is tracked
+    by one of them (its claim), the other counts it as already done, and the store is whole."""
+    listing = tmp_path / "clips.csv"
+    keys = ("ntu", "dancer", "pianist", "gym")
+    listing.write_text("path,label\n" + "".join(f"{short_clips[k]},x\n" for k in keys))
+    command = [
+        sys.executable, "-m", "vidseq", "extract", str(listing), "--actors", "--out", str(tmp_path / "features"), "-q",
+        "-o", f"actors.weights={detector}", "-o", "actors.classes=[0,1]", "-o", "actors.imgsz=416",
+        "-o", "actors.fps=2", "-o", "actors.min_frames=2", "-o", "extract.num_workers=0",
+    ]  # fmt: skip
+    env = {**os.environ, **OFFLINE, "VIDSEQ_THREADS": "1"}
+    writers = [subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], outputs
+    tracked = [int(out.split(" videos tracked")[0].split()[-1]) for out in outputs]
+    reused = [int(out.split(" already done")[0].split()[-1]) for out in outputs]
+    assert sum(tracked) == len(keys) and [t + r for t, r in zip(tracked, reused)] == [len(keys)] * 2, outputs
+    [store_dir] = (tmp_path / "features").glob("actors-efficientnet_lite0-*")
+    store = FeatureStore.load_existing(store_dir)
+    rows = store.read_manifest()
+    assert sorted(r["status"] for r in rows if r["subject"] == "frame") == ["tracked"] * len(keys)
+    for row in rows:
+        if row["subject"] != "frame":
+            assert len(FeatureStore.read(store_dir / row["file"]).features) == int(row["frames"])
+    assert not list((store_dir / "claims").glob("*.claim"))

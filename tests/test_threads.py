@@ -168,13 +168,23 @@ def test_decode_workers_run_torch_and_opencv_on_one_thread():
     assert cv2.getNumThreads() == 2
 
 
+def _forked(parent: int, child: str) -> bool:
+    """A child that is a fork of ``parent`` (a decode worker runs the same program), not a short
+    helper program a library starts (ctypes' find_library runs ldconfig, for one)."""
+    try:
+        with open(f"/proc/{parent}/comm") as mine, open(f"/proc/{child}/comm") as theirs:
+            return mine.read() == theirs.read()
+    except OSError:  # it ended meanwhile
+        return False
+
+
 def _watch(process: subprocess.Popen) -> tuple[int, int]:
-    """The most child processes and the most threads of the main process seen while it ran."""
+    """The most forked child processes and the most threads of the main process seen while it ran."""
     kids = tasks = 0
     while process.poll() is None:
         try:
             with open(f"/proc/{process.pid}/task/{process.pid}/children") as fh:
-                kids = max(kids, len(fh.read().split()))
+                kids = max(kids, sum(_forked(process.pid, child) for child in fh.read().split()))
             tasks = max(tasks, len(os.listdir(f"/proc/{process.pid}/task")))
         except OSError:  # it ended between the poll and the read
             break

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidseq.atomic import write_bytes
-from vidseq.backbones.spec import BackboneError, grid_size, pool_maps
+from vidseq.backbones.spec import BackboneError, cache_folder, grid_size, pool_maps
 from vidseq.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -173,15 +173,7 @@ def onnx_cache_dir() -> Path:
     ``$XDG_CACHE_HOME/vidseq/onnx`` (``~/.cache``), else a folder in the temp dir if that is not writable."""
     if os.environ.get("VIDSEQ_ONNX_CACHE"):
         return Path(os.environ["VIDSEQ_ONNX_CACHE"])
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vidseq" / "onnx"
-    for folder in (cache, Path(tempfile.gettempdir()) / "vidseq-onnx"):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(folder, os.W_OK):
-            return folder
-    raise BackboneError("no writable folder to cache exported backbones: set VIDSEQ_ONNX_CACHE to one")
+    return cache_folder("onnx", hint="to cache exported backbones: set VIDSEQ_ONNX_CACHE to one")
 
 
 def export_key(backbone: Backbone, *, opset: int = DEFAULT_OPSET) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -147,3 +149,17 @@ def pool_maps(maps: list[torch.Tensor], pooling: str) -> torch.Tensor:
         cells = F.adaptive_avg_pool2d(fmap.float(), k)  # (N, C, k, k)
         pooled.append(cells.permute(0, 2, 3, 1).flatten(1))
     return pooled[0] if len(pooled) == 1 else torch.cat(pooled, dim=1)
+
+
+def cache_folder(name: str, *, hint: str) -> Path:
+    """A writable folder for vidseq's caches: ``$XDG_CACHE_HOME/vidseq/<name>`` (``~/.cache``), else
+    ``vidseq-<name>`` in the temp dir; BackboneError with ``hint`` (what to set) when neither is."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vidseq" / name
+    for folder in (cache, Path(tempfile.gettempdir()) / f"vidseq-{name}"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    raise BackboneError(f"no writable folder {hint}")

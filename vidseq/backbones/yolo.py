@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from torch import nn
 
 from vidseq.backbones.base import Backbone, BackboneError, BackboneSpec, file_sha256, grid_size
 from vidseq.backbones.registry import DEFAULT_WEIGHTS, register_backbone
+from vidseq.backbones.spec import cache_folder
 
 MAX_STRIDE = 32
 _PROBE_SIZE = 64
@@ -33,18 +33,7 @@ _TRUTHY = frozenset({"1", "true", "yes", "on", "y", "t"})  # as ultralytics read
 
 def _config_dir() -> Path:
     """A writable folder for Ultralytics' settings file: ~/.cache/vidseq/ultralytics or /tmp."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    for folder in (
-        cache / "vidseq" / "ultralytics",
-        Path(tempfile.gettempdir()) / "vidseq-ultralytics",
-    ):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(folder, os.W_OK):
-            return folder
-    raise BackboneError("no writable folder for YOLO_CONFIG_DIR: set it to one")
+    return cache_folder("ultralytics", hint="for YOLO_CONFIG_DIR: set it to one")
 
 
 def prepare_ultralytics_env() -> None:

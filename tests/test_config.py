@@ -41,7 +41,7 @@ def test_unknown_section_is_an_error(tmp_path):
     with pytest.raises(
         ConfigError,
         match=r"unknown key 'sampler'.*did you mean .sampling.*valid keys: "
-        r"actors, backbone, data, evaluate, extract, io, model, motion, predict, sampling, synth, train",
+        r"actors, backbone, data, evaluate, extract, io, model, motion, pose, predict, sampling, synth, train",
     ):
         load_config(path)
 

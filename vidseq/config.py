@@ -141,7 +141,7 @@ class BackboneConfig(_Section):
         return {key: value for key, value in extra.items() if value is not None}
 
 
-STREAMS = ("appearance", "motion", "trajectory")
+STREAMS = ("appearance", "motion", "pose", "trajectory")  # canonical order of concatenation
 
 
 class MotionConfig(_Section):
@@ -161,9 +161,13 @@ class MotionConfig(_Section):
 
 
 class PoseConfig(_Section):
-    """The pose stream (see vidseq.features.pose): body keypoints per frame. Not in VidseqConfig yet (issue 18)."""
+    """The pose stream (see vidseq.features.pose): body keypoints per frame, extracted beside the backbone features."""
 
-    enabled: bool = Field(False, description="Extract the pose stream too (needs the pose extra).")
+    enabled: bool = Field(
+        False,
+        description="Extract the pose stream too (needs the pose extra; pipelines turn it on when train.streams "
+        "names 'pose').",
+    )
     mode: Literal["static", "video"] = Field(
         "static",
         description="static: each frame on its own (a frame's vector never depends on the frames before it); "
@@ -323,11 +327,11 @@ class TrainConfig(_Section):
     )
     test_fraction: float = Field(0.15, ge=0, lt=1, description="Held out for test where the data has no splits at all.")
     seed: int = Field(0, description="Seed of initialisation, data order and augmentation.")
-    streams: list[Literal["appearance", "motion", "trajectory"]] = Field(
+    streams: list[Literal["appearance", "motion", "pose", "trajectory"]] = Field(
         default_factory=lambda: ["appearance"],
         min_length=1,
         description="Feature streams: appearance (the backbone), motion (optical flow; needs motion extracted), "
-        "trajectory (per-person stores only: each track's box centre, size and velocities).",
+        "pose (body keypoints; needs pose extracted), trajectory (per-person stores only: each track's box centre, size and velocities).",
     )
     fusion: Literal["late", "early"] = Field(
         "late",
@@ -373,6 +377,7 @@ class VidseqConfig(_Section):
     synth: SynthConfig = Field(default_factory=SynthConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     motion: MotionConfig = Field(default_factory=MotionConfig)
+    pose: PoseConfig = Field(default_factory=PoseConfig)
     actors: ActorsConfig = Field(default_factory=ActorsConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -384,6 +389,11 @@ class VidseqConfig(_Section):
 def wants_motion(config: VidseqConfig) -> bool:
     """Whether extraction must make the motion stream: asked for, or a stream training reads."""
     return config.motion.enabled or "motion" in config.train.streams
+
+
+def wants_pose(config: VidseqConfig) -> bool:
+    """Whether extraction must make the pose stream: asked for, or a stream training reads."""
+    return config.pose.enabled or "pose" in config.train.streams
 
 
 def load_config(

@@ -66,16 +66,15 @@ def task_store(work: Path, kind: str, *, per_class: int) -> Path:
 
 def task_data(store: Path, kind: str, seed: int) -> tuple[dict, int, dict]:
     """Train/test sequences of a task (vidseq's split, by photo for camera) and the head options
-    its streams need (the motion dims are neither centred nor LayerNorm'd)."""
+    its streams need (the declared layout: only the appearance dims are centred and LayerNorm'd)."""
     streams = ["appearance", "motion"] if kind == "camera" else ["appearance"]
     data = load_sequences(stream_stores(FeatureStore.load_existing(store), streams))
     data = assign_splits(data, val_fraction=0.0, test_fraction=0.3, seed=seed)
-    motion = sum(d for name, d in data.streams if name == "motion")
     out = {}
     for split in ("train", "test"):
         keep = [i for i, s in enumerate(data.splits) if s == split]
         out[split] = ([data.features[i].astype(np.float32) for i in keep], data.targets[keep])
-    return out, len(data.labels), ({"motion_dims": motion} if motion else {})
+    return out, len(data.labels), {"streams": [[name, dims] for name, dims in data.streams]}
 
 
 def timed(fn, repeat: int) -> float:

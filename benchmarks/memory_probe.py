@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from vidseq.config import BackboneConfig, ExtractConfig, SamplingConfig, SynthConfig
 from vidseq.datasets import discover
 from vidseq.features import FeatureStore, extract
-from vidseq.models import build_model, pad_sequences
+from vidseq.models import build_model, fit_stream_stats, pad_sequences
 from vidseq.synth import generate_dataset
 from vidseq.training.sequences import assign_splits, load_sequences
 
@@ -135,6 +135,8 @@ def train_head(
     table, base = HEADS[name]
     torch.manual_seed(seed)
     model = build_model(table, input_dim=sequences[0].shape[1], num_classes=num_classes, **{**base, **(options or {})})
+    if model.input.standardised:  # as vidseq train does: stream statistics of the training sequences
+        model.input.set_stats(*fit_stream_stats(sequences, model.input.layout))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     steps = epochs * math.ceil(len(sequences) / batch_size)
     warmup = max(1, steps // 10)

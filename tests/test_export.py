@@ -231,7 +231,13 @@ def _heads():
             "lstm", input_dim=D, num_classes=C, hidden_size=8, bidirectional=True, num_layers=2, pooling="mean"
         ),
         "gru-attention-centred-motion": build_model(
-            "gru", input_dim=D, num_classes=C, hidden_size=8, pooling="attention", center=True, motion_dims=4
+            "gru",
+            input_dim=D,
+            num_classes=C,
+            hidden_size=8,
+            pooling="attention",
+            center=True,
+            streams=[["appearance", D - 4], ["motion", 4]],
         ),
         "tcn": build_model("tcn", input_dim=D, num_classes=C, hidden_size=8),
         "transformer-causal-centred-motion": build_model(
@@ -242,7 +248,7 @@ def _heads():
             num_heads=2,
             causal=True,
             center=True,
-            motion_dims=4,
+            streams=[["appearance", D - 4], ["motion", 4]],
         ),
         "late-fusion": build_late_fusion(
             D,

@@ -374,21 +374,21 @@ def test_checkpoint_errors():
         load_model({**good, "name": "gru"})
     with pytest.raises(ConfigError, match=r"hparams do not fit model 'meanpool': missing \[\], unknown"):
         make_checkpoint("meanpool", _model("lstm"))
-    old = {**good, "hparams": {k: v for k, v in good["hparams"].items() if k not in ("input_dropout", "motion_dims")}}
+    old = {**good, "hparams": {k: v for k, v in good["hparams"].items() if k not in ("input_dropout", "streams")}}
     rebuilt = load_model(old)  # options a checkpoint lacks take their defaults
-    assert rebuilt.hparams["input_dropout"] == 0.0 and rebuilt.hparams["motion_dims"] == 0
+    assert rebuilt.hparams["input_dropout"] == 0.0 and rebuilt.hparams["streams"] == [["appearance", DIM]]
 
 
 # ------------------------------------------------------------------------ streams: centring, fusion
 
 
 @pytest.mark.parametrize("name", ["gru", "meanpool", "tcn"])
-def test_motion_dims_are_neither_centred_nor_layer_normed(name):
+def test_motion_dims_of_the_layout_are_neither_centred_nor_layer_normed(name):
     """Early fusion: a constant offset on the first 4 dims (the scene) changes nothing for a
     centring GRU; the last 2 (motion) skip the LayerNorm, so a pan left and a pan down (which a
     per-frame LayerNorm maps to one vector) stay apart in every model."""
     options = {"center": True} if name == "gru" else {}
-    model = _model(name, motion_dims=2, **options).eval()
+    model = _model(name, streams=[["appearance", 4], ["motion", 2]], **options).eval()
     seq = _sequences((6,))[0]
     scene = torch.zeros(DIM)
     scene[:4] = 3.0
@@ -399,13 +399,13 @@ def test_motion_dims_are_neither_centred_nor_layer_normed(name):
         if name == "gru":
             torch.testing.assert_close(model(left[None]), model((left + scene)[None]), atol=1e-5, rtol=0)
         assert not torch.allclose(model(left[None]), model(down[None]), atol=1e-4)
-    assert model.hparams["motion_dims"] == 2
-    with pytest.raises(ConfigError, match="motion_dims must be at most input_dim=6, got 7"):
-        _model(name, motion_dims=7)
+    assert model.hparams["streams"] == [["appearance", 4], ["motion", 2]]
+    with pytest.raises(ConfigError, match="streams covers 7 dims, but input_dim is 6"):
+        _model(name, streams=[["appearance", 4], ["motion", 3]])
 
 
 def test_a_per_frame_layer_norm_cannot_tell_a_pan_left_from_a_pan_down():
-    """Why motion_dims exists: without it the two pans are one input."""
+    """Why the layout exists: without it the two pans are one input."""
     model = _model("meanpool").eval()
     left = torch.tensor([[-1.0, -1.0, -1.0, 0.0, 0.0, 0.0]] * 4)
     down = torch.tensor([[0.0, 0.0, 0.0, 1.0, 1.0, 1.0]] * 4)

@@ -46,7 +46,7 @@ CONFIGS = [
     {"pooling": "attention", "num_layers": 1},
     {"causal": True, "pooling": "last"},
     {"causal": True, "pooling": "mean", "num_layers": 3},
-    {"center": True, "motion_dims": 2},
+    {"center": True, "streams": [["appearance", 4], ["motion", 2]]},
 ]
 
 
@@ -159,7 +159,9 @@ def test_bad_options_are_config_errors(options, match):
 
 
 @pytest.mark.parametrize(
-    "options", [{"pooling": "cls"}, {"causal": True, "pooling": "mean", "motion_dims": 2}], ids=str
+    "options",
+    [{"pooling": "cls"}, {"causal": True, "pooling": "mean", "streams": [["appearance", 4], ["motion", 2]]}],
+    ids=str,
 )
 def test_checkpoint_round_trip_with_weights_only(options, tmp_path):
     model = _model(seed=3, **options)

@@ -323,7 +323,8 @@ def test_early_fusion_trains_one_model_and_leaves_the_motion_dims_alone(store, t
     state = torch.load(result.best_checkpoint, weights_only=True)
     hparams = state["model"]["hparams"]
     assert state["model"]["name"] == "gru" and hparams["input_dim"] == APPEARANCE_DIM + MOTION_DIM
-    assert hparams["center"] and hparams["motion_dims"] == MOTION_DIM
+    assert hparams["center"] and hparams["streams"] == [["appearance", APPEARANCE_DIM], ["motion", MOTION_DIM]]
+    assert bool((state["model"]["state_dict"]["input.scale"][APPEARANCE_DIM:] != 1).all())  # fitted on train
     assert state["streams"] == ["appearance", "motion"] and "motion" in state["extraction"]
     assert (result.out / "last.pt").is_file() and not (result.out / "motion").exists() and not result.extra
     assert result.test["accuracy"] >= 0.8, result.test
@@ -335,7 +336,7 @@ def test_early_fusion_trains_one_model_and_leaves_the_motion_dims_alone(store, t
 def test_motion_alone_is_never_centred(store, tmp_path):
     result = _train(store, tmp_path / "motion", model=MODEL.model_copy(update={"center": True}), streams=["motion"])
     state = torch.load(result.best_checkpoint, weights_only=True)
-    assert state["model"]["hparams"]["motion_dims"] == MOTION_DIM and state["streams"] == ["motion"]
+    assert state["model"]["hparams"]["streams"] == [["motion", MOTION_DIM]] and state["streams"] == ["motion"]
     assert state["stream_stores"] == {"motion": str(store.stream_store("motion").directory)}
     assert state["extraction"]["motion"] == MOTION.model_dump(mode="json")
     assert result.test["accuracy"] >= 0.9, result.test  # centred, the constant pan would be gone
@@ -346,7 +347,7 @@ def test_an_appearance_checkpoint_without_streams_still_evaluates(store, tmp_pat
     state = torch.load(result.best_checkpoint, weights_only=True)
     assert state["streams"] == ["appearance"] and "motion" not in state["extraction"]
     old = {k: v for k, v in state.items() if k not in ("streams", "stream_stores")}
-    old["model"] = {**old["model"], "hparams": {k: v for k, v in old["model"]["hparams"].items() if k != "motion_dims"}}
+    old["model"] = {**old["model"], "hparams": {k: v for k, v in old["model"]["hparams"].items() if k != "streams"}}
     torch.save(old, tmp_path / "old.pt")
     report = evaluate(tmp_path / "old.pt", out=tmp_path / "eval")
     assert report.metrics["accuracy"] == pytest.approx(result.test["accuracy"])

@@ -15,6 +15,10 @@ Models: ``lstm``/``gru`` (``RecurrentClassifier``; ``pack=False`` for the padded
 and ``tcn`` (1-D convolutions over time), ``transformer`` (``TransformerClassifier``: a small
 pre-norm encoder; ``causal=True`` streams with ``step``), and ``late_fusion`` (``LateFusion``: one trained model
 per feature stream, probabilities averaged with weights; built from trained members, not trained).
+Every model takes ``streams=[[name, dims], ...]``, the declared layout of its input
+(``vidseq.models.streams``): each stream gets its own input treatment, and the statistics the
+non-appearance streams are standardised with are fitted on the training split
+(``model.input.set_stats(*fit_stream_stats(train_features, layout))``) and saved in its weights.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from vidseq.models.sequence import (
     masked_mean,
     pad_sequences,
 )
+from vidseq.models.streams import StreamInput, fit_stream_stats, streams_option
 from vidseq.models.transformer import TransformerClassifier
 
 __all__ = [
@@ -50,10 +55,12 @@ __all__ = [
     "Member",
     "ModelError",
     "RecurrentClassifier",
+    "StreamInput",
     "TemporalConvClassifier",
     "TransformerClassifier",
     "build_late_fusion",
     "build_model",
+    "fit_stream_stats",
     "length_mask",
     "list_models",
     "load_model",
@@ -63,4 +70,5 @@ __all__ = [
     "model_options",
     "pad_sequences",
     "register_model",
+    "streams_option",
 ]

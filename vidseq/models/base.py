@@ -74,10 +74,3 @@ def check_inputs(features: torch.Tensor, lengths: torch.Tensor | None, *, input_
         )
     return lengths
 
-
-def motion_dims_option(value: Any, input_dim: int) -> int:
-    """How many of the last input dims are the motion stream: 0 to ``input_dim``."""
-    dims = int_option("motion_dims", value, minimum=0)
-    if dims > input_dim:
-        raise ConfigError(f"model option motion_dims must be at most input_dim={input_dim}, got {dims}")
-    return dims

@@ -18,10 +18,10 @@ from vidseq.models.base import (
     check_inputs,
     choice_option,
     int_option,
-    motion_dims_option,
     probability_option,
 )
-from vidseq.models.sequence import length_mask, masked_max, masked_mean, normalize_streams
+from vidseq.models.sequence import length_mask, masked_max, masked_mean
+from vidseq.models.streams import StreamInput, streams_option
 
 
 class MeanPoolClassifier(nn.Module):
@@ -37,7 +37,7 @@ class MeanPoolClassifier(nn.Module):
         hidden_size: int = 256,
         dropout: float = 0.0,
         normalize_input: bool = True,
-        motion_dims: int = 0,
+        streams: list | None = None,
     ) -> None:
         super().__init__()
         self.hparams = {
@@ -46,10 +46,9 @@ class MeanPoolClassifier(nn.Module):
             "hidden_size": int_option("hidden_size", hidden_size),
             "dropout": probability_option("dropout", dropout),
             "normalize_input": bool_option("normalize_input", normalize_input),
-            "motion_dims": motion_dims_option(motion_dims, input_dim),
+            "streams": streams_option(streams, input_dim),
         }
-        appearance = input_dim - motion_dims  # the motion stream's last dims are not LayerNorm'd
-        self.norm = nn.LayerNorm(appearance) if normalize_input and appearance else nn.Identity()
+        self.input = StreamInput(self.hparams["streams"], normalize_input=normalize_input)
         self.mlp = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(input_dim, hidden_size),
@@ -62,7 +61,7 @@ class MeanPoolClassifier(nn.Module):
         """``features (B, T, D)`` float, ``lengths (B,)`` int (``None``: all ``T``)."""
         lengths = check_inputs(features, lengths, input_dim=self.hparams["input_dim"])
         mask = length_mask(lengths, features.shape[1], device=features.device)
-        return self.mlp(masked_mean(normalize_streams(self.norm, features, self.hparams["motion_dims"]), mask))
+        return self.mlp(masked_mean(self.input(features, mask), mask))
 
 
 class TemporalConvClassifier(nn.Module):
@@ -86,7 +85,7 @@ class TemporalConvClassifier(nn.Module):
         dropout: float = 0.0,
         pooling: str = "max",
         normalize_input: bool = True,
-        motion_dims: int = 0,
+        streams: list | None = None,
     ) -> None:
         super().__init__()
         self.hparams = {
@@ -98,12 +97,11 @@ class TemporalConvClassifier(nn.Module):
             "dropout": probability_option("dropout", dropout),
             "pooling": choice_option("pooling", pooling, ("max", "mean")),
             "normalize_input": bool_option("normalize_input", normalize_input),
-            "motion_dims": motion_dims_option(motion_dims, input_dim),
+            "streams": streams_option(streams, input_dim),
         }
         if kernel_size % 2 == 0:
             raise ConfigError(f"model option kernel_size must be odd (a centred window), got {kernel_size}")
-        appearance = input_dim - motion_dims  # the motion stream's last dims are not LayerNorm'd
-        self.norm = nn.LayerNorm(appearance) if normalize_input and appearance else nn.Identity()
+        self.input = StreamInput(self.hparams["streams"], normalize_input=normalize_input)
         self.convs = nn.ModuleList(
             nn.Conv1d(
                 input_dim if i == 0 else hidden_size,
@@ -121,7 +119,7 @@ class TemporalConvClassifier(nn.Module):
         """``features (B, T, D)`` float, ``lengths (B,)`` int (``None``: all ``T``)."""
         lengths = check_inputs(features, lengths, input_dim=self.hparams["input_dim"])
         mask = length_mask(lengths, features.shape[1], device=features.device)
-        x = normalize_streams(self.norm, features, self.hparams["motion_dims"])
+        x = self.input(features, mask)
         for conv in self.convs:
             x = torch.where(mask[..., None], x, x.new_zeros(()))  # (B, T, F)
             x = self.dropout(torch.relu(conv(x.transpose(1, 2)).transpose(1, 2)))

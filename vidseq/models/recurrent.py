@@ -17,9 +17,9 @@ padding before the real frames, for every pooling, so such a batch raises ``Mode
 LayerNorm: what stays is how the frames *change*, not what the scene looks like, which keeps a
 small model from memorising training scenes when classes differ by motion (measured on the
 synthetic direction pairs: GRU test accuracy 0.62 -> 0.75 with 17 training videos per class).
-``motion_dims=N``: the last ``N`` input dims are the motion stream (pooled optical flow, see
-``vidseq.features.motion``): they are neither centred (a constant pan is a constant vector) nor
-LayerNorm'd (which maps a pan left and a pan down to one vector); both act on the other dims.
+``streams=[[name, dims], ...]``: the declared layout of the input (``vidseq.models.streams``):
+only the appearance dims are centred and LayerNorm'd; motion, pose and trajectory dims are
+standardised with statistics fitted on the training split, kept in the checkpoint.
 
 Long videos: ``step(features_chunk, state)`` carries the recurrent state from chunk to chunk;
 feeding a video in chunks gives the logits of one ``forward`` over the whole video
@@ -38,10 +38,10 @@ from vidseq.models.base import (
     check_inputs,
     choice_option,
     int_option,
-    motion_dims_option,
     probability_option,
 )
-from vidseq.models.sequence import AttentionPool, length_mask, masked_mean, normalize_streams
+from vidseq.models.sequence import AttentionPool, length_mask, masked_mean
+from vidseq.models.streams import StreamInput, streams_option
 
 
 def center_sequences(features: torch.Tensor, lengths: torch.Tensor, dims: int | None = None) -> torch.Tensor:
@@ -87,7 +87,7 @@ class RecurrentClassifier(nn.Module):
         pack: bool = True,
         normalize_input: bool = True,
         center: bool = False,
-        motion_dims: int = 0,
+        streams: list | None = None,
     ) -> None:
         super().__init__()
         self.hparams = {
@@ -103,10 +103,9 @@ class RecurrentClassifier(nn.Module):
             "pack": bool_option("pack", pack),
             "normalize_input": bool_option("normalize_input", normalize_input),
             "center": bool_option("center", center),
-            "motion_dims": motion_dims_option(motion_dims, input_dim),
+            "streams": streams_option(streams, input_dim),
         }
-        appearance = input_dim - motion_dims
-        self.norm = nn.LayerNorm(appearance) if normalize_input and appearance else nn.Identity()
+        self.input = StreamInput(self.hparams["streams"], normalize_input=normalize_input, center=center)
         self.input_dropout = nn.Dropout(input_dropout)
         self.rnn = CELLS[cell](
             input_dim,
@@ -121,10 +120,6 @@ class RecurrentClassifier(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(out_dim, num_classes))
 
     @property
-    def _motion_dims(self) -> int:
-        return self.hparams.get("motion_dims") or 0
-
-    @property
     def supports_streaming(self) -> bool:
         """Whether ``step`` works: a unidirectional, uncentred model with ``pooling="last"``."""
         hp = self.hparams
@@ -133,9 +128,8 @@ class RecurrentClassifier(nn.Module):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``features (B, T, D)`` float, ``lengths (B,)`` int, any device (``None``: all ``T``)."""
         lengths = check_inputs(features, lengths, input_dim=self.hparams["input_dim"])
-        if self.hparams.get("center"):
-            features = center_sequences(features, lengths, features.shape[-1] - self._motion_dims)
-        x = self.input_dropout(normalize_streams(self.norm, features, self._motion_dims))
+        mask = length_mask(lengths, features.shape[1], device=features.device)
+        x = self.input_dropout(self.input(features, mask))
         outputs, hidden, exact_hidden = self._run(x, lengths, None, force_pack=False)
         return self.head(self._pool(outputs, hidden, lengths, exact_hidden))
 
@@ -162,7 +156,8 @@ class RecurrentClassifier(nn.Module):
             )
         lengths = check_inputs(features, lengths, input_dim=self.hparams["input_dim"])
         hx = self._check_state(state, features)
-        x = self.input_dropout(normalize_streams(self.norm, features, self._motion_dims))
+        mask = length_mask(lengths, features.shape[1], device=features.device)
+        x = self.input_dropout(self.input(features, mask))
         outputs, hidden, _ = self._run(x, lengths, hx, force_pack=True)
         new_state = tuple(hidden) if isinstance(hidden, tuple) else (hidden,)
         return self.head(self._pool(outputs, hidden, lengths, True)), new_state

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from vidseq.errors import ConfigError
 from vidseq.models.baselines import MeanPoolClassifier, TemporalConvClassifier
 from vidseq.models.fusion import LateFusion, Member
 from vidseq.models.recurrent import RecurrentClassifier
+from vidseq.models.streams import layout_from_motion_dims
 from vidseq.models.transformer import TransformerClassifier
 
 Builder = Callable[..., nn.Module]
@@ -129,8 +131,28 @@ def load_model(checkpoint: Mapping[str, Any]) -> nn.Module:
     name = checkpoint["name"]
     input_dim, num_classes, options = _split_hparams(name, dict(checkpoint["hparams"]))
     model = build_model(name, input_dim=input_dim, num_classes=num_classes, **options)
-    model.load_state_dict(checkpoint["state_dict"])
+    model.load_state_dict(_upgrade_state_dict(model, checkpoint["state_dict"]))
     return model.eval()
+
+
+_OLD_NORM = re.compile(r"(^|\.)norm\.(weight|bias)$")
+_STATS = re.compile(r"(^|\.)input\.(shift|scale)$")
+
+
+def _upgrade_state_dict(model: nn.Module, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint written before stream layouts (its LayerNorm at ``norm.``, no stream statistics)
+    loads as it was trained: the LayerNorm moves to ``input.norm.`` and the statistics are the
+    identity (those models read motion dims raw)."""
+    expected = model.state_dict()
+    upgraded = dict(state_dict)
+    for key in list(upgraded):
+        new = _OLD_NORM.sub(r"\1input.norm.\2", key)
+        if new != key and key not in expected and new in expected:
+            upgraded[new] = upgraded.pop(key)
+    for key, value in expected.items():
+        if key not in upgraded and _STATS.search(key):
+            upgraded[key] = value
+    return upgraded
 
 
 def _split_hparams(name: str, hparams: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
@@ -139,6 +161,8 @@ def _split_hparams(name: str, hparams: dict[str, Any]) -> tuple[Any, Any, dict[s
     Options a checkpoint lacks take their defaults (an option added later stays loadable).
     """
     fixed = _fixed(_lookup(name))
+    if "motion_dims" in hparams and "streams" in model_options(name):  # written before stream layouts
+        hparams["streams"] = layout_from_motion_dims(int(hparams["input_dim"]), hparams.pop("motion_dims"))
     unknown = sorted(set(hparams) - {"input_dim", "num_classes", *fixed, *model_options(name)})
     missing = sorted({"input_dim", "num_classes"} - set(hparams))
     if unknown or missing:

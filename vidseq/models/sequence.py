@@ -79,15 +79,3 @@ class AttentionPool(nn.Module):
         weights = torch.softmax(scores, dim=1)
         return torch.einsum("bt,btf->bf", weights, values)
 
-
-def normalize_streams(norm: nn.Module, features: torch.Tensor, motion_dims: int) -> torch.Tensor:
-    """``norm`` (a LayerNorm over the appearance dims, or Identity) on all but the last
-    ``motion_dims`` features; those (the motion stream's pooled flow) pass unchanged.
-
-    A per-frame LayerNorm would wipe out what flow vectors say: it maps a pan left and a pan
-    down (``[-a]*16 + [0]*16`` and ``[0]*16 + [a]*16``) to the same vector.
-    """
-    if motion_dims == 0:
-        return norm(features)
-    split = features.shape[-1] - motion_dims
-    return torch.cat([norm(features[..., :split]), features[..., split:]], dim=-1)

@@ -1,8 +1,9 @@
 """A small temporal transformer encoder over per-frame features, with exact padding and streaming.
 
 Place in the data flow: ``features (B, T, D)`` + ``lengths (B,)`` (``pad_sequences`` of cached
-per-video features) -> padded steps zeroed -> optional centring -> LayerNorm per frame (not the
-motion dims) -> input dropout -> linear projection to ``hidden_size`` + sinusoidal positions ->
+per-video features) -> padded steps zeroed -> the declared streams' input treatment
+(``vidseq.models.streams``: appearance optionally centred and LayerNorm'd, the other streams
+standardised with fitted statistics) -> input dropout -> linear projection to ``hidden_size`` + sinusoidal positions ->
 ``num_layers`` pre-norm blocks (multi-head self-attention, then a GELU feed-forward of
 ``2 * hidden_size``, each with a residual) -> final LayerNorm -> pooling over time (``last``: the
 output at each video's last valid step, ``mean``, ``attention`` or a class token ``cls``) ->
@@ -39,11 +40,10 @@ from vidseq.models.base import (
     check_inputs,
     choice_option,
     int_option,
-    motion_dims_option,
     probability_option,
 )
-from vidseq.models.recurrent import center_sequences
-from vidseq.models.sequence import AttentionPool, length_mask, masked_mean, normalize_streams
+from vidseq.models.sequence import AttentionPool, length_mask, masked_mean
+from vidseq.models.streams import StreamInput, streams_option
 
 POOLINGS = ("last", "mean", "attention", "cls")
 STREAMING_POOLINGS = ("last", "mean")
@@ -127,7 +127,7 @@ class TransformerClassifier(nn.Module):
         causal: bool = False,
         normalize_input: bool = True,
         center: bool = False,
-        motion_dims: int = 0,
+        streams: list | None = None,
     ) -> None:
         super().__init__()
         self.hparams = {
@@ -142,7 +142,7 @@ class TransformerClassifier(nn.Module):
             "causal": bool_option("causal", causal),
             "normalize_input": bool_option("normalize_input", normalize_input),
             "center": bool_option("center", center),
-            "motion_dims": motion_dims_option(motion_dims, input_dim),
+            "streams": streams_option(streams, input_dim),
         }
         if hidden_size % num_heads:
             raise ConfigError(
@@ -153,8 +153,7 @@ class TransformerClassifier(nn.Module):
                 "model option pooling 'cls' reads a class token that a causal model cannot attend "
                 "from; use pooling last or mean with causal: true"
             )
-        appearance = input_dim - motion_dims
-        self.norm = nn.LayerNorm(appearance) if normalize_input and appearance else nn.Identity()
+        self.input = StreamInput(self.hparams["streams"], normalize_input=normalize_input, center=center)
         self.input_dropout = nn.Dropout(input_dropout)
         self.project = nn.Linear(input_dim, hidden_size)
         self.blocks = nn.ModuleList(_Block(hidden_size, num_heads, dropout) for _ in range(num_layers))
@@ -234,11 +233,8 @@ class TransformerClassifier(nn.Module):
         self, features: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, offset: torch.Tensor
     ) -> torch.Tensor:
         """Zeroed padding -> centring -> LayerNorm -> dropout -> projection + positions ``offset + t``."""
-        motion = self.hparams["motion_dims"]
         features = torch.where(mask[..., None], features, features.new_zeros(()))
-        if self.hparams["center"]:
-            features = center_sequences(features, lengths, features.shape[-1] - motion)
-        x = self.project(self.input_dropout(normalize_streams(self.norm, features, motion)))
+        x = self.project(self.input_dropout(self.input(features, mask)))
         positions = offset.to(x.device)[:, None] + torch.arange(x.shape[1], device=x.device)
         return x + sinusoidal_positions(positions, x.shape[-1]).to(x.dtype)
 

@@ -48,7 +48,7 @@ from vidseq.models import (
     TransformerClassifier,
 )
 from vidseq.models.recurrent import CELLS
-from vidseq.models.sequence import masked_max, masked_mean, normalize_streams
+from vidseq.models.sequence import masked_max, masked_mean
 from vidseq.predict._predictor import Predictor, load_predictor
 from vidseq.predict.exported import (
     BACKBONE_INPUT,
@@ -104,9 +104,7 @@ class _Recurrent(nn.Module):
     def __init__(self, model: RecurrentClassifier) -> None:
         super().__init__()
         hp = model.hparams
-        self.norm, self.head, self.attention = model.norm, model.head, model.attention
-        self.motion_dims = int(hp.get("motion_dims") or 0)
-        self.center = bool(hp.get("center", False))
+        self.input, self.head, self.attention = model.input, model.head, model.attention
         self.pooling, self.bidirectional = hp["pooling"], bool(hp["bidirectional"])
         self.hidden = int(hp["hidden_size"])
         cell = CELLS[hp["cell"]]
@@ -125,11 +123,7 @@ class _Recurrent(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = _valid(features, lengths)
-        x = features
-        appearance = features.shape[-1] - self.motion_dims
-        if self.center and appearance > 0:
-            x = torch.cat([_centred(x[..., :appearance], mask), x[..., appearance:]], dim=-1)
-        x = normalize_streams(self.norm, x, self.motion_dims)
+        x = self.input(features, mask)  # the streams' treatment (centring, LayerNorm, fitted statistics)
         last = (lengths - 1).clamp(min=0)
         if self.bidirectional:
             position = torch.ones_like(mask, dtype=torch.int64).cumsum(1) - 1  # (B, T): 0..T-1
@@ -151,35 +145,25 @@ class _Recurrent(nn.Module):
         return self.head(pooled)
 
 
-def _centred(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``center_sequences``: each sequence minus its mean over its valid steps; padding zero."""
-    keep = mask[..., None]
-    valid = torch.where(keep, x, torch.zeros_like(x))
-    mean = valid.sum(1, keepdim=True) / keep.sum(1, keepdim=True).to(x.dtype)
-    return torch.where(keep, x - mean, valid)
-
-
 class _MeanPool(nn.Module):
     def __init__(self, model: MeanPoolClassifier) -> None:
         super().__init__()
-        self.norm, self.mlp = model.norm, model.mlp
-        self.motion_dims = int(model.hparams["motion_dims"])
+        self.input, self.mlp = model.input, model.mlp
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = _valid(features, lengths)
-        return self.mlp(masked_mean(normalize_streams(self.norm, features, self.motion_dims), mask))
+        return self.mlp(masked_mean(self.input(features, mask), mask))
 
 
 class _TemporalConv(nn.Module):
     def __init__(self, model: TemporalConvClassifier) -> None:
         super().__init__()
-        self.norm, self.convs, self.head = model.norm, model.convs, model.head
-        self.motion_dims = int(model.hparams["motion_dims"])
+        self.input, self.convs, self.head = model.input, model.convs, model.head
         self.max_pool = model.hparams["pooling"] == "max"
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         mask = _valid(features, lengths)
-        x = normalize_streams(self.norm, features, self.motion_dims)
+        x = self.input(features, mask)
         for conv in self.convs:
             x = torch.where(mask[..., None], x, torch.zeros_like(x))
             x = torch.relu(conv(x.transpose(1, 2)).transpose(1, 2))

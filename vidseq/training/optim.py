@@ -18,7 +18,7 @@ from torch import nn
 
 from vidseq.config import ModelConfig, TrainConfig
 from vidseq.errors import VidseqError
-from vidseq.models import build_model, model_options
+from vidseq.models import build_model, fit_stream_stats, model_options
 from vidseq.training import distributed
 from vidseq.training.sequences import SequenceSet
 
@@ -43,6 +43,7 @@ def build_optimisation(
     torch.manual_seed(config.seed)
     options = model_build_options(model_config, streams=data.streams)
     model = build_model(model_config.name, input_dim=data.feature_dim, num_classes=len(data.labels), **options)
+    fit_input_stats(model, data)
     model = distributed.wrap(model.to(device), device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     # an epoch's batches are shared out over the ranks: ceil(batches / world size) steps each
@@ -72,19 +73,29 @@ def warmup_length(config: TrainConfig, steps_per_epoch: int, total_steps: int) -
 def model_build_options(model_config: ModelConfig, *, streams: list[tuple[str, int]] | None = None) -> dict[str, Any]:
     """The options of the ``model`` section that the chosen model takes.
 
-    ``streams`` (``(name, dims)`` of the input, in order): the motion stream's dims (last) are
-    neither centred nor LayerNorm'd by the model (``motion_dims``; a pan is a constant vector), nor
-    are a per-person store's ``trajectory`` dims (after motion: a walk left is a constant velocity).
+    ``streams`` (``(name, dims)`` of the input, in order): the model's declared input layout
+    (``vidseq.models.streams``): only appearance dims are centred and LayerNorm'd; motion, pose
+    and trajectory dims are standardised with statistics fitted on the training split.
     """
     options = {k: v for k, v in model_config.model_dump().items() if k in model_options(model_config.name)}
-    motion = sum(dims for name, dims in streams or [] if name in ("motion", "trajectory"))  # last in canonical order
-    if motion:
-        options["motion_dims"] = motion
+    if streams:
+        options["streams"] = [[name, int(dims)] for name, dims in streams]
     if model_config.name == "tcn" and options.get("pooling") not in ("max", "mean"):
         options.pop("pooling", None)  # 'last'/'attention' are recurrent poolings: the TCN's default
     if model_config.name in ("lstm", "gru") and options.get("pooling") == "max":
         raise VidseqError("model.pooling 'max' is for tcn; lstm/gru take last, mean or attention")
     return options
+
+
+def fit_input_stats(model: nn.Module, data: SequenceSet) -> None:
+    """Fit the model's stream statistics (``model.input``) on the training split's frames; every
+    rank computes the same ones from the same data. A model without a standardised stream keeps
+    the identity."""
+    stream_input = getattr(model, "input", None)
+    if stream_input is None or not stream_input.standardised:
+        return
+    train = [f for f, split in zip(data.features, data.splits) if split == "train"]
+    stream_input.set_stats(*fit_stream_stats(train, stream_input.layout))
 
 
 def warmup_cosine(warmup_steps: float, total_steps: int) -> Callable[[int], float]:

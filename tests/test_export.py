@@ -161,7 +161,7 @@ def test_a_two_stream_manifest_gives_each_streams_dims_and_what_computes_motion(
         ],
         weights=[3, 1],
     )
-    motion = MotionConfig(enabled=True, grid=2)
+    motion = MotionConfig(enabled=True, grid=2, intensity=False)  # dx, dy of 4 cells
     predictor = SimpleNamespace(streams=["appearance", "motion"], motion=motion, model=fused, actors=None)
     streams = _streams(predictor, {"file": "backbone.onnx", "spec": {"feature_dim": 8}})
     assert [(s["name"], s["dims"]) for s in streams] == [("appearance", [0, 8]), ("motion", [8, 16])]

@@ -1,7 +1,8 @@
 """The motion stream of the extraction: one decode, two linked stores, per-stream resume, short videos.
 
-Camera synth clips (pans over real photos) for the flow's sign; a real clip of ../shared/data read
-in place; a 1-frame video for the motion stream's own failure; the CLI's --motion.
+Camera synth clips (pans over real photos) for the flow's sign, fades for the intensity part; a
+real clip of ../shared/data read in place, and a real frame pair brightened by known amounts for
+the intensity part's values; a 1-frame video for the motion stream's own failure; the CLI's --motion.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from vidseq.datasets import VideoItem, discover_videos, from_folder
 from vidseq.features import FeatureStore, VideoFeatures, extract, ray_engine
 from vidseq.features import extraction as extract_module
 from vidseq.features.extraction import plan_run
-from vidseq.features.motion import FlowPooler
-from vidseq.io import VideoReader, write_video
+from vidseq.features.motion import FlowPooler, motion_dim, recorded_motion_config
+from vidseq.io import VideoReader, read_frames, write_video
 from vidseq.synth import generate_dataset
 
 FAST = ExtractConfig(num_workers=0, batch_size=16)
 SMALL = BackboneConfig(input_size=96)  # real weights, smaller input: fast on 2 cores
-MOTION = MotionConfig(enabled=True)  # default flow settings: grid 4 -> 32 numbers per frame
+MOTION = MotionConfig(enabled=True)  # default settings: grid 4 -> 16 dx, 16 dy, 16 dI per frame
+CELLS = MOTION.grid**2
 SAMPLING = SamplingConfig(count=6)
 TOY = BackboneSpec(name="toy", weights=None, input_size=8, resize=8, mean=(0, 0, 0), std=(1, 1, 1), feature_dim=4)
 
@@ -90,7 +92,7 @@ def test_one_decode_gives_both_linked_stores_with_the_same_frames(tmp_path, pans
     assert motion.store.labels == result.store.labels
     for item in items:
         features, flow = result.store.load(item.path), motion.store.load(item.path)
-        assert flow.features.shape == (SAMPLING.count, 2 * MOTION.grid**2) and flow.features.dtype == np.float32
+        assert flow.features.shape == (SAMPLING.count, 3 * CELLS) and flow.features.dtype == np.float32
         np.testing.assert_array_equal(flow.frame_indices, features.frame_indices)
         np.testing.assert_array_equal(flow.timestamps, features.timestamps)
     plain = _extract(items, tmp_path / "plain")  # no motion: the union read changes no feature
@@ -106,6 +108,83 @@ def test_pans_left_and_right_give_opposite_horizontal_flow(tmp_path, pans):
         dx[item.label].append(store.load(item.path).features[:, : MOTION.grid**2].mean())
     # pan_right: the window slides right over the photo, so the picture moves left (dx < 0)
     assert max(dx["pan_right"]) < -0.5 and min(dx["pan_left"]) > 0.5, dx
+
+
+# ---------------------------------------------------------------- the intensity part (dI)
+
+ARM_WRESTLING = "k400_arm_wrestling__mmaction2_demo.mp4"  # frames 20 -> 21: flow up to ~2.4 % of the frame
+LEVELS = 30  # grey levels added: 30 / 255 = 11.76 % of full scale
+
+
+@pytest.fixture(scope="module")
+def real_pair(action_clips) -> tuple[np.ndarray, np.ndarray]:
+    """Two consecutive frames of a real clip (256x340), dimmed to 80 % so that a brightened copy never clips."""
+    frames = np.asarray(read_frames(action_clips / ARM_WRESTLING, [20, 21]))
+    dimmed = (frames * 0.8).astype(np.uint8)
+    return dimmed[0], dimmed[1]
+
+
+@pytest.mark.shared_data
+def test_a_brightened_frame_adds_its_change_to_every_cell_and_leaves_the_flow(real_pair):
+    first, second = real_pair
+    pooler = FlowPooler(MOTION)
+    plain = pooler(first[None], second[None])[0]
+    brighter = pooler(first[None], (second + LEVELS)[None])[0]
+    assert plain.shape == (motion_dim(MOTION),) == (3 * CELLS,)
+    assert np.abs(plain[: 2 * CELLS]).max() > 1, "the pair moves: there is flow to keep"
+    assert np.abs(plain[2 * CELLS :]).max() < 5, "its own change of brightness is small"
+    np.testing.assert_allclose(brighter[: 2 * CELLS], plain[: 2 * CELLS], atol=0.1)  # DIS: brightness-blind
+    np.testing.assert_allclose(brighter[2 * CELLS :] - plain[2 * CELLS :], LEVELS * 100 / 255, atol=0.01)
+    darker = pooler((first + LEVELS)[None], second[None])[0]  # the first frame brighter: the change is negative
+    np.testing.assert_allclose(darker[2 * CELLS :] - plain[2 * CELLS :], -LEVELS * 100 / 255, atol=0.01)
+
+
+@pytest.mark.shared_data
+def test_a_change_in_one_cell_lands_in_that_cell_row_major(real_pair):
+    frame = real_pair[0]
+    lit = frame.copy()
+    height, width = frame.shape[:2]  # 256x340: the 4x4 cells fall on whole pixels of the 64x64 grey
+    lit[height // 4 : height // 2, 2 * width // 4 : 3 * width // 4] += LEVELS  # row 1, column 2
+    change = FlowPooler(MOTION)(frame[None], lit[None])[0, 2 * CELLS :]
+    expected = np.zeros(CELLS)
+    expected[1 * MOTION.grid + 2] = LEVELS * 100 / 255
+    np.testing.assert_allclose(change, expected, atol=0.05)
+
+
+@pytest.mark.shared_data
+def test_intensity_off_is_the_flow_alone_and_old_recipes_read_as_off(real_pair):
+    first, second = real_pair
+    off = MotionConfig(enabled=True, intensity=False)
+    flow_only = FlowPooler(off)(first[None], second[None])[0]
+    assert flow_only.shape == (motion_dim(off),) == (2 * CELLS,)
+    np.testing.assert_array_equal(flow_only, FlowPooler(MOTION)(first[None], second[None])[0, : 2 * CELLS])
+    old = MOTION.model_dump(mode="json", exclude={"intensity"})  # a store or checkpoint of before dI
+    assert motion_dim(recorded_motion_config(old)) == 2 * CELLS
+    assert recorded_motion_config(MOTION.model_dump(mode="json")) == MOTION
+
+
+@pytest.fixture(scope="module")
+def fades(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fades") / "data"
+    generate_dataset(
+        out, SynthConfig(kind="camera", classes=["fade_in", "fade_out"], videos_per_class=2, num_frames=12, size=64)
+    )
+    return out
+
+
+def test_the_fade_pair_is_told_apart_by_the_intensity_part_of_its_own_store(tmp_path, fades):
+    dataset = from_folder(fades)
+    with_di = _extract(dataset.items, tmp_path, motion=MOTION).motion.store
+    flow_only = _extract(dataset.items, tmp_path, motion=MotionConfig(enabled=True, intensity=False)).motion.store
+    assert flow_only.directory != with_di.directory, "stores are keyed by the setting"
+    change = {"fade_in": [], "fade_out": []}
+    for item in dataset.items:
+        full, flow = with_di.load(item.path).features, flow_only.load(item.path).features
+        assert (full.shape, flow.shape) == ((SAMPLING.count, 3 * CELLS), (SAMPLING.count, 2 * CELLS))
+        np.testing.assert_allclose(full[:, : 2 * CELLS], flow, atol=1e-5)
+        change[item.label].append(full[:, 2 * CELLS :].mean())
+    # percent of full scale per pair; the darkest photo (hubble_deep_field) brightens by about 0.5 a pair
+    assert min(change["fade_in"]) > 0.2 and max(change["fade_out"]) < -0.2, change
 
 
 def test_each_stream_resumes_on_its_own(tmp_path, pans, counters):
@@ -171,7 +250,7 @@ def test_real_clip_read_in_place(tmp_path, clip_paths):
     result = _extract(items, tmp_path, motion=MotionConfig(enabled=True, grid=2), sampling=SamplingConfig(count=4))
     assert result.ok and result.motion.ok
     flow, features = result.motion.store.load(clip), result.store.load(clip)
-    assert flow.features.shape == (4, 8) and np.isfinite(flow.features).all()
+    assert flow.features.shape == (4, 12) and np.isfinite(flow.features).all()  # 2x2 cells: dx, dy, dI
     np.testing.assert_array_equal(flow.frame_indices, features.frame_indices)
     assert np.abs(flow.features).max() < 50, "percent of the frame per frame: a real clip moves little"
 
@@ -189,7 +268,8 @@ def test_ray_rows_carry_the_motion_stream_to_its_sink(tmp_path):
     def rows(job, start, indices, total, motion_error="", error="", frames=True):
         part = {"job": job, "error": error}
         if not error:
-            vectors = np.repeat(np.asarray(indices, np.float32)[:, None], 32, axis=1) if not motion_error else None
+            column = np.asarray(indices, np.float32)[:, None]
+            vectors = np.repeat(column, motion_dim(MOTION), axis=1) if not motion_error else None
             part.update(
                 start=start,
                 total=total,
@@ -199,7 +279,7 @@ def test_ray_rows_carry_the_motion_stream_to_its_sink(tmp_path):
                 motion=vectors,
                 motion_error=motion_error,
             )
-        batch = ray_engine._frame_rows(part, TOY.input_size, motion_dim=32)
+        batch = ray_engine._frame_rows(part, TOY.input_size, motion_dim=motion_dim(MOTION))
         del batch["frames"]
         batch["features"] = np.repeat(batch["index"][:, None], TOY.feature_dim, axis=1).astype(np.float32)
         return batch

@@ -1,5 +1,5 @@
 """Tests of the camera generator (vidseq.synth_camera, written by vidseq.synth): real photos,
-motion measured with OpenCV on the written videos, splits by source photo."""
+motion measured with OpenCV on the written videos, brightness of the fades, splits by source photo."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from vidseq.errors import ConfigError, DatasetError
 from vidseq.io import write_video
 from vidseq.synth import SynthResult, generate_dataset, video_rng
 from vidseq.synth import camera as synth_camera
-from vidseq.synth.camera import CAMERA_CLASSES, find_sources, render_camera_clip
+from vidseq.synth.camera import CAMERA_CLASSES, CAMERA_DEFAULT_CLASSES, find_sources, render_camera_clip
 
 T, S = 10, 64
 SMALL = {"kind": "camera", "videos_per_class": 3, "num_frames": T, "size": S, "seed": 0}
@@ -33,6 +33,7 @@ MOTION = {
     "rotate_ccw": (3, -1),
 }
 PAIRS = [("pan_right", "pan_left"), ("pan_down", "pan_up"), ("zoom_in", "zoom_out"), ("rotate_cw", "rotate_ccw")]
+FADES = ("fade_in", "fade_out")  # asked for by name: not in the default classes
 
 
 @pytest.fixture(scope="module")
@@ -75,15 +76,16 @@ def motion(frames: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- the folder it writes
 
 
-def test_every_camera_class_by_default_with_a_group_column(camera: SynthResult) -> None:
+def test_every_camera_motion_by_default_with_a_group_column(camera: SynthResult) -> None:
     assert SynthConfig(kind="camera").classes == list(SYNTH_CLASSES)  # the shapes default ...
-    assert list(camera.counts) == list(CAMERA_CLASSES)  # ... means every camera class
-    assert set(CAMERA_CLASSES) >= {"pan_left", "pan_right", "zoom_in", "zoom_out", "rotate_cw", "rotate_ccw"}
+    assert list(camera.counts) == list(CAMERA_DEFAULT_CLASSES)  # ... means every camera motion
+    assert list(CAMERA_DEFAULT_CLASSES) == [name for pair in PAIRS for name in pair]
+    assert list(CAMERA_CLASSES) == [*CAMERA_DEFAULT_CLASSES, *FADES]
     rows = read_labels(camera.out_dir)
     assert list(rows[0]) == ["path", "label", "split", "group"]
     assert [r["group"] for r in rows] == camera.groups
     assert {r["group"] for r in rows} <= set(synth_camera.SKIMAGE_PHOTOS)
-    for name in CAMERA_CLASSES:
+    for name in CAMERA_DEFAULT_CLASSES:
         assert sorted(r["split"] for r in rows if r["label"] == name) == ["test", "train", "val"]
         assert sorted(p.name for p in (camera.out_dir / name).glob("*.mp4")) == [
             f"{name}_{i:04d}.mp4" for i in range(3)
@@ -146,7 +148,7 @@ def test_pair_moves_in_opposite_directions(camera: SynthResult, forward: str, ba
     assert fwd * bwd < 0 and 0.5 < abs(fwd / bwd) < 2, (fwd, bwd)  # opposite, alike in size
 
 
-@pytest.mark.parametrize(("forward", "backward"), PAIRS)
+@pytest.mark.parametrize(("forward", "backward"), [*PAIRS, FADES])
 def test_partner_is_the_exact_time_reversal(forward: str, backward: str) -> None:
     photo = find_sources(None)[0].frame(np.random.default_rng(0))
     for i in range(2):
@@ -154,6 +156,22 @@ def test_partner_is_the_exact_time_reversal(forward: str, backward: str) -> None
         bwd = render_camera_clip(backward, photo, video_rng(3, "x", i), num_frames=T, size=S)
         np.testing.assert_array_equal(bwd, fwd[::-1])
         assert fwd.shape == (T, S, S, 3) and fwd.dtype == np.uint8
+
+
+def test_fades_ramp_the_brightness_of_a_still_picture(tmp_path: Path) -> None:
+    config = SynthConfig(**{**SMALL, "classes": list(FADES), "videos_per_class": 2})
+    result = generate_dataset(tmp_path / "fades", config)
+    assert list(result.counts) == list(FADES)
+    for path, label in zip(result.paths, result.labels):
+        frames = decode(path).astype(np.float64)
+        brightness = frames.mean(axis=(1, 2, 3))
+        if label == "fade_out":
+            frames, brightness = frames[::-1], brightness[::-1]  # now from dark to full, as fade_in
+        assert brightness[0] < 0.2 * brightness[-1], (path, brightness)  # from dark ...
+        assert np.all(np.diff(brightness) > -1), (path, brightness)  # ... up, never down (codec and noise: 1)
+        # no camera motion where the picture is seen (pans here measure 2-5 px a frame, zooms 0.06-0.08 log scale)
+        measured = motion(frames[brightness > 0.3 * brightness[-1]].astype(np.uint8))
+        assert np.abs(measured[:2]).max() < 0.2 and np.abs(measured[2:]).max() < 0.01, (path, measured)
 
 
 # ---------------------------------------------------------------- determinism
@@ -242,5 +260,5 @@ def test_class_names_of_the_wrong_kind_list_the_valid_names(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="valid classes are: pan_right"):
         render_camera_clip("jump", np.zeros((64, 64, 3), np.uint8), np.random.default_rng(0))
     assert not (tmp_path / "d").exists()
-    with pytest.raises(ConfigError, match="synth.kind.*'shapes', 'camera' or 'actors'"):
+    with pytest.raises(ConfigError, match="synth.kind.*'shapes', 'camera', 'actors'"):
         load_config(overrides=["synth.kind=dolly"])

@@ -27,6 +27,7 @@ from vidseq.config import (
 )
 from vidseq.errors import DatasetError, VidseqError
 from vidseq.features import FeatureStore, FeatureStoreError, VideoFeatures
+from vidseq.features.motion import motion_dim
 from vidseq.models import LateFusion, load_model, pad_sequences
 from vidseq.training.evaluate import evaluate
 from vidseq.training.sequences import load_sequences
@@ -35,8 +36,8 @@ from vidseq.training.weights import choose_weights
 
 CLASSES = ["pan_left", "pan_right"]
 GROUPS, PER_GROUP = 16, 4
-APPEARANCE_DIM, MOTION = 16, MotionConfig(grid=2)
-MOTION_DIM = 2 * MOTION.grid * MOTION.grid
+APPEARANCE_DIM, MOTION = 16, MotionConfig(grid=2, intensity=False)  # flow only: dx, dy (the data as drawn before dI)
+MOTION_DIM = motion_dim(MOTION)
 MODEL = ModelConfig(name="gru", hidden_size=16, dropout=0.0, center=False)
 OPTIONS = {
     "epochs": 6,
@@ -81,7 +82,7 @@ def make_stores(root: Path, *, link: bool = True, skip_motion: int = 0) -> Featu
             frames, times = np.arange(steps) * 3, np.arange(steps) * 0.12
             app = (scene + rng.normal(0, 0.5, (steps, APPEARANCE_DIM))).astype(np.float32)
             pan = np.zeros(MOTION_DIM)
-            pan[: MOTION_DIM // 2] = 1.5 if label else -1.5  # dx of every cell
+            pan[: MOTION.grid**2] = 1.5 if label else -1.5  # dx of every cell
             mot = (pan + rng.normal(0, 1.0, (steps, MOTION_DIM))).astype(np.float32)
             row = {
                 "path": str(video),

@@ -17,6 +17,11 @@ in time-reversed pairs, named as a camera operator would:
   constant zoom rate), so the picture grows/shrinks.
 - ``rotate_cw``/``rotate_ccw``: the camera rolls by 45-120 degrees, so the picture turns
   clockwise/counter-clockwise on screen.
+- ``fade_in``/``fade_out``: the camera holds still while the brightness ramps up from dark (2-12 %
+  of full) to full / down to dark: what optical flow cannot see (the motion stream's ``intensity``
+  part does). Asked for by name: the default classes are the eight camera motions
+  (``CAMERA_DEFAULT_CLASSES``), so that sets and measurements made before the fades stay as they
+  were.
 
 As in the shapes generator, the second class of a pair is the first one's clip for the same
 generator state, reversed in time: the set of frames has one distribution for both classes, only
@@ -43,8 +48,11 @@ _CLASS_MOTION: dict[str, tuple[str, bool]] = {
     "pan_down": ("pan_y", False), "pan_up": ("pan_y", True),
     "zoom_in": ("zoom", False), "zoom_out": ("zoom", True),
     "rotate_cw": ("rotate", False), "rotate_ccw": ("rotate", True),
+    "fade_in": ("fade", False), "fade_out": ("fade", True),
 }  # fmt: skip
 CAMERA_CLASSES: tuple[str, ...] = tuple(_CLASS_MOTION)
+# what `vidseq synth --kind camera` writes unless synth.classes names others: the camera motions
+CAMERA_DEFAULT_CLASSES: tuple[str, ...] = tuple(name for name, (kind, _) in _CLASS_MOTION.items() if kind != "fade")
 
 # scikit-image photos that ship inside its wheel (no download) and show motion well when filmed
 # (measured: the flow of 60 small clips of each): left out are moon and cell (too flat), brick and
@@ -57,6 +65,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", 
 MIN_SOURCES = 3  # one scene each for train, val and test at least
 _SOURCE_SCALE = 2.5  # photos are first shrunk to a shorter side of 2.5 x the clip size (no aliasing)
 _MAX_ROLL = np.deg2rad(10)  # pans and zooms are filmed with a slightly tilted camera
+_DARK = (0.02, 0.12)  # a fade starts (fade_in) or ends (fade_out) at this fraction of full brightness
 
 
 @dataclass(frozen=True)
@@ -109,9 +118,10 @@ class CameraClip:
 
 
 def camera_classes(classes: list[str] | tuple[str, ...]) -> list[str]:
-    """The camera classes to write: ``synth.classes``, or all of them where it is the shapes default."""
+    """The camera classes to write: ``synth.classes``, or the camera motions (``CAMERA_DEFAULT_CLASSES``)
+    where it is the shapes default."""
     if list(classes) == list(SYNTH_CLASSES):
-        return list(CAMERA_CLASSES)
+        return list(CAMERA_DEFAULT_CLASSES)
     for name in classes:
         _check_class(name)
     if not classes:
@@ -308,7 +318,18 @@ def _rotate(rng: np.random.Generator, n: int, height: int, width: int) -> _Path:
     return _Path(np.full(n, cx), np.full(n, cy), np.full(n, side), roll)
 
 
+def _still(rng: np.random.Generator, n: int, height: int, width: int) -> _Path:
+    """The camera holds still: a window of 40-80% of the shorter side, slightly tilted."""
+    side = rng.uniform(0.4, 0.8) * min(height, width)
+    roll = rng.uniform(-_MAX_ROLL, _MAX_ROLL)
+    e = _half_extent(side, roll) + 1
+    cx, cy = rng.uniform(e, width - e), rng.uniform(e, height - e)
+    return _Path(np.full(n, cx), np.full(n, cy), np.full(n, side), np.full(n, roll))
+
+
 def _camera_path(motion: str, rng: np.random.Generator, n: int, height: int, width: int) -> _Path:
+    if motion == "fade":
+        return _still(rng, n, height, width)
     if motion == "zoom":
         return _zoom(rng, n, height, width)
     if motion == "rotate":
@@ -364,8 +385,9 @@ def render_camera_clip(
     """A clip of ``class_name`` filmed over ``image``: ``(num_frames, size, size, 3)`` uint8 RGB.
 
     ``image`` is ``(H, W[, 3|4])`` (grey and RGBA are converted). ``noise`` is the std of Gaussian
-    pixel noise as a fraction of 255. A reversed class (pan_left, pan_up, zoom_out, rotate_ccw)
-    gives its partner's clip for the same generator state, reversed in time.
+    pixel noise as a fraction of 255 (added after a fade's gain: the sensor's noise stays). A
+    reversed class (pan_left, pan_up, zoom_out, rotate_ccw, fade_out) gives its partner's clip
+    for the same generator state, reversed in time.
     """
     _check_class(class_name)
     if num_frames < 1 or size < 8:
@@ -374,7 +396,17 @@ def render_camera_clip(
     picture = _prepare(image, size, rng)
     path = _camera_path(motion, rng, num_frames, *picture.shape[:2])
     frames = _film(picture, path, size)
+    if motion == "fade":
+        frames = _fade(frames, rng)
     if noise > 0:
         noisy = frames + rng.standard_normal(frames.shape, dtype=np.float32) * np.float32(noise * 255)
         frames = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(frames[::-1]) if reverse else frames
+
+
+def _fade(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Scale each frame's pixels by a gain that ramps from dark (``_DARK``) up to 1 over the clip
+    (``_progress``: margins and easing as the camera motions have)."""
+    dark = rng.uniform(*_DARK)
+    gain = (dark + (1 - dark) * _progress(rng, len(frames))).astype(np.float32)
+    return np.rint(frames * gain[:, None, None, None]).astype(np.uint8)

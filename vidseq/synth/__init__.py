@@ -5,8 +5,10 @@ writes a folder that ``vidseq.datasets`` reads like a real dataset). Imports ``c
 ``errors``, ``io`` (video writing; frames of video sources) and ``datasets`` (video extensions).
 
 Modules: ``shapes`` (moving shapes: scenes, trajectories, rendering; ``synth.kind: shapes``),
-``camera`` (camera motion over real photos; ``synth.kind: camera``), ``_dataset`` (the writer
-both kinds share: plan, seeds and splits, files, ``labels.csv`` and the ``synth.json`` marker).
+``camera`` (camera motion over real photos; ``synth.kind: camera``), ``actors`` (real people over
+real backgrounds), ``playback`` (windows of real videos played forward, reversed, faster, slower,
+frozen; ``synth.kind: playback``), ``_dataset`` (the writer every kind shares: plan, seeds and
+splits, files, ``labels.csv`` and the ``synth.json`` marker).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from vidseq.synth._dataset import (
     split_names,
     video_rng,
 )
+from vidseq.synth.playback import PLAYBACK_CLASSES
 from vidseq.synth.shapes import ALL_SHAPES, ORIENTED_SHAPES, SYMMETRIC_SHAPES, render_clip
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "LABELS",
     "MARKER",
     "ORIENTED_SHAPES",
+    "PLAYBACK_CLASSES",
     "SYMMETRIC_SHAPES",
     "TEST_FRACTION",
     "VAL_FRACTION",

@@ -31,7 +31,7 @@ from vidseq.config import SYNTH_CLASSES, SynthConfig
 from vidseq.errors import ConfigError, DatasetError
 from vidseq.io import encoder_name, write_video
 from vidseq.outputs import check_writable
-from vidseq.synth import actors, camera
+from vidseq.synth import actors, camera, playback
 from vidseq.synth.shapes import check_class, render_clip
 
 MARKER = "synth.json"
@@ -167,8 +167,11 @@ class _Job:
 
 def _plan(
     config: SynthConfig, bank: Sequence[actors.PersonCutout] | None
-) -> list[_Job] | list[camera.CameraClip] | list[actors.ActorsClip]:
-    """The videos to write, class by class (checks the classes, and the sources of kinds camera, actors)."""
+) -> list[_Job] | list[camera.CameraClip] | list[actors.ActorsClip] | list[playback.PlaybackClip]:
+    """The videos to write, class by class (checks the classes, and the sources of kinds camera, actors,
+    playback; playback: window by window)."""
+    if config.kind == "playback":
+        return playback.plan_clips(config, splits=lambda n, name: split_names(n, config.seed, name))
     if config.kind == "actors":
         if bank is None:
             raise ConfigError(
@@ -216,6 +219,9 @@ def generate_dataset(
     real backgrounds and also writes ``people.csv`` (path, label, time, x1, y1, x2, y2, split,
     group: a row per person, their box in pixels at a time in seconds where they are fully seen);
     a clip's label in ``labels.csv`` is its largest person's.
+
+    ``synth.kind: playback`` cuts windows of the real videos of ``synth.source`` and writes each
+    window once per playback class (``vidseq.synth.playback``); ``group`` is the source video.
     """
     jobs = _plan(config, bank)
     out_dir = Path(out_dir)
@@ -240,7 +246,7 @@ def generate_dataset(
         people = out_dir / PEOPLE
         atomic.write_text(people, _people_text(jobs, files, config.fps))  # type: ignore[arg-type]
     atomic.write_text(out_dir / MARKER, _marker_text(config, encoder, files, complete=True, people=names))
-    counts = {name: config.videos_per_class for name in dict.fromkeys(j.class_name for j in jobs)}
+    counts = {name: sum(j.class_name == name for j in jobs) for name in dict.fromkeys(j.class_name for j in jobs)}
     groups = [row[3] for row in rows] if config.kind != "shapes" else None
     return SynthResult(
         out_dir, [out_dir / rel for rel in files], [r[1] for r in rows], [r[2] for r in rows], counts, encoder, groups,

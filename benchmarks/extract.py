@@ -22,6 +22,15 @@ extraction time at default settings), also, on the same videos in the same run:
   flow-only: FlowPooler alone on the pairs, one core
 (a)/(a+m) and (c)/(c+m) are each run --repeats times, alternating (the best of each counts),
 and (c+m)/(c) in time is printed.
+
+With --pose (the pose stream: MediaPipe Pose on each sampled frame, default pose settings), likewise:
+  (c+p) vidseq end-to-end with the pose stream (`extract(..., pose=...)`), against (c)
+  (a+p) decode-only with the pose vectors, in this process, against (a) in this process
+  pose-only: PoseEstimator alone on the decoded frames, one process
+(c)/(c+p) first: once this process has run MediaPipe, extraction decodes the pose stream in it
+(a forked worker cannot start MediaPipe), so the end-to-end rounds come before anything here runs it.
+
+    python benchmarks/extract.py --pose-only --count 16
 """
 
 from __future__ import annotations
@@ -38,21 +47,27 @@ from pathlib import Path
 import torch
 
 from vidseq.backbones import FrameEncoder, create_backbone
-from vidseq.config import BackboneConfig, ExtractConfig, MotionConfig, SamplingConfig
+from vidseq.config import BackboneConfig, ExtractConfig, MotionConfig, PoseConfig, SamplingConfig
 from vidseq.datasets import discover_videos
 from vidseq.features import extract
 from vidseq.features.extraction import _loader, decode_size, fit_frames
 from vidseq.features.motion import FlowPooler, pair_indices
+from vidseq.features.pose import PoseEstimator
+from vidseq.features.workers import DecodeSettings
 from vidseq.io import open_video, probe
 from vidseq.sampling import indices_from_config
 
 DEFAULT_VIDEOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "action-clips"
 
 
-def decode_only(items, spec, sampling, config, motion: MotionConfig | None = None) -> tuple[float, list[torch.Tensor]]:
-    jobs = [(i, str(item.path), True, motion is not None) for i, item in enumerate(items)]
+def decode_only(
+    items, spec, sampling, config, motion: MotionConfig | None = None, pose: PoseConfig | None = None
+) -> tuple[float, list[torch.Tensor]]:
+    """Frames/s of the extraction's decoding in this process (with the motion or pose stream's work)."""
+    jobs = [(i, str(item.path), True, motion is not None, pose is not None) for i, item in enumerate(items)]
+    settings = DecodeSettings(spec, sampling, "auto", config.chunk_frames, motion, pose)
     frames, start = [], time.perf_counter()
-    for chunk in _loader(jobs, spec, sampling, config, "auto", torch.device("cpu"), motion=motion):
+    for chunk in _loader(jobs, settings, config, torch.device("cpu")):
         if not chunk["error"]:
             frames.append(chunk["frames"])
     seconds = time.perf_counter() - start
@@ -68,12 +83,22 @@ def model_only(encoder: FrameEncoder, frames: list[torch.Tensor]) -> float:
     return len(allframes) / (time.perf_counter() - start)
 
 
-def end_to_end(items, backbone_cfg, sampling, config, motion: MotionConfig | None = None) -> float:
+def end_to_end(
+    items, backbone_cfg, sampling, config, motion: MotionConfig | None = None, pose: PoseConfig | None = None
+) -> float:
     with tempfile.TemporaryDirectory() as out:
         result = extract(
-            items, out=out, backbone=backbone_cfg, sampling=sampling, config=config, progress=False, motion=motion
+            items,
+            out=out,
+            backbone=backbone_cfg,
+            sampling=sampling,
+            config=config,
+            progress=False,
+            motion=motion,
+            pose=pose,
         )
     assert motion is None or result.motion.extracted == result.extracted
+    assert pose is None or result.pose.extracted == result.extracted
     return result.frames / result.seconds
 
 
@@ -94,15 +119,15 @@ def flow_only(items, spec, sampling, motion: MotionConfig) -> float:
     return sum(len(a) for a, _ in pairs) / (time.perf_counter() - start)
 
 
-def alternate(name: str, without, with_motion, repeats: int) -> tuple[float, float]:
-    """Best frames/s of ``without()`` and ``with_motion()`` over ``repeats`` runs each, alternating
+def alternate(name: str, without, with_stream, repeats: int, stream: str = "motion") -> tuple[float, float]:
+    """Best frames/s of ``without()`` and ``with_stream()`` over ``repeats`` runs each, alternating
     (drift and neighbours' load hit both alike; the best run is the least disturbed one)."""
     plain, both = [], []
     for _ in range(repeats):
         plain.append(without())
-        both.append(with_motion())
-    print(f"    {name} runs without motion: {' '.join(f'{x:.1f}' for x in plain)} frames/s")
-    print(f"    {name} runs with motion:    {' '.join(f'{x:.1f}' for x in both)} frames/s")
+        both.append(with_stream())
+    print(f"    {name} runs without {stream}: {' '.join(f'{x:.1f}' for x in plain)} frames/s")
+    print(f"    {name} runs with {stream}:    {' '.join(f'{x:.1f}' for x in both)} frames/s")
     return max(plain), max(both)
 
 
@@ -214,6 +239,12 @@ def main() -> None:
         help="also measure the motion stream (default motion settings) against no motion",
     )
     parser.add_argument("--motion-only", action="store_true", help="only the motion comparison (skip (b)-(d))")
+    parser.add_argument(
+        "--pose",
+        action="store_true",
+        help="also measure the pose stream (default pose settings; the pose extra) against no pose",
+    )
+    parser.add_argument("--pose-only", action="store_true", help="only the pose comparison (skip (b)-(d))")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each part (the best counts), alternating")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -234,7 +265,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f}"
     )
     _, frames = decode_only(items, model.spec, sampling, config)  # warm-up: the file cache
-    if not args.motion_only:
+    if not (args.motion_only or args.pose_only):
         parts = {"(a) decode-only": lambda: decode_only(items, model.spec, sampling, config)[0]}
         for runtime in runtimes:
             encoder = FrameEncoder(
@@ -262,6 +293,8 @@ def main() -> None:
                 print(f"  {name:<26} beside the job: {busy[name] / quiet[name]:.2f}x its quiet frames/s")
     if args.motion or args.motion_only:
         motion_comparison(items, model.spec, backbone_cfg, sampling, config, args.repeats)
+    if args.pose or args.pose_only:
+        pose_comparison(items, model.spec, backbone_cfg, sampling, config, args.repeats)
 
 
 def motion_comparison(items, spec, backbone_cfg, sampling, config, repeats: int) -> None:
@@ -289,6 +322,37 @@ def motion_comparison(items, spec, backbone_cfg, sampling, config, repeats: int)
     print(f"(c)   end-to-end without motion       {c:8.1f} frames/s")
     print(f"(c+m) end-to-end with motion          {cm:8.1f} frames/s")
     print(f"(c+m)/(c) in time = {c / cm:.3f}   (goal <= 1.10)")
+
+
+def pose_comparison(items, spec, backbone_cfg, sampling, config, repeats: int) -> None:
+    """(c) against (c+p) (forked decode workers), then (a) against (a+p) and pose alone (this
+    process); the pose stream's ratio in time, and the frames where a person was found."""
+    pose = PoseConfig(enabled=True)
+    c, cp = alternate(
+        "(c)",
+        lambda: end_to_end(items, backbone_cfg, sampling, config),
+        lambda: end_to_end(items, backbone_cfg, sampling, config, pose=pose),
+        repeats,
+        "pose",
+    )
+    a, ap = alternate(
+        "(a)",
+        lambda: decode_only(items, spec, sampling, config)[0],
+        lambda: decode_only(items, spec, sampling, config, pose=pose)[0],
+        repeats,
+        "pose",
+    )
+    frames = torch.cat(decode_only(items, spec, sampling, config)[1]).numpy()  # fitted: MediaPipe resizes any
+    with PoseEstimator(pose) as estimator:
+        start = time.perf_counter()
+        estimator(frames)
+        alone = len(frames) / (time.perf_counter() - start)
+    print(f"pose-only (this process)              {alone:8.1f} frames/s   ({1000 / alone:.1f} ms a frame)")
+    print(f"(a)   decode-only (this process)      {a:8.1f} frames/s")
+    print(f"(a+p) decode-only with pose           {ap:8.1f} frames/s  ({a / ap:.2f}x the time of (a))")
+    print(f"(c)   end-to-end without pose         {c:8.1f} frames/s")
+    print(f"(c+p) end-to-end with pose            {cp:8.1f} frames/s")
+    print(f"(c+p)/(c) in time = {c / cp:.2f}")
 
 
 if __name__ == "__main__":

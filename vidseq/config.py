@@ -86,10 +86,12 @@ class DataConfig(_Section):
 class SynthConfig(_Section):
     """The synthetic motion dataset written by ``vidseq synth``."""
 
-    kind: Literal["shapes", "camera", "actors"] = Field(
+    kind: Literal["shapes", "camera", "actors", "playback"] = Field(
         "shapes",
         description="shapes: moving shapes on noise; camera: pan/zoom/rotate over real photos; actors: real "
-        "people cut out of videos, two or more per clip moving differently over real backgrounds.",
+        "people cut out of videos, two or more per clip moving differently over real backgrounds; playback: "
+        "windows of real videos played forward, reversed, faster, slower or frozen (size: the shorter side, "
+        "aspect kept; no noise added).",
     )
     images: str | None = Field(
         None,
@@ -104,6 +106,17 @@ class SynthConfig(_Section):
     people_per_clip: int = Field(2, ge=2, le=6, description="actors: people per clip, each doing another class.")
     people_seconds: float = Field(
         10.0, gt=0, description="actors: seconds read from the start of each video of synth.people."
+    )
+    source: str | None = Field(
+        None,
+        description="playback: a folder of real videos (searched recursively); each is a group, and no video "
+        "is in two splits.",
+    )
+    windows_per_source: int = Field(
+        6,
+        ge=1,
+        description="playback: windows cut from each video of synth.source, evenly spaced (they overlap "
+        "where a video is short); each window is written once per class.",
     )
 
     classes: list[str] = Field(
@@ -155,9 +168,18 @@ class MotionConfig(_Section):
     )
     size: int = Field(64, ge=16, le=512, description="Frames are resized to size x size grey before the flow.")
     grid: int = Field(
-        4, ge=1, le=16, description="Flow averaged on a grid x grid layout: 2*grid*grid numbers per frame."
+        4,
+        ge=1,
+        le=16,
+        description="Flow averaged on a grid x grid layout: 2*grid*grid numbers per frame (3*grid*grid with "
+        "intensity).",
     )
     step: int = Field(1, ge=1, description="Flow between sampled frame i and frame i+step of the source video.")
+    intensity: bool = Field(
+        True,
+        description="Add each cell's change of mean grey between the pair's frames (percent of full scale): "
+        "what flow cannot see (a fade, lights going on or off).",
+    )
 
 
 class PoseConfig(_Section):
@@ -331,7 +353,8 @@ class TrainConfig(_Section):
         default_factory=lambda: ["appearance"],
         min_length=1,
         description="Feature streams: appearance (the backbone), motion (optical flow; needs motion extracted), "
-        "pose (body keypoints; needs pose extracted), trajectory (per-person stores only: each track's box centre, size and velocities).",
+        "pose (body keypoints; needs pose extracted), trajectory (per-person stores only: each track's box "
+        "centre, size and velocities).",
     )
     fusion: Literal["late", "early"] = Field(
         "late",

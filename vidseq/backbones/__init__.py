@@ -30,6 +30,7 @@ from vidseq.backbones.encode import (
     FrameEncoder,
     autocast_dtype,
     decode_size,
+    decoded_frames,
     fit_frames,
     preprocess_frames,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "create_backbone",
     "decode_size",
     "export_backbone",
+    "decoded_frames",
     "fit_frames",
     "imagenet_classes",
     "list_backbones",

@@ -47,11 +47,17 @@ def fit_frames(frames: np.ndarray, spec: BackboneSpec) -> np.ndarray:
     decode (``resize_frame``; a no-op for frames a decoder gave at that size), then centre-cropped
     to ``S x S`` (or padded with grey, for letterbox).
     """
+    return _crop_or_pad(decoded_frames(frames, spec), spec)
+
+
+def decoded_frames(frames: np.ndarray, spec: BackboneSpec) -> np.ndarray:
+    """Frames ``uint8 (N, H, W, 3)`` of any size -> the frames a decode at ``decode_size`` gives
+    (resized as ``vidseq.io`` resizes, not cropped): what the pose stream sees."""
     height, width = frames.shape[1:3]
     size = output_hw(decode_size(height, width, spec), height, width)
     if len(frames) and (height, width) != size:
         frames = np.stack([resize_frame(frame, size) for frame in frames])
-    return _crop_or_pad(frames, spec)
+    return frames
 
 
 def _crop_or_pad(frames: np.ndarray, spec: BackboneSpec) -> np.ndarray:

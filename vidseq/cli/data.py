@@ -67,8 +67,9 @@ def synth(
     ),
     kind: str | None = typer.Option(
         None,
-        help="shapes (moving shapes), camera (pan/zoom/rotate over real photos) or actors (real people moving "
-        "over real backgrounds, a box and class per person in people.csv) (synth.kind).",
+        help="shapes (moving shapes), camera (pan/zoom/rotate over real photos), actors (real people moving "
+        "over real backgrounds, a box and class per person in people.csv) or playback (windows of real videos "
+        "played forward, reversed, faster, slower or frozen) (synth.kind).",
     ),
     images: Path | None = typer.Option(
         None,
@@ -78,6 +79,11 @@ def synth(
         None,
         help="actors: a folder of videos with people, cut out by the detector of the actors section "
         "(synth.people; -o actors.weights=detector.pt -o actors.classes=[0]).",
+    ),
+    source: Path | None = typer.Option(
+        None,
+        help="playback: a folder of real videos to cut windows from, split by video (synth.source; "
+        "-o synth.windows_per_source=N, -o synth.classes=[forward,reversed,faster,slower,frozen]).",
     ),
 ) -> None:
     """Write a synthetic labelled action dataset whose classes differ only by motion and order.
@@ -96,6 +102,7 @@ def synth(
         "kind": kind,
         "images": images,
         "people": people,
+        "source": source,
     }
     full = load(config, override, {f"synth.{key}": value for key, value in flags.items()})
     cfg = full.synth
@@ -213,6 +220,13 @@ def extract(
         help="Also extract the optical-flow motion stream, from the same decode, into a second store beside "
         "the features (motion.enabled; also on when train.streams names motion; settings: -o motion.KEY=VALUE).",
     ),
+    pose: bool = typer.Option(
+        False,
+        "--pose",
+        help="Also extract the pose stream (MediaPipe body keypoints per sampled frame; the pose extra), from the "
+        "same decode, into a store of its own beside the features (pose.enabled; also on when train.streams names "
+        "pose; settings: -o pose.KEY=VALUE).",
+    ),
     force: bool = typer.Option(False, "--force", help="Re-extract videos that are already done."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -227,12 +241,18 @@ def extract(
     any video failed (in any stream). Ctrl-C or SIGTERM stops cleanly: rerun to finish.
 
     With --motion, each sampled frame also gets the pooled optical flow to the frame motion.step
-    later (the next one by default; 2*grid*grid numbers: how the picture moves, which a frozen
-    CNN does not see), from the same decode (no second pass over the video), in a linked
-    motion-<method>-<digest> store under the same root, with its own manifest; each stream
-    resumes on its own. A video too short for a frame pair fails in the motion manifest only.
+    later (the next one by default; 3*grid*grid numbers: how the picture moves and how each
+    cell's brightness changes, which a frozen CNN does not see), from the same decode (no second
+    pass over the video), in a linked motion-<method>-<digest> store under the same root, with
+    its own manifest; each stream resumes on its own. A video too short for a frame pair fails
+    in the motion manifest only.
+
+    With --pose, each sampled frame also gets its pose vector (MediaPipe's 33 body landmarks,
+    normalised to the torso, their visibilities and a presence flag: 100 numbers), computed from
+    the decoded frame before the backbone's centre crop, in a linked pose-mediapipe-<digest>
+    store; a frame where nobody is found has presence 0 (no failure). Needs the pose extra.
     """
-    from vidseq.config import wants_motion
+    from vidseq.config import wants_motion, wants_pose
     from vidseq.datasets import discover_videos
     from vidseq.features import extract as run_extract
 
@@ -246,9 +266,14 @@ def extract(
         "extract.runtime": runtime,
         "extract.ray_address": ray_address,
         "motion.enabled": True if motion else None,
+        "pose.enabled": True if pose else None,
         "actors.enabled": True if actors else None,
     }
     cfg = load(config, override, flags)
+    if wants_pose(cfg):
+        from vidseq.features.pose import check_pose
+
+        check_pose(cfg.pose)  # the pose extra: one line that names it, before any work
     data_options = cfg.data.model_dump(exclude={"source"})
     data_options.pop("format")
     found = discover_videos(source, format=cfg.data.format, **data_options)
@@ -256,6 +281,7 @@ def extract(
         _extract_actors(found, cfg, force=force, quiet=quiet)
         return
     motion_cfg = cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None
+    pose_cfg = cfg.pose.model_copy(update={"enabled": True}) if wants_pose(cfg) else None
     result = run_extract(
         found,
         out=cfg.extract.out,
@@ -266,20 +292,22 @@ def extract(
         force=force,
         progress=not quiet,
         motion=motion_cfg,
+        pose=pose_cfg,
     )
     console.print(result.summary(), highlight=False)
     for row in result.failed:
         err_console.print(f"[red]failed:[/] {row['path']}: {row['error']}", highlight=False)
-    if result.motion is not None:
-        for row in result.motion.failed:
-            err_console.print(f"[red]motion failed:[/] {row['path']}: {row['error']}", highlight=False)
-    if not result.ok or (result.motion is not None and not result.motion.ok):
+    streams = [(name, s) for name, s in (("motion", result.motion), ("pose", result.pose)) if s is not None]
+    for name, stream in streams:
+        for row in stream.failed:
+            err_console.print(f"[red]{name} failed:[/] {row['path']}: {row['error']}", highlight=False)
+    if not result.ok or any(not stream.ok for _, stream in streams):
         raise typer.Exit(1)
 
 
 def _extract_actors(found, cfg, *, force: bool, quiet: bool) -> None:
     """``vidseq extract --actors``: per-person stores (see vidseq.features.actor_extraction)."""
-    from vidseq.config import wants_motion
+    from vidseq.config import wants_motion, wants_pose
     from vidseq.features.actor_extraction import extract_actors
 
     motion = cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None
@@ -291,6 +319,7 @@ def _extract_actors(found, cfg, *, force: bool, quiet: bool) -> None:
         config=cfg.extract,
         io=cfg.io,
         motion=motion,
+        pose=cfg.pose if wants_pose(cfg) else None,
         force=force,
         progress=not quiet,
     )

@@ -1,10 +1,10 @@
 """What both extraction engines share: decode one video in chunks, run the backbone on a batch,
 and assemble features into store entries.
 
-Place in the data flow: io + sampling -> **video_chunks** (fitted frames, and the motion
-stream's pooled flow, in a decode worker or a Ray task) -> **BatchForward** (the backbone, in
-this process or a Ray actor) -> **VideoSink** (whole videos -> atomic store entries and manifest
-rows; one sink per stream, one ``RunProgress`` over videos for all of them). ``extraction``
+Place in the data flow: io + sampling -> **video_chunks** (fitted frames, the motion stream's
+pooled flow and the pose stream's vectors, in a decode worker or a Ray task) -> **BatchForward**
+(the backbone, in this process or a Ray actor) -> **VideoSink** (whole videos -> atomic store
+entries and manifest rows; one sink per stream, one ``RunProgress`` over videos for all of them). ``extraction``
 (the local engine) and ``ray_engine`` only schedule these; neither has a copy of its own.
 """
 
@@ -21,8 +21,9 @@ import torch
 
 from vidseq import __version__
 from vidseq.backbones import Backbone, BackboneSpec, FrameEncoder, decode_size, fit_frames
-from vidseq.config import ExtractConfig, MotionConfig, SamplingConfig
+from vidseq.config import ExtractConfig, MotionConfig, PoseConfig, SamplingConfig
 from vidseq.features.motion import FlowPooler, MotionError, pair_indices
+from vidseq.features.pose import PoseEstimator, present
 from vidseq.features.store import VideoFeatures, write_entry
 from vidseq.io import VideoReader, open_video
 from vidseq.sampling import indices_from_config
@@ -47,17 +48,24 @@ def video_chunks(
     chunk: int,
     appearance: bool = True,
     flow: FlowPooler | None = None,
+    pose: PoseEstimator | None = None,
 ) -> Iterator[dict[str, Any]]:
     """One video's sampled frames fitted to the backbone, ``uint8 (n, S, S, 3)`` per chunk, or one error.
 
     Chunks: ``{"job", "start", "total", "indices", "fps", "frames", "motion", "motion_error",
-    "error": ""}``; a failure (at open or mid-video) ends the video with ``{"job", "error"}``.
+    "pose", "error": ""}``; a failure (at open or mid-video) ends the video with ``{"job", "error"}``.
     ``flow`` (the motion stream wanted): each chunk's frames and their pair partners are read in
-    one ``reader.read``, and ``"motion"`` holds the chunk's pooled flow ``(n, 2*grid*grid)``
-    (else None); a video too short for a pair gives ``"motion_error"`` instead. ``appearance``
-    False (only the motion stream wanted): ``"frames"`` is empty, only the pairs are decoded.
-    The reader is opened here, in the process that runs this (a DataLoader worker, a Ray task),
-    never before a fork.
+    one ``reader.read``, and ``"motion"`` holds the chunk's pooled flow ``(n, motion_dim)``
+    (else None); a video too short for a pair gives ``"motion_error"`` instead. ``pose`` (the
+    pose stream wanted): ``"pose"`` holds the chunk's pose vectors ``(n, pose_dim)`` (else None),
+    from the decoded sampled frames *before* the backbone's centre crop or letterbox: a crop can
+    cut off the person at the side of a wide frame (a pose needs the whole body in view, while
+    the backbone was trained on centre crops); the decoded frames are at the backbone's decode
+    size (short side ``resize``, 256 for most backbones: about the input size of MediaPipe's own
+    detector and landmark models, so little is lost). A frame where nobody is found is a vector
+    with presence 0, not an error. ``appearance`` False (only other streams wanted): ``"frames"``
+    is empty, only what they need is decoded. The reader is opened here, in the process that runs
+    this (a DataLoader worker, a Ray task), never before a fork.
     """
     try:
         with open_video(path, backend=backend) as reader:
@@ -66,12 +74,14 @@ def video_chunks(
             size = decode_size(info.height, info.width, spec)
             pairs, motion_error = _pairs(indices, info.num_frames, flow)
             base = {"job": job, "total": len(indices), "fps": info.fps, "motion_error": motion_error, "error": ""}
-            if not appearance and pairs is None:  # only motion wanted, and the video cannot give it
+            if not appearance and pose is None and pairs is None:  # only motion wanted, and it cannot be had
                 yield {**base, "start": 0, "indices": indices[:0], "frames": _no_frames(spec), "motion": None}
                 return
+            if pose is not None:
+                pose.reset()  # mode video: a new video's frames are no continuation of the last one's
             for start in range(0, len(indices), chunk):
                 part = slice(start, start + chunk)
-                frames, motion = _read_chunk(
+                frames, motion, vectors = _read_chunk(
                     reader,
                     indices[part],
                     size=size,
@@ -79,8 +89,16 @@ def video_chunks(
                     appearance=appearance,
                     pairs=None if pairs is None else (pairs[0][part], pairs[1][part]),
                     flow=flow,
+                    pose=pose,
                 )
-                yield {**base, "start": start, "indices": indices[part], "frames": frames, "motion": motion}
+                yield {
+                    **base,
+                    "start": start,
+                    "indices": indices[part],
+                    "frames": frames,
+                    "motion": motion,
+                    "pose": vectors,
+                }
     except Exception as exc:  # noqa: BLE001 - any failure of one video is that video's row
         yield {"job": job, "error": _describe_error(exc)}
 
@@ -106,19 +124,28 @@ def _read_chunk(
     appearance: bool,
     pairs: tuple[np.ndarray, np.ndarray] | None,
     flow: FlowPooler | None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """A chunk's fitted sampled frames (empty unless ``appearance``) and its pooled flow (or None).
+    pose: PoseEstimator | None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A chunk's fitted sampled frames (empty unless ``appearance``), its pooled flow and its pose
+    vectors (each None where not wanted).
 
     With pairs, the sorted union of the sampled frames and their partners is decoded in one read
     (the partner of frame i is usually i + 1: the decoder just goes on), at the backbone's decode
-    size and fit, so the flow sees the frames the backbone sees.
+    size and fit, so the flow sees the frames the backbone sees. The pose sees the same decoded
+    frames before the fit (see ``video_chunks``).
     """
     if pairs is None or flow is None:
-        return fit_frames(reader.read(indices, size=size), spec), None
-    wanted = np.unique(np.concatenate([indices, *pairs] if appearance else pairs))
-    frames = fit_frames(reader.read(wanted, size=size), spec)
+        decoded = reader.read(indices, size=size)
+        frames = fit_frames(decoded, spec) if appearance else _no_frames(spec)
+        return frames, None, None if pose is None else pose(decoded)
+    sampled = appearance or pose is not None
+    wanted = np.unique(np.concatenate([indices, *pairs] if sampled else pairs))
+    decoded = reader.read(wanted, size=size)
+    frames = fit_frames(decoded, spec)
     motion = flow(frames[np.searchsorted(wanted, pairs[0])], frames[np.searchsorted(wanted, pairs[1])])
-    return (frames[np.searchsorted(wanted, indices)] if appearance else _no_frames(spec)), motion
+    at = np.searchsorted(wanted, indices) if sampled else None
+    vectors = None if pose is None else pose(decoded[at])
+    return (frames[at] if appearance else _no_frames(spec)), motion, vectors
 
 
 def _no_frames(spec: BackboneSpec) -> np.ndarray:
@@ -135,6 +162,18 @@ def flow_pooler(config: MotionConfig) -> FlowPooler:
     if key not in _POOLERS:
         _POOLERS[key] = FlowPooler(config)
     return _POOLERS[key]
+
+
+_ESTIMATORS: dict[tuple[int, str], PoseEstimator] = {}
+
+
+def pose_estimator(config: PoseConfig) -> PoseEstimator:
+    """This process's ``PoseEstimator`` for ``config``, built on first use (one MediaPipe graph per
+    decode worker or Ray worker process, built after the fork: its threads never cross one)."""
+    key = (os.getpid(), config.model_dump_json())
+    if key not in _ESTIMATORS:
+        _ESTIMATORS[key] = PoseEstimator(config)
+    return _ESTIMATORS[key]
 
 
 def _describe_error(exc: Exception) -> str:
@@ -192,7 +231,7 @@ class RunProgress:
     on the bar and for ``on_video_done``, once every stream it needed has its entry or its failure.
 
     ``needs[job]``: how many streams video ``job`` still needs. ``on_video_done`` gets, once per
-    video, the manifest row of the first stream (appearance before motion) the video needed.
+    video, the manifest row of the first stream (appearance, motion, pose) the video needed.
     """
 
     def __init__(self, needs: list[int], *, on_video_done: Callable[[dict[str, Any]], None] | None = None) -> None:
@@ -316,6 +355,8 @@ class VideoSink:
             "subject": row["subject"],
         }
         entry = store.entry_path(item.path, row["subject"], vid=row["video"])
+        if self.plan.result.present is not None:  # the pose stream: frames where a person was found
+            self.plan.result.present += int(np.count_nonzero(present(acc.features)))
         try:
             write_entry(entry, VideoFeatures(acc.features, acc.indices, timestamps, meta))
         finally:
@@ -334,19 +375,20 @@ class VideoSink:
         self.progress.video_done(job, row, self.rank)
 
 
-def put_motion(sink: VideoSink | None, chunk: dict[str, Any]) -> None:
-    """Hand a ``video_chunks`` chunk's motion stream to its sink: its flow, or why there is none."""
+def put_stream(sink: VideoSink | None, chunk: dict[str, Any], stream: str) -> None:
+    """Hand a ``video_chunks`` chunk's ``stream`` (``motion`` or ``pose``) to its sink: its vectors,
+    or why there are none (the video's error, or the stream's own: ``motion_error``)."""
     if sink is None:
         return
-    if chunk["error"] or chunk["motion_error"]:
-        sink.fail(chunk["job"], chunk["error"] or chunk["motion_error"])
-    elif chunk["motion"] is not None:
+    if chunk["error"] or chunk.get(f"{stream}_error"):
+        sink.fail(chunk["job"], chunk["error"] or chunk[f"{stream}_error"])
+    elif chunk.get(stream) is not None:
         start, count = chunk["start"], len(chunk["indices"])
         sink.put(
             chunk["job"],
             slice(start, start + count),
             chunk["indices"],
-            chunk["motion"],
+            chunk[stream],
             total=chunk["total"],
             fps=chunk["fps"],
         )

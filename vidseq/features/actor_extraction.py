@@ -4,7 +4,10 @@ Place in the data flow: datasets + io -> **extract_actors** (``actors.PersonTrac
 grid frames, crops of each tracked person through the one ``FrameEncoder``, each track's
 ``actors.trajectory``) -> two linked ``FeatureStore`` s under ``out``: ``actors-<backbone>-<digest>``
 (stream ``appearance``: the crops' features) and ``actors-trajectory-<digest>`` (stream
-``trajectory``), with the same entries: subject ``t<id>`` of each video.
+``trajectory``), with the same entries: subject ``t<id>`` of each video. With ``motion``, a third
+(``actors-motion-<method>-<digest>``: the flow inside each crop); with ``pose``, another
+(``actors-pose-<digest>``, stream ``pose``: MediaPipe Pose inside a wider crop of each tracked
+frame, ``actor_pose``).
 
 Every grid frame is decoded once: the detector, the tracker and the crops read the same frames
 (no second pass over the video). Crops go through the backbone in batches as they come, so
@@ -16,7 +19,10 @@ What the store promises holds here too: entries are written atomically before th
 rerun skips videos done (their ``frame`` record says ``tracked`` with the number of tracks) and
 retries failed ones, and a claim per video lets several processes share one store. A video in
 which nobody was tracked gets a row that says so (status ``empty``, ``no person tracked ...``):
-not a failure of the run, and not retried.
+not a failure of the run, and not retried. Asking for pose on a store whose videos are done
+without it computes the pose alone: their tracks' frames and boxes are read back from the
+trajectory stream and only those frames are decoded again (no detector, tracker or backbone);
+the other streams are left as they are.
 """
 
 from __future__ import annotations
@@ -33,9 +39,10 @@ import numpy as np
 
 from vidseq import __version__
 from vidseq.backbones import Backbone, FrameEncoder
-from vidseq.config import ActorsConfig, BackboneConfig, ExtractConfig, IOConfig, MotionConfig
+from vidseq.config import ActorsConfig, BackboneConfig, ExtractConfig, IOConfig, MotionConfig, PoseConfig
 from vidseq.datasets import Dataset, VideoItem
 from vidseq.datasets.people import read_person_labels
+from vidseq.features.actor_pose import pose_crop, pose_geometry, poses_of_stored_tracks, stored_tracks
 from vidseq.features.actors import (
     TRAJECTORY_NAMES,
     PersonTracker,
@@ -49,6 +56,7 @@ from vidseq.features.actors import (
 from vidseq.features.identity import WHOLE_FRAME, entry_key, resolved, video_id
 from vidseq.features.keys import FEATURE_KEY_VERSION, build_backbone, resolve_device
 from vidseq.features.motion import FlowPooler, pair_indices
+from vidseq.features.pose import PoseEstimator, pose_key
 from vidseq.features.store import FeatureStore, VideoFeatures, write_entry
 from vidseq.io import open_video
 from vidseq.outputs import check_writable
@@ -78,11 +86,13 @@ def actors_key(config: ActorsConfig) -> dict[str, Any]:
 @dataclass
 class ActorsResult:
     """What a per-person run did: videos tracked, reused and failed, tracks written, the stores
-    (``stores``: stream -> store; appearance and trajectory, and motion when asked for)."""
+    (``stores``: stream -> store; appearance and trajectory, motion and pose when asked for).
+    ``posed``: videos done before whose pose alone was computed now."""
 
     stores: dict[str, FeatureStore]
     tracked: int = 0
     reused: int = 0
+    posed: int = 0
     tracks: int = 0
     empty: list[dict[str, Any]] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)  # per-person labels that matched no track (file:line)
@@ -109,6 +119,8 @@ class ActorsResult:
             f"{self.reused} already done, {len(self.failed)} failed "
             f"({self.frames} grid frames in {self.seconds:.1f} s, {rate:.1f} frames/s) -> {self.store.directory}"
         ]
+        if self.posed:
+            lines.append(f"pose added to {self.posed} videos tracked before (their tracked frames decoded again)")
         lines += [f"{name} stream -> {store.directory}" for name, store in self.stores.items() if name != "appearance"]
         if self.unmatched:
             lines.append(f"{len(self.unmatched)} per-person labels matched no track (e.g. {self.unmatched[0]})")
@@ -122,9 +134,11 @@ def open_actor_stores(
     recipe: dict[str, Any],
     name: str,
     motion: MotionConfig | None = None,
+    pose: PoseConfig | None = None,
 ) -> dict[str, FeatureStore]:
     """The stores of a per-person run under ``out``, linked: ``appearance`` (the crops'
-    features), ``trajectory``, and ``motion`` (flow inside the crops) when ``motion`` is given."""
+    features), ``trajectory``, ``motion`` (flow inside the crops) when ``motion`` is given and
+    ``pose`` (the pose in each tracked frame; not keyed by the backbone) when ``pose`` is."""
     key = actors_key(actors)
     recipe = {**recipe, "actors": actors.model_dump(mode="json")}
     stores = {
@@ -137,6 +151,11 @@ def open_actor_stores(
         stores["motion"] = FeatureStore.open(
             out, flow_key, name=f"actors-motion-{motion.method}", recipe=recipe, stream="motion"
         )
+    if pose is not None:
+        body_key = {**key, **pose_key(pose, pose_geometry())}
+        body_recipe = {name: section for name, section in recipe.items() if name != "motion"}
+        body_recipe["pose"] = pose.model_dump(mode="json")
+        stores["pose"] = FeatureStore.open(out, body_key, name="actors-pose", recipe=body_recipe, stream="pose")
     for store in stores.values():
         store.link_streams(stores.values())
     return stores
@@ -151,17 +170,47 @@ def extract_actors(
     config: ExtractConfig | None = None,
     io: IOConfig | None = None,
     motion: MotionConfig | None = None,
+    pose: PoseConfig | None = None,
     force: bool = False,
     progress: bool = True,
     tracker: PersonTracker | None = None,
     on_video_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> ActorsResult:
     """Track the people of every video and store a sequence per track (crops and trajectory; with
-    ``motion``, the pooled flow inside each crop too).
+    ``motion``, the pooled flow inside each crop too; with ``pose``, each person's pose).
 
     ``tracker``: a ready ``PersonTracker`` (default: built from ``actors``). Finished videos are
     skipped unless ``force``; a video that fails is a failed row, one without a person an empty row.
+    A video finished without pose gets its pose alone (``ActorsResult.posed``). Without the pose
+    extra, ``pose`` is a ConfigError before anything is opened or built.
     """
+    if pose is not None:  # static: each crop on its own (MediaPipe's tracking would follow the crop, not a video)
+        pose = pose.model_copy(update={"mode": "static"})
+    estimator = PoseEstimator(pose) if pose is not None else None  # the extra missing: one line, before any work
+    options = dict(backbone=backbone, config=config, io=io, motion=motion, pose=pose, force=force, progress=progress)
+    try:
+        return _extract_actors(items, out, actors, estimator, tracker, on_video_done, **options)
+    finally:
+        if estimator is not None:
+            estimator.close()
+
+
+def _extract_actors(
+    items: list[VideoItem] | Dataset,
+    out: str | Path,
+    actors: ActorsConfig,
+    estimator: PoseEstimator | None,
+    tracker: PersonTracker | None,
+    on_video_done: Callable[[dict[str, Any]], None] | None,
+    *,
+    backbone: BackboneConfig | Backbone | None,
+    config: ExtractConfig | None,
+    io: IOConfig | None,
+    motion: MotionConfig | None,
+    pose: PoseConfig | None,
+    force: bool,
+    progress: bool,
+) -> ActorsResult:
     check_writable(out, what="extract.out (feature stores)")
     config = config or ExtractConfig()
     io = io or IOConfig()
@@ -183,8 +232,9 @@ def extract_actors(
             "io": io.model_dump(mode="json"),
             "extract": config.model_dump(mode="json", include={"precision", "channels_last"}),
         }
-    stores = open_actor_stores(out, model.spec.key(), actors, recipe, model.spec.name, motion)
+    stores = open_actor_stores(out, model.spec.key(), actors, recipe, model.spec.name, motion, pose)
     store = stores["appearance"]
+    done_in = [store] if pose is None else [store, stores["pose"]]  # where a video must be settled to be skipped
     dataset = items if isinstance(items, Dataset) else None
     if dataset is not None and dataset.labels:
         store.add_labels(dataset.labels)
@@ -203,7 +253,7 @@ def extract_actors(
         seen.add(row["key"])
         if not vid:
             _put(stores, {**row, "status": "failed", "error": f"cannot read {item.path}"}, result.failed)
-        elif not force and _settled(store, row["key"]):
+        elif not force and all(_settled(each, row["key"]) for each in done_in):
             result.reused += 1
         elif store.claims.acquire(row["key"]):
             todo.append((item, row))
@@ -214,13 +264,18 @@ def extract_actors(
         with progress_bar(len(todo) + len(waiting), desc="actors", unit="video", enabled=progress) as bar:
             while todo or waiting:
                 for item, row in todo:
-                    _one_video(item, row, stores, tracker, encoder, actors, io.backend, result, people, flow)
+                    if estimator is not None and not force and _settled(store, row["key"]):
+                        _add_pose(item, row, stores, estimator, actors, io.backend, result)
+                    else:
+                        _one_video(
+                            item, row, stores, tracker, encoder, actors, io.backend, result, people, flow, estimator
+                        )
                     store.claims.heartbeat()
                     store.claims.release(row["key"])
                     bar.update(1)
                     if on_video_done is not None:
                         on_video_done(row)
-                todo, waiting = _take_over(store, waiting, result, bar)
+                todo, waiting = _take_over(done_in, waiting, result, bar)
     finally:
         store.claims.release_all()
         for each in stores.values():
@@ -234,15 +289,16 @@ def _settled(store: FeatureStore, key: str) -> bool:
     return (store.get_record(key) or {}).get("status") in (TRACKED, EMPTY)
 
 
-def _take_over(store: FeatureStore, waiting: list, result: ActorsResult, bar) -> tuple[list, list]:
-    """Of the videos another writer held: those it finished count as reused, those whose claim
-    went free or stale are claimed here; the rest wait a moment more."""
+def _take_over(done_in: list[FeatureStore], waiting: list, result: ActorsResult, bar) -> tuple[list, list]:
+    """Of the videos another writer held: those it finished (in every store of ``done_in``) count
+    as reused, those whose claim went free or stale are claimed here; the rest wait a moment more."""
     if not waiting:
         return [], []
     time.sleep(WAIT_POLL_SECONDS)
+    store = done_in[0]
     todo, still = [], []
     for item, row in waiting:
-        if _settled(store, row["key"]):
+        if all(_settled(each, row["key"]) for each in done_in):
             result.reused += 1
             bar.update(1)
         elif store.claims.is_free(row["key"]) and store.claims.acquire(row["key"]):
@@ -288,6 +344,7 @@ def _one_video(
     result: ActorsResult,
     people: dict[str, list] | None = None,
     flow: FlowPooler | None = None,
+    estimator: PoseEstimator | None = None,
 ) -> None:
     """Track one video and write an entry per track in every stream's store, then the video's record.
 
@@ -296,7 +353,7 @@ def _one_video(
     clip's label (training then reads the main actor).
     """
     try:
-        tracked = track_video(item.path, tracker, encoder, actors, backend, flow=flow)
+        tracked = track_video(item.path, tracker, encoder, actors, backend, flow=flow, pose=estimator)
     except Exception as exc:  # noqa: BLE001 - one video's failure is its row, the run goes on
         reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
         _put(stores, {**row, "status": "failed", "error": reason}, result.failed)
@@ -328,6 +385,8 @@ def _one_video(
         }
         if tracked.motion is not None:
             values["motion"] = (np.concatenate(tracked.motion[track.track_id]), {})
+        if tracked.pose is not None:
+            values["pose"] = (np.concatenate(tracked.pose[track.track_id]), {"geometry": pose_geometry()})
         track_row = {**row, "key": entry_key(row["video"], track.subject), "subject": track.subject, "label": label}
         if person is not None:
             track_row.update(split=person.split or row["split"], group=person.group or row["group"])
@@ -341,6 +400,43 @@ def _one_video(
     _put(stores, {**row, "status": TRACKED, "frames": len(tracked.tracks), "error": ""})  # last: done once all are in
     result.tracked += 1
     result.tracks += len(tracked.tracks)
+
+
+def _add_pose(
+    item: VideoItem,
+    row: dict[str, Any],
+    stores: dict[str, FeatureStore],
+    estimator: PoseEstimator,
+    actors: ActorsConfig,
+    backend: str,
+    result: ActorsResult,
+) -> None:
+    """The pose of a video tracked before without it: its tracks' frames and boxes from the
+    trajectory store, those frames decoded again, an entry per track in the pose store, then the
+    video's own record there (as the appearance store has it)."""
+    target = stores["pose"]
+    try:
+        tracks = stored_tracks(stores["trajectory"], row["video"])
+        found = [track for track, _, _ in tracks]
+        poses = poses_of_stored_tracks(
+            item.path, found, estimator, backend=backend, max_side=MAX_DECODE_SIDE, batch=actors.batch
+        )
+    except Exception as exc:  # noqa: BLE001 - one video's failure is its row in the pose store
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        failed = {**row, "status": "failed", "error": f"pose: {reason}"}
+        target.put_record(failed)
+        result.failed.append(failed)
+        return
+    for track, stored, record in tracks:
+        meta = {k: v for k, v in stored.meta.items() if k not in ("dims", "boxes")}
+        meta["geometry"] = pose_geometry()
+        entry = target.entry_path(item.path, track.subject, vid=row["video"])
+        write_entry(entry, VideoFeatures(poses[track.track_id], track.frames, stored.timestamps, meta))
+        key = entry_key(row["video"], track.subject)
+        target.put_record({**record, "key": key, "file": str(entry.relative_to(target.directory))})
+    done = stores["appearance"].get_record(row["key"]) or {}
+    target.put_record({**row, **{k: v for k, v in done.items() if k in row}})  # last: done once all are in
+    result.posed += 1
 
 
 @dataclass(frozen=True)
@@ -360,6 +456,7 @@ class TrackedVideo(NamedTuple):
     geometry: VideoGeometry
     grid: np.ndarray  # the frame indices detected and tracked
     motion: dict[int, list[np.ndarray]] | None = None  # track id -> pooled flow inside its crops (with ``flow``)
+    pose: dict[int, list[np.ndarray]] | None = None  # track id -> (1, pose_dim) per tracked frame (with ``pose``)
 
 
 def track_video(
@@ -370,19 +467,22 @@ def track_video(
     backend: str,
     *,
     flow: FlowPooler | None = None,
+    pose: PoseEstimator | None = None,
 ) -> TrackedVideo:
     """Decode the grid frames once; detect, track and crop them; encode the crops in batches.
 
     ``flow`` (the motion stream wanted): each grid frame's partner (``motion.step`` frames later)
     is decoded in the same read, and each person's crop box is cut from both frames: the pooled
     flow inside the crop (how the body moves, without the person's displacement, which the
-    trajectory holds).
+    trajectory holds). ``pose``: each person's pose in a crop of their own (``actor_pose``) of
+    the same frame.
     """
     size = encoder.spec.input_size
     builder = TrackBuilder()
     pending: list[tuple[int, int, np.ndarray]] = []  # (track id, frame index, crop)
     features: dict[int, list[np.ndarray]] = {}
     motion: dict[int, list[np.ndarray]] | None = {} if flow is not None else None
+    poses: dict[int, list[np.ndarray]] | None = {} if pose is not None else None
 
     def encode(all_of_them: bool) -> None:
         batch = encoder.batch or 32
@@ -425,7 +525,10 @@ def track_video(
                     if motion is not None:
                         moved = square_crop(later[n], box, margin=actors.margin, size=size)
                         motion.setdefault(int(box_row[4]), []).append(flow(crop[None], moved[None]))
+                    if poses is not None:  # from the box in video pixels, as a stored track gives it back
+                        body = pose_crop(frame, box_row[:4], scale if decode is not None else 1.0)
+                        poses.setdefault(int(box_row[4]), []).append(pose(body[None]))
             encode(False)
         encode(True)
     geometry = VideoGeometry(info.width, info.height, info.fps)
-    return TrackedVideo(builder.tracks(min_frames=actors.min_frames), features, geometry, grid, motion)
+    return TrackedVideo(builder.tracks(min_frames=actors.min_frames), features, geometry, grid, motion, poses)

@@ -15,8 +15,10 @@ the backbone's torch threads so that together they never outnumber the cores it 
 With ``motion`` enabled the same run writes the motion stream (``vidseq.features.motion``) into a second
 store under the same root, linked to the first: the decode workers read each chunk's frames and
 their flow partners in one read and compute the pooled flow there, so the videos are decoded
-once. Each stream resumes on its own: a video is decoded when any stream lacks its entry, and
-gets only what is missing (no forward when only its motion is; no flow when only its features).
+once. With ``pose`` enabled, likewise the pose stream (``vidseq.features.pose``: MediaPipe on the
+decoded sampled frames, before the backbone's crop) into a ``pose-mediapipe`` store. Each stream
+resumes on its own: a video is decoded when any stream lacks its entry, and gets only what is
+missing (no forward when only its motion or pose is; no flow when only its features).
 
 ``config.engine == "ray"`` hands the run to ``ray_engine.extract_ray``. Both engines share
 ``plan`` (store keys, ``plan_run``, ``extract_rounds``: records, claims, waiting for other
@@ -37,13 +39,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidseq.backbones import Backbone, BackboneSpec, decode_size, fit_frames
-from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
+from vidseq.backbones import Backbone, decode_size, fit_frames
+from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, PoseConfig, SamplingConfig
 from vidseq.datasets import Dataset, VideoItem
 from vidseq.features._engine import (
     BatchForward,
     VideoSink,
-    put_motion,
+    put_stream,
     video_chunks,
 )
 from vidseq.features.keys import (
@@ -54,7 +56,16 @@ from vidseq.features.keys import (
     resolve_device,
     store_key,
 )
-from vidseq.features.plan import ExtractionPlan, ExtractionRun, ExtractResult, extract_rounds, plan_extraction, plan_run
+from vidseq.features.plan import (
+    EXTRA_STREAMS,
+    ExtractionPlan,
+    ExtractionRun,
+    ExtractResult,
+    extract_rounds,
+    plan_extraction,
+    plan_run,
+)
+from vidseq.features.pose import check_pose
 from vidseq.features.workers import DecodeLimits, DecodeSettings, decode_videos
 from vidseq.progress import progress_bar
 from vidseq.threads import thread_budget, torch_threads
@@ -79,6 +90,7 @@ def extract(
     on_video_done: Callable[[dict[str, Any]], None] | None = None,
     reuse_from: list[str | Path] | tuple[str | Path, ...] = (),
     motion: MotionConfig | None = None,
+    pose: PoseConfig | None = None,
 ) -> ExtractResult:
     """Extract features of ``items`` into the store under ``out`` for this backbone and sampling.
 
@@ -87,11 +99,15 @@ def extract(
     ``reuse_from``: other roots whose store for the same key may already hold a video's entry
     (it is hard-linked, or copied, instead of extracted again). ``motion`` (when enabled): the
     motion stream too, in its own linked store under ``out`` (``result.motion``), from the same
-    decode. ``on_video_done``: called once per video done in every stream it needed.
+    decode. ``pose`` (when enabled): the pose stream likewise (``result.pose``; ``ConfigError``
+    before any work where the pose extra is missing). ``on_video_done``: called once per video
+    done in every stream it needed.
     ``config.engine == "ray"``: the same run on a Ray cluster (``ray_engine.extract_ray``;
     ``config.ray_address`` picks it).
     """
     config = config or ExtractConfig()
+    if pose is not None and pose.enabled:
+        check_pose(pose)  # the pose extra and its model, before any work (one line that says the fix)
     if config.engine == "ray":
         # ray is an optional extra: its engine (and ray) are imported only when asked for
         from vidseq.features.ray_engine import extract_ray
@@ -108,6 +124,7 @@ def extract(
             on_video_done=on_video_done,
             reuse_from=reuse_from,
             motion=motion,
+            pose=pose,
         )
     sampling = sampling or SamplingConfig()
     device = resolve_device(config.device)
@@ -120,6 +137,7 @@ def extract(
         sampling=sampling,
         recipe=recipe_of(backbone, sampling, io, config),
         motion=motion,
+        pose=pose,
         reuse_from=reuse_from,
         on_video_done=on_video_done,
     )
@@ -129,11 +147,12 @@ def extract(
         jobs = run.jobs()
         threads = thread_budget().extraction(config.num_workers, device=device.type, videos=len(jobs))
         with torch_threads(threads.torch):  # set first: an onnxruntime session sizes itself from it
-            runner = _Runner(model, config, device, run.sink, run.motion_sink)
+            runner = _Runner(model, config, device, run.sink, {name: run.sink_of(name) for name in EXTRA_STREAMS})
             backend = (io or IOConfig()).backend
-            loader = _loader(
-                jobs, model.spec, sampling, config, backend, device, motion=run.motion_config, workers=threads.workers
+            settings = DecodeSettings(
+                model.spec, sampling, backend, config.chunk_frames, run.config_of("motion"), run.config_of("pose")
             )
+            loader = _loader(jobs, settings, config, device, workers=threads.workers)
             if progress:  # once, not on every progress line: what the run's cores went to
                 print(f"extract [{threads.describe(torch.get_num_threads())}]", file=sys.stderr, flush=True)
             with (
@@ -155,22 +174,18 @@ def extract(
 
 def _loader(
     jobs,
-    spec: BackboneSpec,
-    sampling: SamplingConfig,
+    settings: DecodeSettings,
     config: ExtractConfig,
-    backend: str,
     device: torch.device,
     *,
-    motion: MotionConfig | None = None,
     workers: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Decoded chunks of ``jobs`` (``ExtractionRun.jobs()``), their frames as tensors (pinned on CUDA).
 
     ``workers`` watched decode workers (``workers.decode_videos``; 0: decoding here, without
-    limits; the run's thread budget sizes them from ``config.num_workers``); ``motion``: the run's
-    motion settings (None: no motion stream).
+    limits; the run's thread budget sizes them from ``config.num_workers``); ``settings``: the
+    run's decoding, with its motion and pose settings (None: no such stream).
     """
-    settings = DecodeSettings(spec, sampling, backend, config.chunk_frames, motion)
     pin = device.type == "cuda"
     for part in decode_videos(jobs, settings, workers=workers, limits=DecodeLimits.of(config)):
         if not part["error"]:
@@ -182,7 +197,7 @@ def _loader(
 
 class _Runner:
     """The local engine's model side: packs chunks of several videos into batches for the sink;
-    hands each chunk's motion stream to the motion sink as it comes."""
+    hands each chunk's other streams (motion, pose) to their sinks as it comes."""
 
     def __init__(
         self,
@@ -190,21 +205,22 @@ class _Runner:
         config: ExtractConfig,
         device: torch.device,
         sink: VideoSink,
-        motion_sink: VideoSink | None = None,
+        streams: dict[str, VideoSink | None] | None = None,
     ) -> None:
         self.forward, self.sink, self.batch_size = BatchForward(model, config, device), sink, config.batch_size
-        self.motion_sink = motion_sink
+        self.streams = streams or {}
         self.frames: list[torch.Tensor] = []
         self.chunks: list[dict[str, Any]] = []
 
     def add(self, chunk: dict[str, Any]) -> None:
-        put_motion(self.motion_sink, chunk)
+        for name, sink in self.streams.items():
+            put_stream(sink, chunk, name)
         if chunk["error"]:
             self.sink.fail(chunk["job"], chunk["error"])
             return
         frames = chunk.pop("frames")
         if not len(frames):
-            return  # this video's features are done: only its motion was wanted
+            return  # this video's features are done: only its other streams were wanted
         self.frames.append(frames)
         self.chunks.append(chunk)
         if sum(len(f) for f in self.frames) >= self.batch_size:

@@ -1,5 +1,5 @@
 """What a feature store is keyed by, and how its extraction is rebuilt: the store keys of the
-appearance and motion streams, the recipe a trained model keeps, the backbone and device a
+appearance, motion and pose streams, the recipe a trained model keeps, the backbone and device a
 config names.
 
 Place in the data flow: beside ``store``; ``plan`` opens stores by these keys, ``extraction`` and
@@ -13,8 +13,9 @@ from typing import Any
 import torch
 
 from vidseq.backbones import Backbone, BackboneSpec, create_backbone
-from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
+from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, PoseConfig, SamplingConfig
 from vidseq.features.motion import motion_key
+from vidseq.features.pose import pose_key
 
 FEATURE_KEY_VERSION = 2  # bump when this loop changes which features a config gives (2: opencv upscaling)
 
@@ -34,6 +35,19 @@ def motion_store_key(spec: BackboneSpec, sampling: SamplingConfig, motion: Motio
     geometry = {"resize": spec.resize, "input_size": spec.input_size, "fit": spec.fit}
     return {
         "motion": motion_key(motion, geometry),
+        "sampling": sampling.model_dump(mode="json"),
+        "extract_version": FEATURE_KEY_VERSION,
+    }
+
+
+def pose_store_key(spec: BackboneSpec, sampling: SamplingConfig, pose: PoseConfig) -> dict[str, Any]:
+    """Everything that changes the pose stream: its settings, the geometry of the frames MediaPipe
+    sees (the decoded frames, before the backbone's crop or letterbox: their size is the
+    backbone's decode size), sampling, loop version. Backbones that decode alike share one store."""
+    decode = spec.resize if spec.fit == "crop" else spec.input_size  # what ``decode_size`` reads
+    geometry = {"frames": "decoded", "fit": spec.fit, "size": decode}
+    return {
+        "pose": pose_key(pose, geometry),
         "sampling": sampling.model_dump(mode="json"),
         "extract_version": FEATURE_KEY_VERSION,
     }

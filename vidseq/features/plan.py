@@ -2,7 +2,8 @@
 its rounds (waiting for other writers), its result, and a clean stop on SIGTERM or Ctrl-C.
 
 Place in the data flow: datasets -> **plan** -> an engine (``extraction``: local, ``ray_engine``:
-Ray) -> ``FeatureStore``. ``plan_run`` opens each stream's store, identifies every video by its
+Ray) -> ``FeatureStore``. ``plan_run`` opens each stream's store (appearance, and motion and pose
+where asked for: linked siblings under one root), identifies every video by its
 content (one record per video however its path is spelled), reuses entries that load, claims the
 rest (``claims.Claims``) and leaves videos that another live writer holds for a later round.
 ``extract_rounds`` runs an engine over what this process claimed, then waits for the videos other
@@ -20,13 +21,14 @@ from typing import Any
 
 from vidseq import interrupts
 from vidseq.backbones import BackboneSpec
-from vidseq.config import MotionConfig, SamplingConfig
+from vidseq.config import MotionConfig, PoseConfig, SamplingConfig
 from vidseq.datasets import Dataset, VideoItem
 from vidseq.errors import Interrupted
 from vidseq.features._engine import RunProgress, VideoSink
 from vidseq.features.identity import WHOLE_FRAME, entry_key, note_key, resolved, video_id
-from vidseq.features.keys import motion_store_key, store_key
+from vidseq.features.keys import motion_store_key, pose_store_key, store_key
 from vidseq.features.motion import motion_dim
+from vidseq.features.pose import pose_dim
 from vidseq.features.store import FeatureStore
 from vidseq.outputs import check_writable
 
@@ -34,15 +36,18 @@ WAIT_POLL_SECONDS = 0.5
 
 ItemsLike = list[VideoItem] | Dataset
 Roots = list[str | Path] | tuple[str | Path, ...]
+EXTRA_STREAMS = ("motion", "pose")  # streams a run may make beside appearance, in ``config.STREAMS`` order
 
 
 @dataclass
 class ExtractResult:
     """What a run did: counts, the store, and the rows of videos that failed.
 
-    ``motion``: the same for the motion stream's store when the run made it (else None); ``ok``
-    is about this store's videos only (a video too short for the motion stream is a failed row
-    there, not here). ``duplicates``: items that were another item's content under another path.
+    ``motion``, ``pose``: the same for those streams' stores when the run made them (else None);
+    ``ok`` is about this store's videos only (a video too short for the motion stream is a failed
+    row there, not here). ``duplicates``: items that were another item's content under another
+    path. ``present`` (a pose stream's result; else None): of its ``frames``, those where a
+    person was found.
     """
 
     store: FeatureStore
@@ -53,6 +58,8 @@ class ExtractResult:
     seconds: float = 0.0
     motion: ExtractResult | None = None
     duplicates: int = 0
+    pose: ExtractResult | None = None
+    present: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -65,8 +72,12 @@ class ExtractResult:
         self.failed = [*self.failed, *later.failed]
         self.frames += later.frames
         self.seconds += later.seconds
-        if self.motion is not None and later.motion is not None:
-            self.motion.merge(later.motion)
+        if self.present is not None and later.present is not None:
+            self.present += later.present
+        for name in EXTRA_STREAMS:
+            mine, theirs = getattr(self, name), getattr(later, name)
+            if mine is not None and theirs is not None:
+                mine.merge(theirs)
         return self
 
     def summary(self) -> str:
@@ -77,12 +88,16 @@ class ExtractResult:
         )
         if self.duplicates:
             text += f"\n{self.duplicates} paths were the same content as another path (one video each)"
-        if self.motion is not None:
-            motion = self.motion
-            text += (
-                f"\nmotion stream: {motion.extracted} extracted, {motion.reused} already done, "
-                f"{len(motion.failed)} failed -> {motion.store.directory}"
-            )
+        for name in EXTRA_STREAMS:
+            stream = getattr(self, name)
+            if stream is not None:
+                found = ""
+                if stream.present is not None and stream.frames:
+                    found = f" (a person found in {stream.present} of the {stream.frames} frames extracted)"
+                text += (
+                    f"\n{name} stream: {stream.extracted} extracted, {stream.reused} already done, "
+                    f"{len(stream.failed)} failed{found} -> {stream.store.directory}"
+                )
         return text
 
 
@@ -127,26 +142,19 @@ def plan_extraction(
     force: bool = False,
     reuse_from: Roots = (),
     motion: MotionConfig | None = None,
+    pose: PoseConfig | None = None,
 ) -> ExtractionPlan:
-    """Open the store for ``spec`` + ``sampling`` (with ``motion``: the motion stream's store made
-    beside it), give every video a record, reuse done ones, claim the rest where no one holds them."""
+    """Open the store for ``spec`` + ``sampling`` (with ``motion`` or ``pose``: that stream's store
+    made beside it), give every video a record, reuse done ones, claim the rest where no one holds them."""
     dataset = items if isinstance(items, Dataset) else None
-    if motion is None:
-        store = FeatureStore.open(out, store_key(spec, sampling), name=spec.name, recipe=recipe)
-    else:
-        store = FeatureStore.open(
-            out,
-            motion_store_key(spec, sampling, motion),
-            name=f"motion-{motion.method}",
-            recipe={**recipe, "motion": motion.model_dump(mode="json")},
-            stream="motion",
-        )
+    store = _open_store(out, spec=spec, sampling=sampling, recipe=recipe, motion=motion, pose=pose)
     store.remove_stale_temporaries()
     for row in _note_rows(dataset):
         store.put_record(row)
     if dataset is not None and dataset.labels:
         store.add_labels(dataset.labels)
-    plan = ExtractionPlan(store, {}, [], ExtractResult(store), items=list(items))
+    result = ExtractResult(store, present=None if pose is None else 0)
+    plan = ExtractionPlan(store, {}, [], result, items=list(items))
     for item in items:
         row = _row(item)
         plan.keys[str(item.path)] = row["key"]
@@ -165,6 +173,29 @@ def plan_extraction(
             else:
                 plan.waiting.append(item)
     return plan
+
+
+def _open_store(
+    out: str | Path,
+    *,
+    spec: BackboneSpec,
+    sampling: SamplingConfig,
+    recipe: dict[str, Any],
+    motion: MotionConfig | None,
+    pose: PoseConfig | None,
+) -> FeatureStore:
+    """The appearance stream's store under ``out``, or the motion or pose stream's (the one whose
+    config is given): ``motion-<method>-<digest>``, ``pose-mediapipe-<digest>``."""
+    if motion is not None:
+        stream, settings, name = "motion", motion, f"motion-{motion.method}"
+        key = motion_store_key(spec, sampling, motion)
+    elif pose is not None:
+        stream, settings, name = "pose", pose, "pose-mediapipe"
+        key = pose_store_key(spec, sampling, pose)
+    else:
+        return FeatureStore.open(out, store_key(spec, sampling), name=spec.name, recipe=recipe)
+    recipe = {**recipe, stream: settings.model_dump(mode="json")}
+    return FeatureStore.open(out, key, name=name, recipe=recipe, stream=stream)
 
 
 def _note_rows(dataset: Dataset | None) -> list[dict[str, Any]]:
@@ -228,22 +259,44 @@ def _reuse(store: FeatureStore, item: VideoItem, row: dict[str, Any], reuse_from
 
 
 @dataclass
+class StreamRun:
+    """A stream a run makes beside appearance (motion, pose): its plan, its sink, its settings."""
+
+    plan: ExtractionPlan
+    sink: VideoSink
+    config: MotionConfig | PoseConfig
+
+
+@dataclass
 class ExtractionRun:
-    """One run's streams over one list of videos: each stream's plan and sink (the motion ones
-    None when the run does not make it), and the videos any stream still needs (``todo``: what
-    the engines decode; job numbers index it)."""
+    """One run's streams over one list of videos: the appearance plan and sink, those of each
+    other stream the run makes (``extras``, by name), and the videos any stream still needs
+    (``todo``: what the engines decode; job numbers index it)."""
 
     appearance: ExtractionPlan
     sink: VideoSink
     todo: list[VideoItem]
     progress: RunProgress
-    motion: ExtractionPlan | None = None
-    motion_sink: VideoSink | None = None
-    motion_config: MotionConfig | None = None
+    extras: dict[str, StreamRun] = field(default_factory=dict)
 
     @property
     def plans(self) -> list[ExtractionPlan]:
-        return [plan for plan in (self.appearance, self.motion) if plan is not None]
+        return [self.appearance, *(extra.plan for extra in self.extras.values())]
+
+    @property
+    def sinks(self) -> list[VideoSink]:
+        return [self.sink, *(extra.sink for extra in self.extras.values())]
+
+    def sink_of(self, stream: str) -> VideoSink | None:
+        """The sink of ``stream`` (``motion``, ``pose``); None where the run does not make it."""
+        return self.extras[stream].sink if stream in self.extras else None
+
+    def config_of(self, stream: str) -> MotionConfig | PoseConfig | None:
+        return self.extras[stream].config if stream in self.extras else None
+
+    @property
+    def motion_sink(self) -> VideoSink | None:
+        return self.sink_of("motion")
 
     @property
     def waiting(self) -> list[VideoItem]:
@@ -251,9 +304,10 @@ class ExtractionRun:
         paths = {str(item.path) for plan in self.plans for item in plan.waiting}
         return [item for item in self.appearance.items if str(item.path) in paths]
 
-    def jobs(self) -> list[tuple[int, str, bool, bool]]:
-        """``(job, path, wants appearance, wants motion)`` of each video to do."""
-        sinks = (self.sink, self.motion_sink)
+    def jobs(self) -> list[tuple[int, str, bool, bool] | tuple[int, str, bool, bool, bool]]:
+        """``(job, path, wants appearance, wants motion)`` of each video to do, and ``wants pose``
+        after them where the run makes the pose stream (``workers.DecodeJob``)."""
+        sinks = [self.sink, self.sink_of("motion")] + ([self.sink_of("pose")] if "pose" in self.extras else [])
         return [
             (job, str(item.path), *(s is not None and job not in s.closed for s in sinks))
             for job, item in enumerate(self.todo)
@@ -261,23 +315,21 @@ class ExtractionRun:
 
     def close(self) -> None:
         """The end of the engine's stream: videos still incomplete fail (``VideoSink.close``)."""
-        for sink in (self.sink, self.motion_sink):
-            if sink is not None:
-                sink.close()
+        for sink in self.sinks:
+            sink.close()
 
     def discard(self) -> None:
         """Drop the unfinished videos' temporaries and this process's claims (a run that stops)."""
-        for sink in (self.sink, self.motion_sink):
-            if sink is not None:
-                sink.discard()
+        for sink in self.sinks:
+            sink.discard()
         for plan in self.plans:
             plan.stop()
 
     def finish(self, seconds: float) -> ExtractResult:
-        """Both streams' manifests written; the appearance result, with the motion one in it."""
+        """Every stream's manifest written; the appearance result, with the others' in it."""
         result = self.appearance.finish(seconds)
-        if self.motion is not None:
-            result.motion = self.motion.finish(seconds)
+        for name, extra in self.extras.items():
+            setattr(result, name, extra.plan.finish(seconds))
         return result
 
 
@@ -289,39 +341,28 @@ def plan_run(
     sampling: SamplingConfig,
     recipe: dict[str, Any],
     motion: MotionConfig | None = None,
+    pose: PoseConfig | None = None,
     force: bool = False,
     reuse_from: Roots = (),
     on_video_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> ExtractionRun:
-    """Plan every stream of a run (the motion stream when ``motion`` is enabled; its store linked
-    to the appearance store both ways) and the union of the videos they claimed."""
+    """Plan every stream of a run (the motion and pose streams where ``motion``, ``pose`` are
+    enabled; the stores of one run link each other both ways) and the union of the videos they claimed."""
     check_writable(out, what="extract --out, the root of the feature stores")
     items = items if isinstance(items, Dataset) else list(items)
-    plans = [
-        plan_extraction(items, out=out, spec=spec, sampling=sampling, recipe=recipe, force=force, reuse_from=reuse_from)
-    ]
-    motion = motion if motion is not None and motion.enabled else None
-    if motion is not None:
-        plans.append(
-            plan_extraction(
-                items,
-                out=out,
-                spec=spec,
-                sampling=sampling,
-                recipe=recipe,
-                force=force,
-                reuse_from=reuse_from,
-                motion=motion,
-            )
-        )
-        plans[0].store.link_streams([plans[1].store])
-        plans[1].store.link_streams([plans[0].store])
+    common = dict(out=out, spec=spec, sampling=sampling, recipe=recipe, force=force, reuse_from=reuse_from)
+    configs = {name: cfg for name, cfg in (("motion", motion), ("pose", pose)) if cfg is not None and cfg.enabled}
+    plans = [plan_extraction(items, **common)]
+    plans += [plan_extraction(items, **common, **{name: cfg}) for name, cfg in configs.items()]
+    if configs:
+        for plan in plans:
+            plan.store.link_streams([other.store for other in plans])
     wanted = [{str(item.path) for item in plan.todo} for plan in plans]
     todo = [item for item in items if any(str(item.path) in paths for paths in wanted)]
     progress = RunProgress(
         [sum(str(item.path) in paths for paths in wanted) for item in todo], on_video_done=on_video_done
     )
-    dims = [spec.feature_dim] + ([motion_dim(motion)] if motion is not None else [])
+    dims = [spec.feature_dim, *(motion_dim(c) if name == "motion" else pose_dim(c) for name, c in configs.items())]
     sinks = [
         VideoSink(
             plan,
@@ -332,9 +373,9 @@ def plan_run(
         )
         for plan, dim, paths in zip(plans, dims, wanted)
     ]
-    if motion is None:
-        return ExtractionRun(plans[0], sinks[0], todo, progress)
-    return ExtractionRun(plans[0], sinks[0], todo, progress, plans[1], sinks[1], motion)
+    parts = zip(configs.items(), plans[1:], sinks[1:])
+    extras = {name: StreamRun(plan, sink, cfg) for (name, cfg), plan, sink in parts}
+    return ExtractionRun(plans[0], sinks[0], todo, progress, extras)
 
 
 def extract_rounds(

@@ -1,8 +1,9 @@
 """The pose stream: body keypoints per frame (MediaPipe Pose), normalised to the body, as a feature vector.
 
 Place in the data flow: RGB frames ``uint8 (N, H, W, 3)`` -> **pose** -> ``(N, pose_dim)`` float32,
-meant to be stored as its own stream beside the backbone features, like ``motion`` (issue 18;
-not wired into extraction yet). Appearance says what is in the scene and the motion stream how
+stored as its own stream beside the backbone features, like ``motion``: the extraction's decode
+workers run ``PoseEstimator`` on the frames they decode (``features._engine.video_chunks``) into
+a linked ``pose-mediapipe`` store (issue 18). Appearance says what is in the scene and the motion stream how
 the whole image moves; neither says how a *body* moves, which is what most human actions are.
 
 The estimator is MediaPipe's ``solutions.pose`` (BlazePose, 33 landmarks), an optional extra
@@ -45,6 +46,8 @@ one video (faster where frames are consecutive; meaningless on sparsely sampled 
 
 from __future__ import annotations
 
+import os
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -61,6 +64,11 @@ MIN_TORSO_PX = 2.0  # a torso shorter than this (pixels) gives no usable scale: 
 _MIN_WORLD_TORSO = 1e-3  # metres
 _INSTALL_HINT = 'pip install -e ".[pose]"'
 _LANDMARK_MODELS = {0: "pose_landmark_lite.tflite", 1: "pose_landmark_full.tflite", 2: "pose_landmark_heavy.tflite"}
+# The process that built a MediaPipe graph (a child forked from it inherits the value). Measured
+# with mediapipe 0.10.14: once a process has built one (even closed since), a child forked from
+# it that builds one aborts in malloc ("unaligned tcache chunk"); a parent that only imported
+# mediapipe is fine. So graphs are built after the fork, and never by a child of such a process.
+_BUILT_IN: int | None = None
 
 
 def pose_dim(config: PoseConfig | None = None) -> int:
@@ -98,6 +106,32 @@ def require_mediapipe() -> Any:
             "(onnx 1.22 works with it; onnx 1.23 needs protobuf 6)"
         )
     return mp_pose
+
+
+def check_pose(config: PoseConfig) -> Path:
+    """What building a ``PoseEstimator`` for ``config`` needs, checked without building one (no
+    MediaPipe graph, no thread, so safe before a fork): the extra and the landmark model file.
+    Its path; else a one-line ``ConfigError`` that says the fix."""
+    mp_pose = require_mediapipe()
+    models = Path(mp_pose.__file__).parents[2] / "modules" / "pose_landmark"  # mediapipe/python/solutions/pose.py
+    model = models / _LANDMARK_MODELS[config.complexity]
+    if not model.is_file():
+        raise ConfigError(
+            f"pose.complexity={config.complexity} needs {model.name}, which the mediapipe wheel does not ship "
+            f"(MediaPipe would download it): use pose.complexity=1, or put the file at {model}"
+        )
+    return model
+
+
+def mediapipe_ran_here() -> bool:
+    """Whether this process has built a MediaPipe graph: a child it forks cannot build one (decode
+    the pose stream in this process instead; see ``workers.decode_videos``)."""
+    return _BUILT_IN == os.getpid()
+
+
+def present(vectors: np.ndarray) -> np.ndarray:
+    """The presence flags of pose vectors ``(N, pose_dim)``: True where a person was found."""
+    return vectors[:, -1] > 0
 
 
 def pose_vector(
@@ -139,15 +173,15 @@ class PoseEstimator:
     """
 
     def __init__(self, config: PoseConfig | None = None) -> None:
+        global _BUILT_IN
         self.config = config or PoseConfig()
-        mp_pose = require_mediapipe()
-        models = Path(mp_pose.__file__).parents[2] / "modules" / "pose_landmark"  # mediapipe/python/solutions/pose.py
-        model = models / _LANDMARK_MODELS[self.config.complexity]
-        if not model.is_file():
+        if _BUILT_IN is not None and _BUILT_IN != os.getpid():
             raise ConfigError(
-                f"pose.complexity={self.config.complexity} needs {model.name}, which the mediapipe wheel does not ship "
-                f"(MediaPipe would download it): use pose.complexity=1, or put the file at {model}"
+                f"MediaPipe cannot start in a process forked from one that ran it (pid {_BUILT_IN}): it would "
+                "crash; run the pose stream in that process (extract.num_workers=0) or in a fresh one"
             )
+        check_pose(self.config)
+        mp_pose = require_mediapipe()
         static = self.config.mode == "static"
         self._pose = mp_pose.Pose(
             static_image_mode=static,
@@ -157,13 +191,16 @@ class PoseEstimator:
             min_detection_confidence=self.config.min_confidence,
             min_tracking_confidence=self.config.min_confidence,
         )
+        _BUILT_IN = os.getpid()
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 (N, H, W, 3) RGB, got {frames.dtype} {frames.shape}")
         out = np.empty((len(frames), pose_dim(self.config)), dtype=np.float32)
-        for n, frame in enumerate(frames):
-            out[n] = self.frame(frame)
+        with warnings.catch_warnings():  # mediapipe 0.10.14 on protobuf 4: a deprecation notice per process
+            warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+            for n, frame in enumerate(frames):
+                out[n] = self.frame(frame)
         return out
 
     def frame(self, frame: np.ndarray) -> np.ndarray:

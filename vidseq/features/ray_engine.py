@@ -14,9 +14,11 @@ training. ``vidseq.features.extract`` comes here when ``extract.engine`` is ``ra
 
 With the motion stream (``motion`` enabled) the decode tasks also compute each chunk's pooled
 flow (``video_chunks``, as in the local engine: one decode) and put it in a ``motion`` column
-that passes the actors by; the driver's second ``VideoSink`` writes the motion store. A video
-that needs only its motion entry still sends rows (blank frames the actors do not forward:
-every row has one schema), a video that needs only its features gets no flow computed.
+that passes the actors by; the driver's second ``VideoSink`` writes the motion store. The pose
+stream (``pose`` enabled) likewise: the decode tasks run MediaPipe (one graph per worker
+process) and a ``pose`` column carries the vectors to the pose store's sink. A video that needs
+only its motion or pose entry still sends rows (blank frames the actors do not forward: every
+row has one schema), a video that needs only its features gets no flow or pose computed.
 
 A row per frame, not per chunk: Ray Data then packs frames of several videos into one forward
 (what the local engine's ``_Runner`` does by hand) and the frame column has one fixed shape
@@ -52,7 +54,7 @@ import torch
 
 from vidseq.backbones import Backbone, BackboneSpec
 from vidseq.backbones.onnx import require_onnxruntime
-from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
+from vidseq.config import BackboneConfig, ExtractConfig, IOConfig, MotionConfig, PoseConfig, SamplingConfig
 from vidseq.datasets import Dataset, VideoItem
 from vidseq.errors import VidseqError
 from vidseq.features._engine import (
@@ -62,6 +64,7 @@ from vidseq.features._engine import (
 from vidseq.features.keys import build_backbone, recipe_of, resolve_device
 from vidseq.features.motion import motion_dim
 from vidseq.features.plan import ExtractionRun, ExtractResult, extract_rounds, plan_run
+from vidseq.features.pose import pose_dim
 from vidseq.features.workers import DecodeJob, DecodeLimits, DecodeSettings, decode_videos
 from vidseq.progress import progress_bar
 
@@ -88,6 +91,7 @@ def extract_ray(
     on_video_done: Callable[[dict[str, Any]], None] | None = None,
     reuse_from: list[str | Path] | tuple[str | Path, ...] = (),
     motion: MotionConfig | None = None,
+    pose: PoseConfig | None = None,
 ) -> ExtractResult:
     """``vidseq.features.extract`` on Ray: the same stores, entries and manifests, done by a Ray Data pipeline.
 
@@ -97,7 +101,7 @@ def extract_ray(
     ``num_actors``: backbone actors (default: one per GPU of the cluster; without GPUs, one per
     two CPUs). ``backbone`` may be a built model (shipped to the actors) or a config (each actor
     builds it). Videos done in the store are reused unless ``force``; failures are manifest rows.
-    ``motion`` (when enabled): the motion stream too, as ``extract`` makes it.
+    ``motion``, ``pose`` (when enabled): those streams too, as ``extract`` makes them.
     """
     ray = _import_ray()
     config = config or ExtractConfig(engine="ray")
@@ -118,6 +122,7 @@ def extract_ray(
         sampling=sampling,
         recipe=recipe_of(backbone, sampling, io, config),
         motion=motion,
+        pose=pose,
         reuse_from=reuse_from,
         on_video_done=on_video_done,
     )
@@ -141,13 +146,14 @@ def extract_ray(
                 config=config,
                 backend=io.backend,
                 num_actors=num_actors,
-                motion=run.motion_config,
+                motion=run.config_of("motion"),
+                pose=run.config_of("pose"),
             )
             start = time.perf_counter()
             with progress_bar(len(run.todo), desc="extract", unit="video", enabled=progress) as bar:
                 run.progress.bar = bar
                 for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                    _deliver(run.sink, batch, run.motion_sink)
+                    _deliver(run.sink, batch, run.motion_sink, run.sink_of("pose"))
             run.close()
             return run.finish(time.perf_counter() - start)
 
@@ -159,7 +165,7 @@ def extract_ray(
 
 def _pipeline(
     ray,
-    jobs: list[tuple[int, str, bool, bool]],
+    jobs: list[DecodeJob],
     *,
     spec: BackboneSpec,
     source: BackboneConfig | Backbone,
@@ -168,13 +174,15 @@ def _pipeline(
     backend: str,
     num_actors: int | None,
     motion: MotionConfig | None = None,
+    pose: PoseConfig | None = None,
 ):
     """videos (``ExtractionRun.jobs()``) -> frames and flow (CPU tasks) -> features (actor pool):
     a lazy Ray Dataset of feature rows."""
     actors, resources, threads = _actor_plan(ray.cluster_resources(), config=config, num_actors=num_actors)
     actors = min(actors, len(jobs))  # one video is one decode task: a second actor would idle
     rows = [
-        {"job": job, "path": path, "appearance": appearance, "motion": wanted} for job, path, appearance, wanted in jobs
+        {"job": job, "path": path, "appearance": appearance, "motion": wanted, "pose": any(extra)}
+        for job, path, appearance, wanted, *extra in jobs
     ]
     videos = ray.data.from_items(rows, override_num_blocks=len(rows))
     # max_calls=0 is Ray's default for tasks (workers are reused without limit); saying it makes
@@ -186,7 +194,7 @@ def _pipeline(
         num_cpus=1,
         max_calls=0,
         fn_kwargs={
-            "settings": DecodeSettings(spec, sampling, backend, config.chunk_frames, motion),
+            "settings": DecodeSettings(spec, sampling, backend, config.chunk_frames, motion, pose),
             "limits": DecodeLimits.of(config),
         },
     )
@@ -238,21 +246,25 @@ def _decode(
     leaking decoder never holds (or grows) a Ray worker. Without limits, decoded in this task.
     """
     torch.set_num_threads(1)
-    dim = motion_dim(settings.motion) if settings.motion is not None else None
-    jobs: list[DecodeJob] = [
-        (int(job), str(path), bool(appearance), bool(wanted))
-        for job, path, appearance, wanted in zip(batch["job"], batch["path"], batch["appearance"], batch["motion"])
-    ]
+    dims = {
+        "motion_dim": motion_dim(settings.motion) if settings.motion is not None else None,
+        "pose_dim": pose_dim(settings.pose) if settings.pose is not None else None,
+    }
+    columns = zip(batch["job"], batch["path"], batch["appearance"], batch["motion"], batch["pose"])
+    jobs: list[DecodeJob] = [(int(j), str(path), bool(a), bool(m), bool(p)) for j, path, a, m, p in columns]
     for part in decode_videos(jobs, settings, workers=1 if limits.any else 0, limits=limits):
-        yield _frame_rows(part, settings.spec.input_size, motion_dim=dim)
+        yield _frame_rows(part, settings.spec.input_size, **dims)
 
 
-def _frame_rows(part: dict[str, Any], size: int, *, motion_dim: int | None = None) -> dict[str, np.ndarray]:
+def _frame_rows(
+    part: dict[str, Any], size: int, *, motion_dim: int | None = None, pose_dim: int | None = None
+) -> dict[str, np.ndarray]:
     """One row per frame of a chunk; an error (or a chunk without frames: the motion stream's
     error of a video that needs nothing else) is one row with a blank frame (every row one schema).
 
-    ``motion_dim`` (the run makes the motion stream): ``motion``, ``motion_error`` and ``forward``
-    (False: a blank frame of a video whose features are done) columns too.
+    ``motion_dim`` (the run makes the motion stream): ``motion`` and ``motion_error`` columns;
+    ``pose_dim`` (the pose stream): a ``pose`` column; with either, ``forward`` (False: a blank
+    frame of a video whose features are done).
     """
     blank = bool(part["error"]) or not len(part["indices"])
     if blank:
@@ -272,10 +284,12 @@ def _frame_rows(part: dict[str, Any], size: int, *, motion_dim: int | None = Non
         "error": np.full(count, part["error"]),
         "frames": frames,
     }
-    if motion_dim is not None:
-        motion = None if part["error"] else part["motion"]
-        rows["motion"] = motion if motion is not None and not blank else np.zeros((count, motion_dim), np.float32)
-        rows["motion_error"] = np.full(count, part.get("motion_error", ""))
+    for stream, dim in (("motion", motion_dim), ("pose", pose_dim)):
+        if dim is not None:
+            vectors = None if blank else part.get(stream)
+            rows[stream] = vectors if vectors is not None else np.zeros((count, dim), np.float32)
+            rows[f"{stream}_error"] = np.full(count, part.get(f"{stream}_error", ""))
+    if motion_dim is not None or pose_dim is not None:
         rows["forward"] = np.full(count, not blank and bool(len(part["frames"])))
     return rows
 
@@ -303,37 +317,42 @@ class _BackboneActor:
         return out
 
 
-def _deliver(sink: VideoSink, batch: dict[str, np.ndarray], motion_sink: VideoSink | None = None) -> None:
+def _deliver(
+    sink: VideoSink,
+    batch: dict[str, np.ndarray],
+    motion_sink: VideoSink | None = None,
+    pose_sink: VideoSink | None = None,
+) -> None:
     """Hand a batch of feature rows (frames of any videos, any order) to the sinks, video by video."""
+    streams = {name: s for name, s in (("motion", motion_sink), ("pose", pose_sink)) if s is not None}
     for job in np.unique(batch["job"]):
         mine = np.flatnonzero(batch["job"] == job)
         errors = [str(e) for e in batch["error"][mine] if e]
         if errors:
-            sink.fail(int(job), errors[0])
-            if motion_sink is not None:
-                motion_sink.fail(int(job), errors[0])
+            for each in (sink, *streams.values()):
+                each.fail(int(job), errors[0])
             continue
         first = mine[0]
         total, fps = int(batch["total"][first]), float(batch["fps"][first])
-        if motion_sink is not None:
-            _deliver_motion(motion_sink, int(job), batch, mine, total=total, fps=fps)
+        for name, stream_sink in streams.items():
+            _deliver_stream(stream_sink, name, int(job), batch, mine, total=total, fps=fps)
         if "forward" in batch:
             mine = mine[batch["forward"][mine]]
         if len(mine):
             sink.put(int(job), batch["pos"][mine], batch["index"][mine], batch["features"][mine], total=total, fps=fps)
 
 
-def _deliver_motion(
-    sink: VideoSink, job: int, batch: dict[str, np.ndarray], mine: np.ndarray, *, total: int, fps: float
+def _deliver_stream(
+    sink: VideoSink, stream: str, job: int, batch: dict[str, np.ndarray], mine: np.ndarray, *, total: int, fps: float
 ) -> None:
-    """A video's motion rows of a batch to the motion sink: its flow, or why it has none."""
-    errors = [str(e) for e in batch["motion_error"][mine] if e]
+    """A video's rows of a batch to the sink of ``stream`` (motion, pose): its vectors, or why it has none."""
+    errors = [str(e) for e in batch[f"{stream}_error"][mine] if e]
     if errors:
         sink.fail(job, errors[0])
         return
     mine = mine[batch["pos"][mine] >= 0]
     if len(mine):
-        sink.put(job, batch["pos"][mine], batch["index"][mine], batch["motion"][mine], total=total, fps=fps)
+        sink.put(job, batch["pos"][mine], batch["index"][mine], batch[stream][mine], total=total, fps=fps)
 
 
 # -- Ray itself ----------------------------------------------------------------------------

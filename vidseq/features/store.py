@@ -192,7 +192,7 @@ class FeatureStore:
             return self
         name = self.links.get(stream)
         if not name or not (self.directory.parent / name / "store.json").is_file():
-            hint = " (vidseq extract --motion, or -o motion.enabled=true)" if stream == "motion" else ""
+            hint = f" (vidseq extract --{stream}, or -o {stream}.enabled=true)" if stream in ("motion", "pose") else ""
             raise FeatureStoreError(
                 f"{self.directory}: no {stream} stream was extracted with this store; extract it{hint}"
             )

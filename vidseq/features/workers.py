@@ -43,27 +43,31 @@ from typing import Any
 import torch
 
 from vidseq.backbones import BackboneSpec
-from vidseq.config import ExtractConfig, MotionConfig, SamplingConfig
-from vidseq.features._engine import flow_pooler, video_chunks
+from vidseq.config import ExtractConfig, MotionConfig, PoseConfig, SamplingConfig
+from vidseq.features._engine import flow_pooler, pose_estimator, video_chunks
+from vidseq.features.pose import mediapipe_ran_here
 from vidseq.threads import single_threaded_children
 
 POLL_SECONDS = 0.2  # how often the limits are checked (and the longest a kill waits to be seen)
 _GB = 1e9
 
-DecodeJob = tuple[int, str, bool, bool]  # ``ExtractionRun.jobs()``: (job, path, wants appearance, wants motion)
+# ``ExtractionRun.jobs()``: (job, path, wants appearance, wants motion[, wants pose]); the pose
+# flag is there where the run makes the pose stream (a job without it wants no pose)
+DecodeJob = tuple[int, str, bool, bool] | tuple[int, str, bool, bool, bool]
 Work = Callable[[DecodeJob], Iterable[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """What decoding any video of a run takes (``video_chunks``' options); ``motion``: the run's
-    motion settings (None: no motion stream)."""
+    """What decoding any video of a run takes (``video_chunks``' options); ``motion``, ``pose``:
+    the run's settings of those streams (None: no such stream)."""
 
     spec: BackboneSpec
     sampling: SamplingConfig
     backend: str
     chunk: int
     motion: MotionConfig | None = None
+    pose: PoseConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,11 @@ class DecodeLimits:
 
 
 def decode_video(job: DecodeJob, settings: DecodeSettings) -> Iterator[dict[str, Any]]:
-    """One video's ``video_chunks`` (and its pooled flow when it wants the motion stream)."""
-    index, path, appearance, motion = job
+    """One video's ``video_chunks`` (with its pooled flow, its pose vectors where it wants those
+    streams; this process's flow and pose objects, built here on first use)."""
+    index, path, appearance, motion, *pose = job
     flow = flow_pooler(settings.motion) if settings.motion is not None and motion else None
+    estimator = pose_estimator(settings.pose) if settings.pose is not None and any(pose) else None
     return video_chunks(
         index,
         path,
@@ -110,6 +116,7 @@ def decode_video(job: DecodeJob, settings: DecodeSettings) -> Iterator[dict[str,
         chunk=settings.chunk,
         appearance=appearance,
         flow=flow,
+        pose=estimator,
     )
 
 
@@ -117,7 +124,11 @@ def decode_videos(
     jobs: list[DecodeJob], settings: DecodeSettings, *, workers: int, limits: DecodeLimits
 ) -> Iterator[dict[str, Any]]:
     """Every job's chunks (one video's in order, videos interleaved), decoded by ``workers``
-    watched processes; 0: in this process, where no limit can be kept."""
+    watched processes; 0: in this process, where no limit can be kept. With the pose stream in a
+    process that has run MediaPipe (a run with 0 workers before, or a ``PoseEstimator`` of its
+    own), in this process too: a forked worker cannot start MediaPipe (``pose.mediapipe_ran_here``)."""
+    if settings.pose is not None and any(any(job[4:]) for job in jobs) and mediapipe_ran_here():
+        workers = 0
     if workers < 1:  # decoding and the forward take turns here: torch keeps the caller's threads
         for job in jobs:
             yield from decode_video(job, settings)

@@ -73,4 +73,3 @@ def check_inputs(features: torch.Tensor, lengths: torch.Tensor | None, *, input_
             f"min {int(lengths.min())}, max {int(lengths.max())}; drop videos without frames"
         )
     return lengths
-

@@ -78,4 +78,3 @@ class AttentionPool(nn.Module):
         scores = self.score(values).squeeze(-1).masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=1)
         return torch.einsum("bt,btf->bf", weights, values)
-

@@ -30,6 +30,7 @@ from vidseq.config import (
     read_yaml,
     validate_config,
     wants_motion,
+    wants_pose,
 )
 from vidseq.errors import ConfigError
 
@@ -182,11 +183,12 @@ def load_pipeline(
 
 
 def _motion_for_training(stages: list[Stage]) -> None:
-    """An extract stage makes the motion stream when asked to or when a stage trains on it."""
-    if any(wants_motion(stage.config) for stage in stages):
-        for stage in stages:
-            if stage.name == "extract":
-                stage.config.motion.enabled = True
+    """An extract stage makes the motion (pose) stream when asked to or when a stage trains on it."""
+    for section, wants in (("motion", wants_motion), ("pose", wants_pose)):
+        if any(wants(stage.config) for stage in stages):
+            for stage in stages:
+                if stage.name == "extract":
+                    getattr(stage.config, section).enabled = True
 
 
 def stage_config(stage: Stage) -> dict[str, Any]:
@@ -203,6 +205,10 @@ def stage_config(stage: Stage) -> dict[str, Any]:
         from vidseq.features.motion import MOTION_VERSION
 
         out["motion"] = {**dumped["motion"], "version": MOTION_VERSION}
+    if stage.name == "extract" and stage.config.pose.enabled:  # likewise the pose stream
+        from vidseq.features.pose import POSE_VERSION
+
+        out["pose"] = {**dumped["pose"], "version": POSE_VERSION}
     if stage.name == "extract" and stage.config.actors.enabled:  # per-person stores: the tracking settings
         out["actors"] = {k: v for k, v in dumped["actors"].items() if k != "batch"}
     return out

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vidseq import metrics as M
-from vidseq.config import VidseqConfig, to_yaml, wants_motion
+from vidseq.config import VidseqConfig, to_yaml, wants_motion, wants_pose
 from vidseq.datasets import Dataset, discover_videos
 from vidseq.errors import VidseqError
 from vidseq.training.distributed import is_main_process
@@ -111,6 +111,7 @@ def run_extract(ctx: StageContext) -> StageOutcome:
         progress=ctx.progress,
         reuse_from=[] if ctx.force else earlier,
         motion=cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None,
+        pose=cfg.pose.model_copy(update={"enabled": True}) if wants_pose(cfg) else None,
     )
     done = result.extracted + result.reused
     if done == 0:
@@ -128,14 +129,13 @@ def run_extract(ctx: StageContext) -> StageOutcome:
         "frames_per_s": result.frames / result.seconds if result.seconds else 0.0,
     }
     outputs = {"store": str(result.store.directory)}
-    if result.motion is not None:
-        motion = result.motion
-        for name in ("manifest.csv", "store.json"):
-            ctx.run.log_artifact(motion.store.directory / name, artifact_path="motion")
-        metrics.update(
-            {"motion_videos": float(motion.extracted + motion.reused), "motion_failed": float(len(motion.failed))}
-        )
-        outputs["motion_store"] = str(motion.store.directory)
+    for stream, made in (("motion", result.motion), ("pose", result.pose)):
+        if made is not None:
+            for name in ("manifest.csv", "store.json"):
+                ctx.run.log_artifact(made.store.directory / name, artifact_path=stream)
+            metrics[f"{stream}_videos"] = float(made.extracted + made.reused)
+            metrics[f"{stream}_failed"] = float(len(made.failed))
+            outputs[f"{stream}_store"] = str(made.store.directory)
     return StageOutcome(outputs, metrics, result.summary())
 
 
@@ -153,6 +153,7 @@ def _extract_actors(ctx: StageContext, found: Dataset, source: str) -> StageOutc
         config=cfg.extract,
         io=cfg.io,
         motion=cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None,
+        pose=cfg.pose if wants_pose(cfg) else None,
         force=ctx.force,
         progress=ctx.progress,
     )

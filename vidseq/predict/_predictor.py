@@ -29,8 +29,16 @@ import numpy as np
 import torch
 
 from vidseq import __version__
-from vidseq.backbones import FrameEncoder, fit_frames
-from vidseq.config import ActorsConfig, BackboneConfig, ExtractConfig, IOConfig, MotionConfig, SamplingConfig
+from vidseq.backbones import FrameEncoder, decoded_frames, fit_frames
+from vidseq.config import (
+    ActorsConfig,
+    BackboneConfig,
+    ExtractConfig,
+    IOConfig,
+    MotionConfig,
+    PoseConfig,
+    SamplingConfig,
+)
 from vidseq.datasets import VideoItem
 from vidseq.errors import VidseqError
 from vidseq.features import (
@@ -41,7 +49,7 @@ from vidseq.features import (
     extract,
     resolve_device,
 )
-from vidseq.features.motion import FlowPooler
+from vidseq.features.motion import FlowPooler, recorded_motion_config
 from vidseq.models import load_model
 from vidseq.threads import set_torch_threads, thread_budget
 from vidseq.training import checkpoint as checkpoints
@@ -99,6 +107,7 @@ class Predictor:
         self.labels: list[str] = list(state["labels"])
         self.streams: list[str] = list(state.get("streams") or ["appearance"])  # canonical order
         self.motion = _motion_config(recipe) if "motion" in self.streams else None
+        self.pose = _pose_config(recipe) if "pose" in self.streams else None
         # per-person models (`vidseq extract --actors`): the tracking settings of their store
         self.actors = ActorsConfig.model_validate(recipe["actors"]) if recipe.get("actors") else None
         self.clip_seconds: float | None = state.get("clip_seconds")  # median training clip span
@@ -111,6 +120,7 @@ class Predictor:
         self._backbone = None
         self._encoder: FrameEncoder | None = None
         self._flow = None
+        self._pose_estimator = None
 
     def _load_head(self, state: dict[str, Any]):
         """The temporal head, on this predictor's device (an exported folder's predictor,
@@ -195,8 +205,9 @@ class Predictor:
 
     def vectors(self, frames: np.ndarray, partners: np.ndarray | None = None) -> np.ndarray:
         """The per-frame input of the model: every stream it was trained on, concatenated as in
-        training (appearance, then motion). ``partners``: the frames ``pair_step`` frames later
-        (needed when the model reads motion; the flow is computed from each frame to its partner)."""
+        training (appearance, motion, pose). ``partners``: the frames ``pair_step`` frames later
+        (needed when the model reads motion; the flow is computed from each frame to its partner).
+        The pose, as in extraction, sees the frames at the decode size before the backbone's crop."""
         parts = []
         if "appearance" in self.streams:
             parts.append(self.embed(frames))
@@ -206,13 +217,23 @@ class Predictor:
             if self._flow is None:
                 self._flow = FlowPooler(self.motion)
             parts.append(self._flow(self._fit(frames), self._fit(partners)))
+        if self.pose is not None:
+            if self._pose_estimator is None:
+                from vidseq.features.pose import PoseEstimator  # the pose extra: only for pose models
+
+                self._pose_estimator = PoseEstimator(self.pose)
+            parts.append(self._pose_estimator(decoded_frames(self._checked(frames), self.backbone.spec)))
         return np.concatenate(parts, axis=1)
 
     def _fit(self, frames: np.ndarray) -> np.ndarray:
+        return fit_frames(self._checked(frames), self.backbone.spec)
+
+    @staticmethod
+    def _checked(frames: np.ndarray) -> np.ndarray:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
             raise PredictError(f"embed takes uint8 frames (N>=1, H, W, 3), got shape {frames.shape}")
-        return fit_frames(frames, self.backbone.spec)
+        return frames
 
     def classify(self, sequences: list[np.ndarray]) -> np.ndarray:
         """Class probabilities ``(N, C)`` of feature sequences (each ``(T, D)``)."""
@@ -264,10 +285,13 @@ class Predictor:
                 io=self.io,
                 progress=progress,
                 motion=self.motion,
+                pose=self.pose,
             )
             stores = {"appearance": result}
             if result.motion is not None:
                 stores["motion"] = result.motion
+            if getattr(result, "pose", None) is not None:
+                stores["pose"] = result.pose
             errors: dict[str, str] = {}
             for name in self.streams:
                 for row in stores[name].failed:
@@ -328,13 +352,22 @@ def _extract_config(recipe: dict[str, Any], given: ExtractConfig | None, device:
     return ExtractConfig.model_validate({**config.model_dump(), **forward, "device": device})
 
 
+def _pose_config(recipe: dict[str, Any]) -> PoseConfig:
+    if not recipe.get("pose"):
+        raise PredictError(
+            "this model reads the pose stream but its checkpoint does not record the pose settings "
+            "(pose section); train it again with this vidseq"
+        )
+    return PoseConfig.model_validate({**recipe["pose"], "enabled": True})
+
+
 def _motion_config(recipe: dict[str, Any]) -> MotionConfig:
     if not recipe.get("motion"):
         raise PredictError(
             "this model reads the motion stream but its checkpoint does not record the flow "
             "settings (motion section); train it again with this vidseq"
         )
-    return MotionConfig.model_validate({**recipe["motion"], "enabled": True})
+    return recorded_motion_config(recipe["motion"])  # a recipe from before intensity: without it
 
 
 def load_predictor(

@@ -2,7 +2,8 @@
 
 Place in the data flow: a video -> ``actor_extraction.track_video`` (the same detector, tracker,
 grid, crops and ``FrameEncoder`` as ``vidseq extract --actors``, from the recipe the model's
-store recorded) -> each track's streams side by side (crops' features, trajectory) -> the head
+store recorded) -> each track's streams side by side (crops' features, trajectory, and where the
+model reads them the flow inside the crops and each person's pose, ``actor_pose``) -> the head
 -> one row per track: its id, first and last time, label and probability.
 
 With a window, each track's sequence is also labelled window by window and the windows joined
@@ -28,6 +29,7 @@ import numpy as np
 from vidseq.config import ActorsConfig
 from vidseq.errors import VidseqError
 from vidseq.features.actor_extraction import MAX_DECODE_SIDE, track_video
+from vidseq.features.actor_pose import pose_crop
 from vidseq.features.actors import PersonTracker, square_crop, trajectory
 from vidseq.features.motion import FlowPooler
 from vidseq.io import resize_frame
@@ -38,7 +40,7 @@ from vidseq.progress import progress_bar
 from vidseq.threads import thread_budget, torch_threads
 from vidseq.training.evaluate import predict_proba
 
-ACTOR_STREAMS = ("appearance", "trajectory", "motion")  # motion: the flow inside each crop
+ACTOR_STREAMS = ("appearance", "trajectory", "motion", "pose")  # motion: the flow inside each crop
 ROW_COLUMNS = ["path", "track", "first", "last", "frames", "label", "probability", "error"]
 TIMELINE_COLUMNS = ["path", "track", "kind", "start", "end", "label", "probability", "frames", "windows", "error"]
 _PALETTE = (  # RGB, one per track id (id modulo its length)
@@ -142,6 +144,19 @@ def _check_streams(predictor) -> None:
         raise VidseqError(f"per-person prediction reads {', '.join(ACTOR_STREAMS)}; this model also reads {unknown}")
 
 
+def pose_estimator(predictor):
+    """A ``PoseEstimator`` for a model that reads each person's pose (static, as extraction ran
+    it), else None. Its settings are the model's (``Predictor.pose``, from its pose store)."""
+    if "pose" not in predictor.streams:
+        return None
+    settings = getattr(predictor, "pose", None)
+    if settings is None:
+        raise VidseqError("this model reads the pose stream but its checkpoint does not record the pose settings")
+    from vidseq.features.pose import PoseEstimator  # the pose extra: only for pose models
+
+    return PoseEstimator(settings.model_copy(update={"mode": "static"}))
+
+
 def grid_rate(actors: ActorsConfig, fps: float) -> float:
     """Frames per second of the tracking grid: ``actors.fps``, or every frame of a slower video."""
     return min(actors.fps, fps) if fps and fps > 0 else actors.fps
@@ -169,13 +184,18 @@ def predict_actors(
         window, hop = _seconds("--window", window), _seconds("--hop", hop)
         if smooth < 1:
             raise VidseqError(f"smooth must be at least 1 window, got {smooth}")
+    estimator = pose_estimator(predictor)  # before the detector: no extra, one line
     tracker = tracker or PersonTracker(actors, device=str(predictor.device))
     paths = [str(p) for p in paths]
     rows: list[ActorPrediction] = []
-    with progress_bar(len(paths), desc="predict", unit="video", enabled=progress) as bar:
-        for path in paths:
-            rows.extend(_one_video(predictor, path, tracker, actors, window, hop, smooth, carry_state))
-            bar.update(1)
+    try:
+        with progress_bar(len(paths), desc="predict", unit="video", enabled=progress) as bar:
+            for path in paths:
+                rows.extend(_one_video(predictor, path, tracker, actors, window, hop, smooth, carry_state, estimator))
+                bar.update(1)
+    finally:
+        if estimator is not None:
+            estimator.close()
     return rows
 
 
@@ -188,10 +208,12 @@ def _one_video(
     hop: float | None,
     smooth: int,
     carry_state: bool,
+    estimator=None,
 ) -> list[ActorPrediction]:
     try:
         flow = FlowPooler(predictor.motion) if "motion" in predictor.streams else None
-        tracked = track_video(path, tracker, predictor.encoder, actors, predictor.io.backend, flow=flow)
+        backend = predictor.io.backend
+        tracked = track_video(path, tracker, predictor.encoder, actors, backend, flow=flow, pose=estimator)
         tracks, crops, geometry, grid = tracked.tracks, tracked.crops, tracked.geometry, tracked.grid
     except Exception as exc:  # noqa: BLE001 - one video's failure is its row
         reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
@@ -208,6 +230,7 @@ def _one_video(
             "appearance": lambda t=track: np.concatenate(crops[t.track_id]),
             "trajectory": lambda t=track, s=times: trajectory(t.boxes, s, width=geometry.width, height=geometry.height),
             "motion": lambda t=track: np.concatenate(tracked.motion[t.track_id]),
+            "pose": lambda t=track: np.concatenate(tracked.pose[t.track_id]),
         }
         sequences.append(np.concatenate([parts[name]() for name in predictor.streams], axis=1))
         times_of.append(times)
@@ -292,12 +315,13 @@ class ActorStreamLabel:
 
 
 class _TrackWindow(_Window):
-    """A person's last ``size`` grid frames on a stream: crop features, boxes, times (the
+    """A person's last ``size`` grid frames on a stream: crop features, boxes, poses, times (the
     label clock of ``stream._Window``)."""
 
     def __init__(self, size: int, *, period: float, hop: float) -> None:
         super().__init__(size, period=period, hop=hop)
         self.boxes: deque[np.ndarray] = deque(maxlen=size)
+        self.poses: deque[np.ndarray] = deque(maxlen=size)
         self.labels = 0
 
     def sequence(self, streams: list[str], *, width: int, height: int) -> np.ndarray:
@@ -306,6 +330,7 @@ class _TrackWindow(_Window):
         parts = {
             "appearance": lambda: np.stack(self.features),
             "trajectory": lambda: trajectory(np.stack(self.boxes), np.array(self.times), width=width, height=height),
+            "pose": lambda: np.stack(self.poses),
         }
         return np.concatenate([parts[name]() for name in streams], axis=1)
 
@@ -344,6 +369,7 @@ class ActorStream:
         self.predictor, self.source, self.realtime = predictor, source, realtime
         self.window, self.hop = _seconds("window", window), _seconds("hop", hop)
         self.max_seconds = None if max_seconds is None else _seconds("max_seconds", max_seconds, finite=False)
+        self.pose = pose_estimator(predictor)
         self.tracker = tracker or PersonTracker(self.actors, device=str(predictor.device))
         self.stream_seconds = self.wall_seconds = 0.0
         self.frames_read = self.grid_frames = 0
@@ -355,7 +381,12 @@ class ActorStream:
 
     def __iter__(self) -> Iterator[ActorStreamLabel]:
         with torch_threads(self._prepare()):  # torch's threads as they were once the stream ends
-            yield from self._labels()
+            try:
+                yield from self._labels()
+            finally:
+                if self.pose is not None:  # its MediaPipe graph freed; a next run builds another
+                    self.pose.close()
+                    self.pose = None
 
     def _labels(self) -> Iterator[ActorStreamLabel]:
         capture = open_stream(self.source)
@@ -392,6 +423,7 @@ class ActorStream:
         self.tracker.begin(self.rate)
         self.tracker.update(np.zeros((1, 64, 64, 3), np.uint8))
         _ = self.predictor.encoder
+        self.pose = self.pose or pose_estimator(self.predictor)
         budget = thread_budget()
         return budget.cores if budget.explicit else max(1, budget.cores // 2)
 
@@ -408,15 +440,19 @@ class ActorStream:
         encoder, size = self.predictor.encoder, self.predictor.encoder.spec.input_size
         crops = np.stack([square_crop(small, row[:4], margin=self.actors.margin, size=size) for row in rows])
         features = encoder(crops) if "appearance" in self.predictor.streams else np.zeros((len(rows), 0), np.float32)
+        if self.pose is not None:  # each person's pose, cut as extraction cuts it (boxes in the source's pixels)
+            poses = self.pose(np.stack([pose_crop(small, row[:4] / scale, scale) for row in rows]))
         frames = max(1, round(self.window * self.rate))
         due = []
-        for row, feature in zip(rows, features):
+        for n, (row, feature) in enumerate(zip(rows, features)):
             track_id = int(row[4])
             person = people.get(track_id)
             if person is None:
                 person = people[track_id] = _TrackWindow(frames, period=1.0 / self.rate, hop=self.hop)
             person.add(seconds, feature)
             person.boxes.append(row[:4] / scale)
+            if self.pose is not None:
+                person.poses.append(poses[n])
             if person.due():
                 due.append((track_id, person))
         if not due:

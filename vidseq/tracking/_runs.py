@@ -36,6 +36,7 @@ from vidseq.tracking._lifecycle import (
 )
 from vidseq.tracking._model import (
     bundle_has_actors,
+    bundle_has_pose,
     default_requirements,
     model_signature,
     pandas_dataset,
@@ -253,7 +254,8 @@ class RunHandle:
         from mlflow.models import Model
 
         actors = bundle_has_actors(bundle)  # a per-person model: a row per person, and ultralytics
-        requirements = list(pip_requirements or default_requirements(actors=actors))
+        pose = bundle_has_pose(bundle)  # MediaPipe in the model's environment
+        requirements = list(pip_requirements or default_requirements(actors=actors, pose=pose))
         with mlflow_errors("logging the model", self.uri), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*input example was not provided.*")
             info = Model.log(  # pyfunc.log_model without the active-run requirement (run_id)

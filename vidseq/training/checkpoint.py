@@ -13,7 +13,7 @@ types and tensors only, so ``torch.load(weights_only=True)`` reads it; its keys:
     streams          the streams the model reads, in order
     stream_stores    stream -> absolute store folder;  stream_keys: stream -> store key
     extraction       the recipe that extracts new videos the same way (backbone, sampling, io,
-                     extract forward settings; motion settings where the model reads motion)
+                     extract forward settings; motion and pose settings where the model reads them)
     config           the model and train sections;  clip_seconds: median training clip span
     vidseq_version   the version that wrote it
     (last.pt also: optimizer, scheduler, epoch, history, RNG states: ``train.Run.checkpoint``)
@@ -72,9 +72,9 @@ def save(state: Mapping[str, Any], path: str | Path) -> None:
 def extraction_recipe(stores: Mapping[str, FeatureStore]) -> dict[str, Any]:
     """The recipe a run's checkpoint records to extract new videos as its ``stores`` were.
 
-    The backbone, sampling and io sections of the appearance store (of the motion store where
+    The backbone, sampling and io sections of the appearance store (of the first store where
     no appearance store is linked), plus the motion store's ``motion`` section (the flow
-    settings) when the run reads motion.
+    settings) and the pose store's ``pose`` section when the run reads those streams.
     """
     first = next(iter(stores.values()))
     base = stores.get("appearance")
@@ -84,8 +84,9 @@ def extraction_recipe(stores: Mapping[str, FeatureStore]) -> dict[str, Any]:
         except FeatureStoreError:  # no appearance sibling: the motion store's own recipe
             base = first
     recipe = dict(base.recipe or {})
-    if "motion" in stores and stores["motion"].recipe.get("motion") is not None:
-        recipe["motion"] = stores["motion"].recipe["motion"]
+    for stream in ("motion", "pose"):  # the settings of each computed stream the run reads
+        if stream in stores and stores[stream].recipe.get(stream) is not None:
+            recipe[stream] = stores[stream].recipe[stream]
     return recipe
 
 

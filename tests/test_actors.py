@@ -189,7 +189,7 @@ def test_extract_actors_cli_writes_a_sequence_per_track_resumes_and_trains(tmp_p
     assert len(ntu) == 1
     crops, traj = FeatureStore.read(store_dir / ntu[0]["file"]), FeatureStore.read(paths.directory / ntu[0]["file"])
     flow = FeatureStore.read(store.stream_store("motion").directory / ntu[0]["file"])
-    assert crops.features.shape[1] == 1280 and traj.features.shape[1] == 8 and flow.features.shape[1] == 32
+    assert crops.features.shape[1] == 1280 and traj.features.shape[1] == 8 and flow.features.shape[1] == 48
     assert np.array_equal(flow.frame_indices, crops.frame_indices)
     assert np.array_equal(crops.frame_indices, traj.frame_indices) and len(crops.features) == int(ntu[0]["frames"])
     assert crops.meta["track"]["frames"] == len(crops.features) and len(traj.meta["boxes"]) == len(traj.features)

@@ -108,3 +108,12 @@ def test_the_pyfunc_of_a_pose_model_predicts_real_files_and_requires_mediapipe(e
     assert list(frame["error"])[0] == "" and list(frame["error"])[1]
     expected = load_predictor(root / "run" / "best.pt", device="cpu").predict([clip])[0]
     assert frame["label"][0] == expected.label and frame["probability"][0] == pytest.approx(expected.probability)
+
+    # an exported folder names what computes the pose (not a network it holds) and predicts alike
+    from vidseq.predict.export import export_model
+
+    result = export_model(root / "run" / "best.pt", tmp_path / "exported", format="torchscript")
+    (stream,) = result.manifest["streams"]
+    assert stream["name"] == "pose" and stream["dims"] == [0, 100] and "MediaPipe" in stream["computed_by"]
+    exported = load_predictor(tmp_path / "exported", device="cpu").predict([clip])[0]
+    assert exported.label == expected.label and exported.probability == pytest.approx(expected.probability, abs=1e-5)

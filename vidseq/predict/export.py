@@ -66,6 +66,11 @@ from vidseq.predict.exported import (
 )
 
 DEFAULT_OPSET = 18
+POSE_COMPUTED_BY = (
+    "MediaPipe Pose (mediapipe 0.10.14, the pose extra) on each sampled frame at the decode size, normalised "
+    "to the body (vidseq.features.pose.PoseEstimator with these settings); not exported"
+)
+TRAJECTORY_COMPUTED_BY = "each track's box centre, size and velocities (vidseq.features.actors.trajectory)"
 _EXAMPLE_LENGTHS = (5, 3)  # the head is traced on a padded batch: two videos of 5 and 3 frames
 
 
@@ -333,22 +338,21 @@ def _check_out(out: Path) -> None:
 
 def _write_folder(predictor: Predictor, folder: Path, fmt: str, opset: int) -> dict[str, Any]:
     suffix = ".onnx" if fmt == "onnx" else ".pt"
-    streams = predictor.streams
     input_dim = int(predictor.model.hparams["input_dim"])
     checks: dict[str, float] = {}
-    backbone_section = None
-    if "appearance" in streams:
-        backbone = predictor.backbone
-        path = folder / f"backbone{suffix}"
-        _write_backbone(backbone, path, fmt, opset)
-        checks["backbone"] = _check_backbone(backbone, path, fmt)
-        spec = backbone.spec
-        backbone_section = {
-            "file": path.name,
-            "inputs": [_io(BACKBONE_INPUT, ["batch", 3, spec.input_size, spec.input_size], "float32")],
-            "outputs": [_io(BACKBONE_OUTPUT, ["batch", spec.feature_dim], "float32")],
-            "spec": _spec_dict(spec),
-        }
+    # The backbone goes in every export, also for a model that reads no appearance: vidseq's
+    # extraction runs it, and its spec sets the frames that the motion and pose streams see.
+    backbone = predictor.backbone
+    path = folder / f"backbone{suffix}"
+    _write_backbone(backbone, path, fmt, opset)
+    checks["backbone"] = _check_backbone(backbone, path, fmt)
+    spec = backbone.spec
+    backbone_section = {
+        "file": path.name,
+        "inputs": [_io(BACKBONE_INPUT, ["batch", 3, spec.input_size, spec.input_size], "float32")],
+        "outputs": [_io(BACKBONE_OUTPUT, ["batch", spec.feature_dim], "float32")],
+        "spec": _spec_dict(spec),
+    }
     head = export_head(predictor.model)
     head_path = folder / f"head{suffix}"
     _write_head(head, input_dim, head_path, fmt, opset)
@@ -420,6 +424,16 @@ def _streams(predictor: Predictor, backbone_section: dict[str, Any] | None) -> l
         if name == "appearance":
             dim = backbone_section["spec"]["feature_dim"]
             entry = {"name": name, "computed_by": f"the backbone ({backbone_section['file']})"}
+        elif name == "pose":
+            from vidseq.features.pose import pose_dim
+
+            dim = pose_dim(predictor.pose)
+            entry = {"name": name, "computed_by": POSE_COMPUTED_BY, "settings": predictor.pose.model_dump(mode="json")}
+        elif name == "trajectory":
+            from vidseq.features.actors import TRAJECTORY_DIMS
+
+            dim = TRAJECTORY_DIMS
+            entry = {"name": name, "computed_by": TRAJECTORY_COMPUTED_BY}
         else:
             from vidseq.features.motion import motion_dim
 
@@ -455,7 +469,7 @@ def _preprocessing(predictor: Predictor, backbone_section: dict[str, Any] | None
         "fit each frame: resize the short side to `resize` and centre-crop `input_size` (fit crop), or resize "
         "the long side to `input_size` and pad to a square with grey 114 (fit letterbox)",
         "normalise: RGB, (pixel / 255 - mean) / std, layout NCHW float32",
-        "run the backbone per frame -> features (N, D); join the streams per frame (appearance, then motion)",
+        "run the backbone per frame -> features (N, D); join the streams per frame, in the order of `streams`",
         "run the head on (1, T, D) with lengths [T] (or a padded batch with each video's length)",
     ]
     section: dict[str, Any] = {"steps": steps, "precision": "float32"}
@@ -487,6 +501,8 @@ def _recipe(predictor: Predictor) -> dict[str, Any]:
     }
     if predictor.motion is not None:
         recipe["motion"] = predictor.motion.model_dump(mode="json")
+    if getattr(predictor, "pose", None) is not None:
+        recipe["pose"] = predictor.pose.model_dump(mode="json")
     if getattr(predictor, "actors", None) is not None:
         recipe["actors"] = predictor.actors.model_dump(mode="json")
     return recipe
@@ -497,6 +513,8 @@ def _not_exported(predictor: Predictor) -> list[str]:
     parts = ["decoding and frame sampling (vidseq.io, vidseq.sampling: see sampling and io)"]
     if predictor.motion is not None:
         parts.append(f"the motion stream: {MOTION_COMPUTED_BY}")
+    if getattr(predictor, "pose", None) is not None:
+        parts.append(f"the pose stream: {POSE_COMPUTED_BY}")
     if getattr(predictor, "actors", None) is not None:
         parts.append("the person detector and tracker of per-person models (vidseq.features.actors: see recipe.actors)")
     return parts

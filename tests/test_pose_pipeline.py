@@ -79,6 +79,12 @@ def test_pose_alone_and_late_fusion_over_three_streams_train_and_predict(extract
     assert len(hparams["weights"]) == 3 and sum(hparams["weights"]) == pytest.approx(1.0)  # picked on val
     assert hparams["members"][2]["hparams"]["streams"] == [["pose", 100]]
 
+    # early fusion stays, for comparison: one model on the concatenated vectors, each stream treated as it needs
+    early = ["--streams", "appearance,pose", "-o", "train.fusion=early", "-o", "model.center=true"]
+    _vidseq("train", str(pose_store), *early, "--out", "early", *train, cwd=root)
+    early_hparams = torch.load(root / "early" / "best.pt", weights_only=True)["model"]["hparams"]
+    assert early_hparams["streams"] == [["appearance", 1280], ["pose", 100]] and early_hparams["center"]
+
     clip = action_clips / "ntu_A001_drink_water__S001C001P001R001A001_rgb.avi"
     _vidseq("predict", str(clip), "--model", "fused/best.pt", "--out", "files.jsonl", "-q", cwd=root)
     rows = [json.loads(line) for line in (root / "files.jsonl").read_text().splitlines()]

@@ -46,7 +46,7 @@ stages: [synth, extract, train]
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     for name in ("VIDSEQ_DEBUG", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     return env
@@ -83,7 +83,16 @@ class Proc:
             lines.append(line.rstrip("\n"))
 
     def wait(self, timeout: float = 120) -> int:
-        code = self.popen.wait(timeout)
+        try:
+            code = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # a hang: SIGABRT makes faulthandler (PYTHONFAULTHANDLER) print every thread's stack
+            self.popen.send_signal(signal.SIGABRT)
+            self.popen.wait(30)
+            for thread in self._threads:
+                thread.join(10)
+            stacks = "\n".join(self.err[-120:])
+            raise AssertionError(f"still running {timeout} s after it was asked to stop; threads:\n{stacks}") from None
         for thread in self._threads:
             thread.join(10)
         return code

@@ -22,7 +22,8 @@ which nobody was tracked gets a row that says so (status ``empty``, ``no person 
 not a failure of the run, and not retried. Asking for pose on a store whose videos are done
 without it computes the pose alone: their tracks' frames and boxes are read back from the
 trajectory stream and only those frames are decoded again (no detector, tracker or backbone);
-the other streams are left as they are.
+the other streams are left as they are. Crop motion asked for on videos done without it is
+added the same way (the tracked frames and their partners decoded again, ``actor_streams``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from vidseq.backbones import Backbone, FrameEncoder
 from vidseq.config import ActorsConfig, BackboneConfig, ExtractConfig, IOConfig, MotionConfig, PoseConfig
 from vidseq.datasets import Dataset, VideoItem
 from vidseq.datasets.people import read_person_labels
-from vidseq.features.actor_pose import pose_crop, pose_geometry, poses_of_stored_tracks, stored_tracks
+from vidseq.features.actor_pose import pose_crop, pose_geometry
+from vidseq.features.actor_streams import motion_crops, stored_tracks, streams_of_stored_tracks
 from vidseq.features.actors import (
     TRAJECTORY_NAMES,
     PersonTracker,
@@ -87,12 +89,13 @@ def actors_key(config: ActorsConfig) -> dict[str, Any]:
 class ActorsResult:
     """What a per-person run did: videos tracked, reused and failed, tracks written, the stores
     (``stores``: stream -> store; appearance and trajectory, motion and pose when asked for).
-    ``posed``: videos done before whose pose alone was computed now."""
+    ``posed`` / ``motion_added``: videos done before whose pose / crop motion alone was computed now."""
 
     stores: dict[str, FeatureStore]
     tracked: int = 0
     reused: int = 0
     posed: int = 0
+    motion_added: int = 0
     tracks: int = 0
     empty: list[dict[str, Any]] = field(default_factory=list)
     unmatched: list[str] = field(default_factory=list)  # per-person labels that matched no track (file:line)
@@ -121,6 +124,11 @@ class ActorsResult:
         ]
         if self.posed:
             lines.append(f"pose added to {self.posed} videos tracked before (their tracked frames decoded again)")
+        if self.motion_added:
+            lines.append(
+                f"motion added to {self.motion_added} videos tracked before "
+                "(their tracked frames and partners decoded again)"
+            )
         lines += [f"{name} stream -> {store.directory}" for name, store in self.stores.items() if name != "appearance"]
         if self.unmatched:
             lines.append(f"{len(self.unmatched)} per-person labels matched no track (e.g. {self.unmatched[0]})")
@@ -147,6 +155,7 @@ def open_actor_stores(
     }
     if motion is not None:
         flow_key = {**key, "motion": motion.model_dump(mode="json", exclude={"enabled"}), "crop": spec_key}
+        flow_key["box_decimals"] = 1  # crops cut from boxes rounded as stored (before: unrounded, other vectors)
         recipe = {**recipe, "motion": motion.model_dump(mode="json")}
         stores["motion"] = FeatureStore.open(
             out, flow_key, name=f"actors-motion-{motion.method}", recipe=recipe, stream="motion"
@@ -181,8 +190,9 @@ def extract_actors(
 
     ``tracker``: a ready ``PersonTracker`` (default: built from ``actors``). Finished videos are
     skipped unless ``force``; a video that fails is a failed row, one without a person an empty row.
-    A video finished without pose gets its pose alone (``ActorsResult.posed``). Without the pose
-    extra, ``pose`` is a ConfigError before anything is opened or built.
+    A video finished without pose or motion gets them alone (``ActorsResult.posed``,
+    ``motion_added``). Without the pose extra, ``pose`` is a ConfigError before anything is
+    opened or built.
     """
     if pose is not None:  # static: each crop on its own (MediaPipe's tracking would follow the crop, not a video)
         pose = pose.model_copy(update={"mode": "static"})
@@ -234,7 +244,8 @@ def _extract_actors(
         }
     stores = open_actor_stores(out, model.spec.key(), actors, recipe, model.spec.name, motion, pose)
     store = stores["appearance"]
-    done_in = [store] if pose is None else [store, stores["pose"]]  # where a video must be settled to be skipped
+    extras = [name for name in ("motion", "pose") if name in stores]  # added alone to videos tracked without them
+    done_in = [store] + [stores[name] for name in extras]  # where a video must be settled to be skipped
     dataset = items if isinstance(items, Dataset) else None
     if dataset is not None and dataset.labels:
         store.add_labels(dataset.labels)
@@ -244,6 +255,7 @@ def _extract_actors(
         store.add_labels(sorted({p.label for rows in people.values() for p in rows}))
     tracker = tracker or PersonTracker(actors, device=str(device))
     flow = FlowPooler(motion) if motion is not None else None
+    added = {"pose": estimator, "motion": flow, "size": encoder.spec.input_size}  # what _add_streams computes with
     todo, waiting, seen = [], [], set()
     for item in items:
         vid = video_id(item.path) if Path(item.path).is_file() else ""
@@ -264,8 +276,9 @@ def _extract_actors(
         with progress_bar(len(todo) + len(waiting), desc="actors", unit="video", enabled=progress) as bar:
             while todo or waiting:
                 for item, row in todo:
-                    if estimator is not None and not force and _settled(store, row["key"]):
-                        _add_pose(item, row, stores, estimator, actors, io.backend, result)
+                    if not force and _settled(store, row["key"]):
+                        missing = [name for name in extras if not _settled(stores[name], row["key"])]
+                        _add_streams(item, row, stores, missing, added, actors, io.backend, result)
                     else:
                         _one_video(
                             item, row, stores, tracker, encoder, actors, io.backend, result, people, flow, estimator
@@ -402,41 +415,52 @@ def _one_video(
     result.tracks += len(tracked.tracks)
 
 
-def _add_pose(
+def _add_streams(
     item: VideoItem,
     row: dict[str, Any],
     stores: dict[str, FeatureStore],
-    estimator: PoseEstimator,
+    missing: list[str],
+    added: dict[str, Any],
     actors: ActorsConfig,
     backend: str,
     result: ActorsResult,
 ) -> None:
-    """The pose of a video tracked before without it: its tracks' frames and boxes from the
-    trajectory store, those frames decoded again, an entry per track in the pose store, then the
-    video's own record there (as the appearance store has it)."""
-    target = stores["pose"]
+    """The ``missing`` streams (pose, motion) of a video tracked before without them: its tracks'
+    frames and boxes from the trajectory store, those frames (and motion's partners) decoded again
+    in one pass, an entry per track in each missing store, then the video's own record there (as
+    the appearance store has it). ``added``: the pose estimator, the flow pooler, the crop size."""
+    if not missing:  # finished by another writer meanwhile
+        result.reused += 1
+        return
     try:
         tracks = stored_tracks(stores["trajectory"], row["video"])
         found = [track for track, _, _ in tracks]
-        poses = poses_of_stored_tracks(
-            item.path, found, estimator, backend=backend, max_side=MAX_DECODE_SIDE, batch=actors.batch
-        )
-    except Exception as exc:  # noqa: BLE001 - one video's failure is its row in the pose store
+        vectors = streams_of_stored_tracks(
+            item.path, found, backend=backend, max_side=MAX_DECODE_SIDE, batch=actors.batch,
+            pose=added["pose"] if "pose" in missing else None, flow=added["motion"] if "motion" in missing else None,
+            margin=actors.margin, size=added["size"],
+        )  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - one video's failure is its row in the stores being added
         reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-        failed = {**row, "status": "failed", "error": f"pose: {reason}"}
-        target.put_record(failed)
-        result.failed.append(failed)
+        for name in missing:
+            failed = {**row, "status": "failed", "error": f"{name}: {reason}"}
+            stores[name].put_record(failed)
+            result.failed.append(failed)
         return
-    for track, stored, record in tracks:
-        meta = {k: v for k, v in stored.meta.items() if k not in ("dims", "boxes")}
-        meta["geometry"] = pose_geometry()
-        entry = target.entry_path(item.path, track.subject, vid=row["video"])
-        write_entry(entry, VideoFeatures(poses[track.track_id], track.frames, stored.timestamps, meta))
-        key = entry_key(row["video"], track.subject)
-        target.put_record({**record, "key": key, "file": str(entry.relative_to(target.directory))})
     done = stores["appearance"].get_record(row["key"]) or {}
-    target.put_record({**row, **{k: v for k, v in done.items() if k in row}})  # last: done once all are in
-    result.posed += 1
+    for name in missing:
+        target = stores[name]
+        for track, stored, record in tracks:
+            meta = {k: v for k, v in stored.meta.items() if k not in ("dims", "boxes")}
+            if name == "pose":
+                meta["geometry"] = pose_geometry()
+            entry = target.entry_path(item.path, track.subject, vid=row["video"])
+            write_entry(entry, VideoFeatures(vectors[name][track.track_id], track.frames, stored.timestamps, meta))
+            key = entry_key(row["video"], track.subject)
+            target.put_record({**record, "key": key, "file": str(entry.relative_to(target.directory))})
+        target.put_record({**row, **{k: v for k, v in done.items() if k in row}})  # last: done once all are in
+    result.posed += "pose" in missing
+    result.motion_added += "motion" in missing
 
 
 @dataclass(frozen=True)
@@ -502,6 +526,7 @@ def track_video(
             partners = pair_indices(grid, info.num_frames, flow.config.step)[1]  # MotionError: too short
         scale = min(1.0, MAX_DECODE_SIDE / max(info.width, info.height))
         decode = None if scale >= 1.0 else (round(info.height * scale), round(info.width * scale))
+        cut = scale if decode is not None else 1.0  # boxes in video pixels -> the decoded frame's
         tracker.begin(min(actors.fps, info.fps or actors.fps))
         for start in range(0, len(grid), actors.batch):
             indices = grid[start : start + actors.batch]
@@ -522,11 +547,11 @@ def track_video(
                     box = box_row[:4] * scale if decode is not None else box_row[:4]
                     crop = square_crop(frame, box, margin=actors.margin, size=size)
                     pending.append((int(box_row[4]), int(index), crop))
-                    if motion is not None:
-                        moved = square_crop(later[n], box, margin=actors.margin, size=size)
-                        motion.setdefault(int(box_row[4]), []).append(flow(crop[None], moved[None]))
+                    if motion is not None:  # from the box rounded as stored (actor_streams adds motion the same way)
+                        first, moved = motion_crops(frame, later[n], box_row[:4], cut, margin=actors.margin, size=size)
+                        motion.setdefault(int(box_row[4]), []).append(flow(first[None], moved[None]))
                     if poses is not None:  # from the box in video pixels, as a stored track gives it back
-                        body = pose_crop(frame, box_row[:4], scale if decode is not None else 1.0)
+                        body = pose_crop(frame, box_row[:4], cut)
                         poses.setdefault(int(box_row[4]), []).append(pose(body[None]))
             encode(False)
         encode(True)

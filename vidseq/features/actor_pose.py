@@ -4,9 +4,9 @@ Place in the data flow: a grid frame + a tracked box (``actors.PersonTracker``) 
 -> ``pose.PoseEstimator`` (static mode: each crop on its own) -> one ``(1, pose_dim)`` vector per
 tracked frame. ``actor_extraction.track_video`` calls it for every box of every grid frame it
 decodes (the ``pose`` stream of a per-person store, and ``predict --actors``);
-``poses_of_stored_tracks`` computes the same vectors for tracks already in a store (their frames
-and boxes read back from the trajectory stream), so adding pose to finished videos re-decodes
-their tracked frames and runs neither the detector nor the backbone.
+``actor_streams.streams_of_stored_tracks`` computes the same vectors for tracks already in a
+store (their frames and boxes read back from the trajectory stream), so adding pose to finished
+videos re-decodes their tracked frames and runs neither the detector nor the backbone.
 
 The crop is not the backbone's: it is ``POSE_MARGIN`` (0.8) of the box's long side wider and
 ``POSE_CROP`` (224) pixels square, the same whatever the backbone (so the pose store does not
@@ -26,15 +26,11 @@ crop is cut, so a pose computed later from a store gives the vectors extraction 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vidseq.features.actors import Track, square_crop
-from vidseq.features.pose import PoseEstimator
-from vidseq.features.store import FeatureStore, VideoFeatures
-from vidseq.io import open_video
+from vidseq.features.actors import square_crop
 
 POSE_CROP = 224  # pixels, square: what BlazePose's detector reads (its landmark model reads 256)
 POSE_MARGIN = 0.8  # of the box's long side, around it (actors.margin is for the backbone's crops)
@@ -52,53 +48,3 @@ def pose_crop(frame: np.ndarray, box: np.ndarray, scale: float = 1.0) -> np.ndar
     if scale != 1.0:
         box = box * scale
     return square_crop(frame, box, margin=POSE_MARGIN, size=POSE_CROP)
-
-
-def stored_tracks(trajectory: FeatureStore, vid: str) -> list[tuple[Track, VideoFeatures, dict[str, str]]]:
-    """The tracks of video ``vid`` as the trajectory store holds them (frames and boxes), each with
-    its entry and record, by id."""
-    found = []
-    for path in sorted(trajectory.records_dir.glob(f"{vid}~*.json")):
-        record = trajectory.get_record(path.stem) or {}
-        if record.get("status") != "done" or not record.get("file"):
-            continue
-        item = FeatureStore.read(trajectory.directory / record["file"])
-        boxes = np.asarray(item.meta["boxes"], dtype=np.float32).reshape(-1, 4)
-        track = Track(int(item.meta["track"]["track"]), item.frame_indices, boxes, np.ones(len(boxes), np.float32))
-        found.append((track, item, record))
-    return sorted(found, key=lambda each: each[0].track_id)
-
-
-def poses_of_stored_tracks(
-    path: str | Path,
-    tracks: list[Track],
-    estimator: PoseEstimator,
-    *,
-    backend: str,
-    max_side: int,
-    batch: int = 8,
-) -> dict[int, np.ndarray]:
-    """Track id -> ``(len(track), pose_dim)``: the pose in each of its tracked frames, decoded as
-    extraction decodes them (long side at most ``max_side``), ``batch`` frames at a time."""
-    wanted = np.unique(np.concatenate([t.frames for t in tracks])) if tracks else np.zeros(0, np.int64)
-    where = {t.track_id: {int(f): n for n, f in enumerate(t.frames)} for t in tracks}
-    parts: dict[int, list[tuple[int, np.ndarray]]] = {t.track_id: [] for t in tracks}
-    with open_video(path, backend=backend) as reader:
-        info = reader.info
-        scale = min(1.0, max_side / max(info.width, info.height))
-        decode = None if scale >= 1.0 else (round(info.height * scale), round(info.width * scale))
-        for start in range(0, len(wanted), batch):
-            indices = wanted[start : start + batch]
-            for index, frame in zip(indices, reader.read(indices, size=decode)):
-                for track in tracks:
-                    n = where[track.track_id].get(int(index))
-                    if n is not None:
-                        crop = pose_crop(frame, track.boxes[n], scale if decode is not None else 1.0)
-                        parts[track.track_id].append((n, estimator(crop[None])))
-    out = {}
-    for track in tracks:
-        found = sorted(parts[track.track_id], key=lambda p: p[0])
-        if len(found) != len(track):
-            raise ValueError(f"{len(track) - len(found)} tracked frames of t{track.track_id} were not decoded again")
-        out[track.track_id] = np.concatenate([vector for _, vector in found])
-    return out

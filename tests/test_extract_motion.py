@@ -34,13 +34,16 @@ SAMPLING = SamplingConfig(count=6)
 TOY = BackboneSpec(name="toy", weights=None, input_size=8, resize=8, mean=(0, 0, 0), std=(1, 1, 1), feature_dim=4)
 
 
+def _camera_pair(tmp_path_factory, name: str, classes: list[str]) -> Path:
+    """Two small camera-synth clips of each of ``classes``."""
+    out = tmp_path_factory.mktemp(name) / "data"
+    generate_dataset(out, SynthConfig(kind="camera", classes=classes, videos_per_class=2, num_frames=12, size=64))
+    return out
+
+
 @pytest.fixture(scope="module")
 def pans(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("pans") / "data"
-    generate_dataset(
-        out, SynthConfig(kind="camera", classes=["pan_left", "pan_right"], videos_per_class=2, num_frames=12, size=64)
-    )
-    return out
+    return _camera_pair(tmp_path_factory, "pans", ["pan_left", "pan_right"])
 
 
 @pytest.fixture()
@@ -165,11 +168,7 @@ def test_intensity_off_is_the_flow_alone_and_old_recipes_read_as_off(real_pair):
 
 @pytest.fixture(scope="module")
 def fades(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("fades") / "data"
-    generate_dataset(
-        out, SynthConfig(kind="camera", classes=["fade_in", "fade_out"], videos_per_class=2, num_frames=12, size=64)
-    )
-    return out
+    return _camera_pair(tmp_path_factory, "fades", ["fade_in", "fade_out"])
 
 
 def test_the_fade_pair_is_told_apart_by_the_intensity_part_of_its_own_store(tmp_path, fades):

@@ -133,3 +133,20 @@ def test_a_checkpoint_from_before_layouts_loads_and_predicts_as_it_did(name):
     padded, lengths = pad_sequences([torch.randn(7, 8), torch.randn(3, 8)])
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(padded, lengths), model(padded, lengths), atol=0, rtol=0)
+
+
+def test_centring_reaches_the_appearance_dims_only():
+    """``model.center`` subtracts each video's mean appearance; motion and pose are never centred
+    (a constant pan, a held posture are the signal)."""
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(np.stack([_frames(10, rng) for _ in range(2)]))
+    mask = torch.ones(x.shape[:2], dtype=torch.bool)
+    centred, plain = StreamInput(LAYOUT, center=True), StreamInput(LAYOUT, center=False)
+    shift, scale = fit_stream_stats(list(x.numpy()), LAYOUT)
+    for layer in (centred, plain):
+        layer.set_stats(shift, scale)
+    a, b = centred(x, mask), plain(x, mask)
+    torch.testing.assert_close(a[..., 4:], b[..., 4:], atol=0, rtol=0)
+    scene = x.clone()
+    scene[..., :4] += 5.0  # another scene: a constant offset on the appearance dims
+    torch.testing.assert_close(centred(scene, mask)[..., :4], a[..., :4], atol=1e-5, rtol=0)

@@ -30,7 +30,7 @@ import torch
 
 from vidseq.backbones import Backbone, FrameEncoder
 from vidseq.backbones.onnx import RUNTIMES, OnnxFallbackWarning
-from vidseq.config import VidseqConfig, wants_motion
+from vidseq.config import VidseqConfig, motion_settings, wants_motion
 from vidseq.datasets import VideoItem, discover_videos
 from vidseq.errors import VidseqError
 from vidseq.features import build_backbone, extract, resolve_device
@@ -272,7 +272,7 @@ def model_pass(encode: Callable[[torch.Tensor], np.ndarray], frames: torch.Tenso
 def end_to_end_pass(items: list[VideoItem], model: Backbone, config: VidseqConfig) -> float:
     """Frames/s of ``vidseq.features.extract`` over ``items`` into a fresh temporary store (the
     prebuilt ``model``: its build is not timed, as a long run pays it once)."""
-    motion = config.motion.model_copy(update={"enabled": True}) if wants_motion(config) else None
+    motion = motion_settings(config)
     with tempfile.TemporaryDirectory(prefix="vidseq-bench-") as out:
         result = extract(
             items,

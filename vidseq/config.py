@@ -419,6 +419,16 @@ def wants_pose(config: VidseqConfig) -> bool:
     return config.pose.enabled or "pose" in config.train.streams
 
 
+def motion_settings(config: VidseqConfig) -> MotionConfig | None:
+    """The motion settings an extraction runs with (enabled), or None where no motion is wanted."""
+    return config.motion.model_copy(update={"enabled": True}) if wants_motion(config) else None
+
+
+def pose_settings(config: VidseqConfig) -> PoseConfig | None:
+    """The pose settings an extraction runs with (enabled), or None where no pose is wanted."""
+    return config.pose.model_copy(update={"enabled": True}) if wants_pose(config) else None
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),

@@ -252,7 +252,7 @@ def extract(
     the decoded frame before the backbone's centre crop, in a linked pose-mediapipe-<digest>
     store; a frame where nobody is found has presence 0 (no failure). Needs the pose extra.
     """
-    from vidseq.config import wants_motion, wants_pose
+    from vidseq.config import motion_settings, pose_settings
     from vidseq.datasets import discover_videos
     from vidseq.features import extract as run_extract
 
@@ -270,7 +270,7 @@ def extract(
         "actors.enabled": True if actors else None,
     }
     cfg = load(config, override, flags)
-    if wants_pose(cfg):
+    if pose_settings(cfg) is not None:
         from vidseq.features.pose import check_pose
 
         check_pose(cfg.pose)  # the pose extra: one line that names it, before any work
@@ -280,8 +280,6 @@ def extract(
     if cfg.actors.enabled:
         _extract_actors(found, cfg, force=force, quiet=quiet)
         return
-    motion_cfg = cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None
-    pose_cfg = cfg.pose.model_copy(update={"enabled": True}) if wants_pose(cfg) else None
     result = run_extract(
         found,
         out=cfg.extract.out,
@@ -291,8 +289,8 @@ def extract(
         io=cfg.io,
         force=force,
         progress=not quiet,
-        motion=motion_cfg,
-        pose=pose_cfg,
+        motion=motion_settings(cfg),
+        pose=pose_settings(cfg),
     )
     console.print(result.summary(), highlight=False)
     for row in result.failed:
@@ -307,10 +305,9 @@ def extract(
 
 def _extract_actors(found, cfg, *, force: bool, quiet: bool) -> None:
     """``vidseq extract --actors``: per-person stores (see vidseq.features.actor_extraction)."""
-    from vidseq.config import wants_motion, wants_pose
+    from vidseq.config import motion_settings, pose_settings
     from vidseq.features.actor_extraction import extract_actors
 
-    motion = cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None
     result = extract_actors(
         found,
         out=cfg.extract.out,
@@ -318,8 +315,8 @@ def _extract_actors(found, cfg, *, force: bool, quiet: bool) -> None:
         backbone=cfg.backbone,
         config=cfg.extract,
         io=cfg.io,
-        motion=motion,
-        pose=cfg.pose if wants_pose(cfg) else None,
+        motion=motion_settings(cfg),
+        pose=pose_settings(cfg),
         force=force,
         progress=not quiet,
     )

@@ -43,23 +43,6 @@ from vidseq.models.base import (
 from vidseq.models.sequence import AttentionPool, length_mask, masked_mean
 from vidseq.models.streams import StreamInput, streams_option
 
-
-def center_sequences(features: torch.Tensor, lengths: torch.Tensor, dims: int | None = None) -> torch.Tensor:
-    """Subtract each sequence's mean over its valid steps; padded steps stay zero.
-
-    ``dims``: centre only the first ``dims`` features (the rest pass unchanged); None: all.
-    """
-    if dims is not None and dims < features.shape[-1]:
-        if dims <= 0:
-            return features
-        head = center_sequences(features[..., :dims], lengths)
-        return torch.cat([head, features[..., dims:]], dim=-1)
-    mask = length_mask(lengths, features.shape[1], device=features.device).unsqueeze(-1)
-    valid = torch.where(mask, features, torch.zeros((), dtype=features.dtype, device=features.device))
-    mean = valid.sum(1, keepdim=True) / mask.sum(1, keepdim=True).to(features.dtype)
-    return torch.where(mask, features - mean, valid)
-
-
 CELLS: dict[str, type[nn.RNNBase]] = {"lstm": nn.LSTM, "gru": nn.GRU}
 POOLINGS = ("last", "mean", "attention")
 State = tuple[torch.Tensor, ...]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vidseq import metrics as M
-from vidseq.config import VidseqConfig, to_yaml, wants_motion, wants_pose
+from vidseq.config import VidseqConfig, motion_settings, pose_settings, to_yaml
 from vidseq.datasets import Dataset, discover_videos
 from vidseq.errors import VidseqError
 from vidseq.training.distributed import is_main_process
@@ -110,8 +110,8 @@ def run_extract(ctx: StageContext) -> StageOutcome:
         force=ctx.force,
         progress=ctx.progress,
         reuse_from=[] if ctx.force else earlier,
-        motion=cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None,
-        pose=cfg.pose.model_copy(update={"enabled": True}) if wants_pose(cfg) else None,
+        motion=motion_settings(cfg),
+        pose=pose_settings(cfg),
     )
     done = result.extracted + result.reused
     if done == 0:
@@ -152,8 +152,8 @@ def _extract_actors(ctx: StageContext, found: Dataset, source: str) -> StageOutc
         backbone=cfg.backbone,
         config=cfg.extract,
         io=cfg.io,
-        motion=cfg.motion.model_copy(update={"enabled": True}) if wants_motion(cfg) else None,
-        pose=cfg.pose if wants_pose(cfg) else None,
+        motion=motion_settings(cfg),
+        pose=pose_settings(cfg),
         force=ctx.force,
         progress=ctx.progress,
     )

@@ -87,16 +87,17 @@ class DecodeLimits:
         return self.seconds is not None or self.memory_gb is not None
 
     def broken(self, pid: int, elapsed: float) -> str:
-        """Why the worker ``pid``, ``elapsed`` seconds into its video, broke a limit ("": it did not)."""
-        if self.seconds is not None and elapsed > self.seconds:
-            return (
-                f"decoder did not finish in {self.seconds:g} s (extract.video_timeout; the worker was "
-                "replaced: raise the limit if the video is just long)"
-            )
+        """Why the worker ``pid``, ``elapsed`` seconds into its video, broke a limit ("": it did not).
+        Memory first: a worker past both (a leak that outran the clock) was not "just long"."""
         if self.memory_gb is not None and _own_memory(pid, self.memory_gb * _GB) > self.memory_gb * _GB:
             return (
                 f"decode worker used more than {self.memory_gb:g} GB of memory "
                 "(extract.worker_memory_gb; the worker was replaced)"
+            )
+        if self.seconds is not None and elapsed > self.seconds:
+            return (
+                f"decoder did not finish in {self.seconds:g} s (extract.video_timeout; the worker was "
+                "replaced: raise the limit if the video is just long)"
             )
         return ""
 

@@ -262,6 +262,19 @@ def _heads():
     }
 
 
+def test_the_manifest_names_each_head_as_the_registry_does():
+    from vidseq.predict.export_head import model_name
+
+    names = {kind: model_name(model) for kind, model in _heads().items()}
+    assert names == {
+        "lstm-bidirectional-mean-2-layers": "lstm",
+        "gru-attention-centred-motion": "gru",
+        "tcn": "tcn",
+        "transformer-causal-centred-motion": "transformer",  # was "tcn": anything not lstm/gru/meanpool
+        "late-fusion": "late_fusion",
+    }
+
+
 @pytest.mark.parametrize("kind", list(_heads()))
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_exported_heads_match_the_packed_model_on_padded_batches(kind, fmt, tmp_path):

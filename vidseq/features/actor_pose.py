@@ -2,7 +2,7 @@
 
 Place in the data flow: a grid frame + a tracked box (``actors.PersonTracker``) -> **pose_crop**
 -> ``pose.PoseEstimator`` (static mode: each crop on its own) -> one ``(1, pose_dim)`` vector per
-tracked frame. ``actor_extraction.track_video`` calls it for every box of every grid frame it
+tracked frame. ``actor_tracking.track_video`` calls it for every box of every grid frame it
 decodes (the ``pose`` stream of a per-person store, and ``predict --actors``);
 ``actor_streams.streams_of_stored_tracks`` computes the same vectors for tracks already in a
 store (their frames and boxes read back from the trajectory stream), so adding pose to finished

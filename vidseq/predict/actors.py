@@ -1,6 +1,6 @@
 """Prediction per person: a model trained on per-person stores labels each tracked person.
 
-Place in the data flow: a video -> ``actor_extraction.track_video`` (the same detector, tracker,
+Place in the data flow: a video -> ``actor_tracking.track_video`` (the same detector, tracker,
 grid, crops and ``FrameEncoder`` as ``vidseq extract --actors``, from the recipe the model's
 store recorded) -> each track's streams side by side (crops' features, trajectory, and where the
 model reads them the flow inside the crops and each person's pose, ``actor_pose``) -> the head
@@ -28,8 +28,8 @@ import numpy as np
 
 from vidseq.config import ActorsConfig
 from vidseq.errors import VidseqError
-from vidseq.features.actor_extraction import MAX_DECODE_SIDE, track_video
 from vidseq.features.actor_pose import pose_crop
+from vidseq.features.actor_tracking import MAX_DECODE_SIDE, track_video
 from vidseq.features.actors import PersonTracker, square_crop, trajectory
 from vidseq.features.motion import FlowPooler
 from vidseq.io import resize_frame

@@ -258,3 +258,36 @@ def test_every_rank_takes_the_same_number_of_steps_and_each_batch_counts_once(mo
     counted = sorted(int(b[0]) for share in shares for b, counts in share if counts)
     assert counted == list(range(num_batches))
     assert [int(b[0]) for b, _ in shares[1]] == list(range(1, num_batches, 2)) + [0] * (num_batches % 2)
+
+
+_ENDING = """
+import atexit, sys, threading, time
+from vidseq.cli._app import main
+
+
+class Finalized:
+    def __del__(self):  # runs when the interpreter finalizes (module globals cleared)
+        print("finalized", flush=True)
+
+
+keep = Finalized()
+atexit.register(lambda: print("atexit ran", flush=True))
+threading.Thread(target=lambda: (time.sleep(0.3), print("thread joined")), daemon=False).start()
+sys.argv = ["vidseq", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("args, code", [(["--version"], 0), (["nosuchcommand"], 2)])
+def test_a_torchrun_rank_ends_with_its_code_without_finalizing(tmp_path, args, code):
+    """A rank's end skips interpreter finalization (where a gloo thread's late GIL request aborts
+    the process, SIGABRT) but keeps what an exit promises: its code, atexit handlers, non-daemon
+    threads joined, output flushed. Alone (no WORLD_SIZE) the interpreter finalizes as usual."""
+    script = tmp_path / "ending.py"
+    script.write_text(_ENDING)
+    for world, finalized in (("2", False), ("1", True)):
+        env = {**os.environ, "WORLD_SIZE": world}
+        out = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == code, out.stderr[-2000:]
+        assert "atexit ran" in out.stdout and "thread joined" in out.stdout
+        assert ("finalized" in out.stdout) is finalized, (world, out.stdout)

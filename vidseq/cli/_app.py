@@ -8,6 +8,7 @@ run: 128 + the signal); no Python traceback reaches the user (VIDSEQ_DEBUG=1 sho
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Callable
@@ -103,5 +104,41 @@ def _root(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. In a process of a torchrun group (``--ddp N``), the command's
+    end is the process's end: see ``exit_without_finalizing``."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        app()
+        return
+    try:
+        app()
+    except SystemExit as done:
+        exit_without_finalizing(done.code)
+    exit_without_finalizing(0)
+
+
+def exit_without_finalizing(code: int | str | None) -> None:
+    """Exit with ``code`` as ``sys.exit`` would (non-daemon threads joined, ``atexit`` handlers run:
+    MLflow's, logging's; output flushed), then ``os._exit``: no interpreter finalization.
+
+    Why, for a DDP rank: gloo's worker threads (C++) may drop their last reference to a tensor of
+    the last collective after the Python side has moved on. If that happens while the interpreter
+    is being finalized, the thread's GIL request ends it (``pthread_exit``) inside C++ code that
+    may not unwind: ``terminate called without an active exception``, SIGABRT, and torchrun
+    reports the whole training as failed after it had finished (seen once in CI, on the rank that
+    left first). Without finalization there is nothing for such a thread to run into.
+    """
+    import atexit
+    import sys
+    import threading
+
+    if isinstance(code, str):  # sys.exit("message"): printed, exit status 1
+        print(code, file=sys.stderr)
+        code = 1
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code or 0)

@@ -216,4 +216,5 @@ def relaunch_under_torchrun(nproc: int, argv: list[str] | None = None) -> int:
         "train",
         *args,
     ]
-    return subprocess.run(command, check=False).returncode
+    env = {"PYTHONFAULTHANDLER": "1", **os.environ}  # a rank that crashes prints where (all its threads)
+    return subprocess.run(command, check=False, env=env).returncode

@@ -35,7 +35,7 @@ SMALL = BackboneConfig(input_size=96)  # real weights, smaller input: fast on 2 
 # The leak reaches the cap in about 0.6 s on an idle 2-core machine (page faults: ~400 MB/s here); the
 # deadline is 16x that, so that the cap, not the deadline, stops it on a loaded CI machine too (at 0.5 GB
 # against 3 s it lost that race in CI; at 0.25 GB against 4 s, the Ray engine's lost it with 5 test
-# processes on 2 cores). A decode worker of the good videos keeps well under the cap (tens of MB).
+# processes on 2 cores). A decode worker of good videos stays under 0.05 GB (a 0.02 GB cap fails them).
 LIMITS = {"video_timeout": 10.0, "worker_memory_gb": 0.25}
 SLACK = 4.0  # seconds past a deadline a loaded 2-core machine may take to record the failure
 

@@ -283,9 +283,9 @@ def test_ray_rows_carry_the_motion_stream_to_its_sink(tmp_path):
         batch["features"] = np.repeat(batch["index"][:, None], TOY.feature_dim, axis=1).astype(np.float32)
         return batch
 
-    ray_engine._deliver(run.sink, rows(0, 0, [0, 5], total=2, motion_error="too short"), run.motion_sink)
-    ray_engine._deliver(run.sink, rows(1, 0, [], total=0, error="broken"), run.motion_sink)
-    ray_engine._deliver(run.sink, rows(2, 0, [3, 7], total=2, frames=False), run.motion_sink)
+    ray_engine._deliver(run.sink, rows(0, 0, [0, 5], total=2, motion_error="too short"), run.extra_sinks)
+    ray_engine._deliver(run.sink, rows(1, 0, [], total=0, error="broken"), run.extra_sinks)
+    ray_engine._deliver(run.sink, rows(2, 0, [3, 7], total=2, frames=False), run.extra_sinks)
     run.close()
     result = run.finish(1.0)
     assert (result.extracted, result.reused, len(result.failed)) == (1, 1, 1)

@@ -252,9 +252,9 @@ def test_ray_rows_carry_the_pose_stream_to_its_sink(tmp_path):
         batch["features"] = np.repeat(batch["index"][:, None], TOY.feature_dim, axis=1).astype(np.float32)
         return batch
 
-    ray_engine._deliver(run.sink, rows(0, [0, 5]), None, run.sink_of("pose"))
-    ray_engine._deliver(run.sink, rows(1, [], error="broken"), None, run.sink_of("pose"))
-    ray_engine._deliver(run.sink, rows(2, [3, 8], frames=False), None, run.sink_of("pose"))
+    ray_engine._deliver(run.sink, rows(0, [0, 5]), run.extra_sinks)
+    ray_engine._deliver(run.sink, rows(1, [], error="broken"), run.extra_sinks)
+    ray_engine._deliver(run.sink, rows(2, [3, 8], frames=False), run.extra_sinks)
     run.close()
     result = run.finish(1.0)
     assert (result.extracted, result.reused, len(result.failed)) == (1, 1, 1)

@@ -295,7 +295,7 @@ def extract(
     console.print(result.summary(), highlight=False)
     for row in result.failed:
         err_console.print(f"[red]failed:[/] {row['path']}: {row['error']}", highlight=False)
-    streams = [(name, s) for name, s in (("motion", result.motion), ("pose", result.pose)) if s is not None]
+    streams = result.extras.items()
     for name, stream in streams:
         for row in stream.failed:
             err_console.print(f"[red]{name} failed:[/] {row['path']}: {row['error']}", highlight=False)

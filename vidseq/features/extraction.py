@@ -57,7 +57,6 @@ from vidseq.features.keys import (
     store_key,
 )
 from vidseq.features.plan import (
-    EXTRA_STREAMS,
     ExtractionPlan,
     ExtractionRun,
     ExtractResult,
@@ -147,7 +146,7 @@ def extract(
         jobs = run.jobs()
         threads = thread_budget().extraction(config.num_workers, device=device.type, videos=len(jobs))
         with torch_threads(threads.torch):  # set first: an onnxruntime session sizes itself from it
-            runner = _Runner(model, config, device, run.sink, {name: run.sink_of(name) for name in EXTRA_STREAMS})
+            runner = _Runner(model, config, device, run.sink, run.extra_sinks)
             backend = (io or IOConfig()).backend
             settings = DecodeSettings(
                 model.spec, sampling, backend, config.chunk_frames, run.config_of("motion"), run.config_of("pose")
@@ -205,7 +204,7 @@ class _Runner:
         config: ExtractConfig,
         device: torch.device,
         sink: VideoSink,
-        streams: dict[str, VideoSink | None] | None = None,
+        streams: dict[str, VideoSink] | None = None,
     ) -> None:
         self.forward, self.sink, self.batch_size = BatchForward(model, config, device), sink, config.batch_size
         self.streams = streams or {}

@@ -62,6 +62,11 @@ class ExtractResult:
     present: int | None = None
 
     @property
+    def extras(self) -> dict[str, ExtractResult]:
+        """The results of the other streams this run made (motion, pose), by name."""
+        return {name: made for name in EXTRA_STREAMS if (made := getattr(self, name)) is not None}
+
+    @property
     def ok(self) -> bool:
         return not self.failed
 
@@ -88,16 +93,14 @@ class ExtractResult:
         )
         if self.duplicates:
             text += f"\n{self.duplicates} paths were the same content as another path (one video each)"
-        for name in EXTRA_STREAMS:
-            stream = getattr(self, name)
-            if stream is not None:
-                found = ""
-                if stream.present is not None and stream.frames:
-                    found = f" (a person found in {stream.present} of the {stream.frames} frames extracted)"
-                text += (
-                    f"\n{name} stream: {stream.extracted} extracted, {stream.reused} already done, "
-                    f"{len(stream.failed)} failed{found} -> {stream.store.directory}"
-                )
+        for name, stream in self.extras.items():
+            found = ""
+            if stream.present is not None and stream.frames:
+                found = f" (a person found in {stream.present} of the {stream.frames} frames extracted)"
+            text += (
+                f"\n{name} stream: {stream.extracted} extracted, {stream.reused} already done, "
+                f"{len(stream.failed)} failed{found} -> {stream.store.directory}"
+            )
         return text
 
 
@@ -285,18 +288,20 @@ class ExtractionRun:
 
     @property
     def sinks(self) -> list[VideoSink]:
-        return [self.sink, *(extra.sink for extra in self.extras.values())]
+        return [self.sink, *self.extra_sinks.values()]
+
+    @property
+    def extra_sinks(self) -> dict[str, VideoSink]:
+        """The sinks of the other streams the run makes (motion, pose), by name: what the engines
+        hand each chunk's or row's vectors of those streams to."""
+        return {name: extra.sink for name, extra in self.extras.items()}
 
     def sink_of(self, stream: str) -> VideoSink | None:
         """The sink of ``stream`` (``motion``, ``pose``); None where the run does not make it."""
-        return self.extras[stream].sink if stream in self.extras else None
+        return self.extra_sinks.get(stream)
 
     def config_of(self, stream: str) -> MotionConfig | PoseConfig | None:
         return self.extras[stream].config if stream in self.extras else None
-
-    @property
-    def motion_sink(self) -> VideoSink | None:
-        return self.sink_of("motion")
 
     @property
     def waiting(self) -> list[VideoItem]:

@@ -153,7 +153,7 @@ def extract_ray(
             with progress_bar(len(run.todo), desc="extract", unit="video", enabled=progress) as bar:
                 run.progress.bar = bar
                 for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                    _deliver(run.sink, batch, run.motion_sink, run.sink_of("pose"))
+                    _deliver(run.sink, batch, run.extra_sinks)
             run.close()
             return run.finish(time.perf_counter() - start)
 
@@ -317,14 +317,10 @@ class _BackboneActor:
         return out
 
 
-def _deliver(
-    sink: VideoSink,
-    batch: dict[str, np.ndarray],
-    motion_sink: VideoSink | None = None,
-    pose_sink: VideoSink | None = None,
-) -> None:
-    """Hand a batch of feature rows (frames of any videos, any order) to the sinks, video by video."""
-    streams = {name: s for name, s in (("motion", motion_sink), ("pose", pose_sink)) if s is not None}
+def _deliver(sink: VideoSink, batch: dict[str, np.ndarray], streams: dict[str, VideoSink] | None = None) -> None:
+    """Hand a batch of feature rows (frames of any videos, any order) to the sinks, video by video;
+    ``streams``: the sinks of the other streams (``ExtractionRun.extra_sinks``)."""
+    streams = streams or {}
     for job in np.unique(batch["job"]):
         mine = np.flatnonzero(batch["job"] == job)
         errors = [str(e) for e in batch["error"][mine] if e]

@@ -129,13 +129,12 @@ def run_extract(ctx: StageContext) -> StageOutcome:
         "frames_per_s": result.frames / result.seconds if result.seconds else 0.0,
     }
     outputs = {"store": str(result.store.directory)}
-    for stream, made in (("motion", result.motion), ("pose", result.pose)):
-        if made is not None:
-            for name in ("manifest.csv", "store.json"):
-                ctx.run.log_artifact(made.store.directory / name, artifact_path=stream)
-            metrics[f"{stream}_videos"] = float(made.extracted + made.reused)
-            metrics[f"{stream}_failed"] = float(len(made.failed))
-            outputs[f"{stream}_store"] = str(made.store.directory)
+    for stream, made in result.extras.items():
+        for name in ("manifest.csv", "store.json"):
+            ctx.run.log_artifact(made.store.directory / name, artifact_path=stream)
+        metrics[f"{stream}_videos"] = float(made.extracted + made.reused)
+        metrics[f"{stream}_failed"] = float(len(made.failed))
+        outputs[f"{stream}_store"] = str(made.store.directory)
     return StageOutcome(outputs, metrics, result.summary())
 
 

@@ -287,11 +287,7 @@ class Predictor:
                 motion=self.motion,
                 pose=self.pose,
             )
-            stores = {"appearance": result}
-            if result.motion is not None:
-                stores["motion"] = result.motion
-            if getattr(result, "pose", None) is not None:
-                stores["pose"] = result.pose
+            stores = {"appearance": result, **result.extras}
             errors: dict[str, str] = {}
             for name in self.streams:
                 for row in stores[name].failed:
